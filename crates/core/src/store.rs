@@ -1,0 +1,165 @@
+//! The storage port: what the service layer needs from a database, and nothing else.
+//!
+//! Each mutation takes the audit entry that records it and writes both in one
+//! transaction, so no change exists without its entry. Invariants that must hold under
+//! concurrency (unique names, the token limit, "at least one enabled super_admin") are
+//! checked inside that transaction by the store, not before it by the caller.
+
+use crate::account::{AccountRecord, Role};
+use crate::audit::{AuditAction, AuditDraft, AuditEntry};
+use crate::clock::Timestamp;
+use crate::ids::{AccountId, TokenId};
+use crate::policy::TokenPolicy;
+use crate::token::{TokenHash, TokenRecord, TokenStatus};
+use crate::usage::{AccessRecord, BucketWidth, UsageBucket};
+use std::future::Future;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A unique name is taken; the string says which.
+    #[error("{0}")]
+    Conflict(String),
+    #[error("not found")]
+    NotFound,
+    #[error("the account already holds the maximum number of tokens")]
+    TokenLimitReached,
+    #[error("the last enabled super_admin cannot be disabled, demoted or deleted")]
+    LastSuperAdmin,
+    #[error("storage error: {0}")]
+    Backend(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// One page of a newest-first list: at most `limit` items after the cursor `after`
+/// (the id or sequence number of the last item of the previous page).
+#[derive(Debug, Clone, Default)]
+pub struct Page {
+    pub limit: u32,
+    pub after: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct TokenFilter {
+    /// `None`: every account's tokens (for `tokens:admin`).
+    pub account_id: Option<AccountId>,
+    pub status: Option<TokenStatus>,
+    /// The time `status` is judged at.
+    pub now: Timestamp,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    pub action: Option<AuditAction>,
+    /// An account id or a username.
+    pub actor: Option<String>,
+    /// A target object's id.
+    pub target: Option<String>,
+    pub since: Option<Timestamp>,
+    pub until: Option<Timestamp>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct AccessFilter {
+    pub token_id: Option<TokenId>,
+    pub account_id: Option<AccountId>,
+    pub status: Option<u16>,
+    pub since: Option<Timestamp>,
+    pub until: Option<Timestamp>,
+}
+
+/// A login session; only the SHA-256 of its id is stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionRecord {
+    pub id_hash: TokenHash,
+    pub account_id: AccountId,
+    pub created_at: Timestamp,
+    pub expires_at: Timestamp,
+}
+
+/// The usage counters of one token, added up over a batch of access records.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UsageDelta {
+    pub token_id: TokenId,
+    pub allowed: u64,
+    pub denied: u64,
+    pub last_used_at: Timestamp,
+    pub last_used_ip: String,
+}
+
+/// Everything Tessera stores. SQLite and PostgreSQL implement it; the conformance suite
+/// in `tessera-store` holds both to the same behaviour.
+pub trait Store: Send + Sync {
+    // --- schema ---------------------------------------------------------------------
+    /// Brings the schema up to date and makes sure the built-in roles exist as given.
+    fn migrate(&self, builtin_roles: &[Role]) -> impl Future<Output = StoreResult<()>> + Send;
+    /// A cheap round trip, for `/readyz`.
+    fn ping(&self) -> impl Future<Output = StoreResult<()>> + Send;
+
+    // --- accounts and sessions -------------------------------------------------------
+    fn count_accounts(&self) -> impl Future<Output = StoreResult<u64>> + Send;
+    fn insert_account(&self, account: &AccountRecord, audit: AuditDraft) -> impl Future<Output = StoreResult<()>> + Send;
+    fn get_account(&self, id: &AccountId) -> impl Future<Output = StoreResult<Option<AccountRecord>>> + Send;
+    fn get_account_by_username(&self, username: &str) -> impl Future<Output = StoreResult<Option<AccountRecord>>> + Send;
+    fn list_accounts(&self, page: &Page) -> impl Future<Output = StoreResult<Vec<AccountRecord>>> + Send;
+    /// Saves roles, disabled and password hash. Refuses with `LastSuperAdmin` when no
+    /// enabled `super_admin` would be left.
+    fn update_account(&self, account: &AccountRecord, audit: AuditDraft) -> impl Future<Output = StoreResult<()>> + Send;
+    /// Deletes the account, its sessions and its tokens; answers the deleted tokens.
+    fn delete_account(&self, id: &AccountId, audit: AuditDraft) -> impl Future<Output = StoreResult<Vec<TokenRecord>>> + Send;
+    /// Records a successful login: the session, `last_login_at`, and the audit entry.
+    fn insert_session(&self, session: &SessionRecord, audit: AuditDraft) -> impl Future<Output = StoreResult<()>> + Send;
+    fn get_session(&self, id_hash: &TokenHash) -> impl Future<Output = StoreResult<Option<SessionRecord>>> + Send;
+    fn delete_session(&self, id_hash: &TokenHash, audit: AuditDraft) -> impl Future<Output = StoreResult<()>> + Send;
+
+    // --- roles -----------------------------------------------------------------------
+    fn list_roles(&self) -> impl Future<Output = StoreResult<Vec<Role>>> + Send;
+    fn insert_role(&self, role: &Role, audit: AuditDraft) -> impl Future<Output = StoreResult<()>> + Send;
+    fn update_role(&self, role: &Role, audit: AuditDraft) -> impl Future<Output = StoreResult<()>> + Send;
+    /// Refuses with `Conflict` while an account holds the role.
+    fn delete_role(&self, name: &str, audit: AuditDraft) -> impl Future<Output = StoreResult<()>> + Send;
+
+    // --- settings --------------------------------------------------------------------
+    fn get_policy(&self) -> impl Future<Output = StoreResult<TokenPolicy>> + Send;
+    fn put_policy(&self, policy: &TokenPolicy, audit: AuditDraft) -> impl Future<Output = StoreResult<()>> + Send;
+
+    // --- tokens ----------------------------------------------------------------------
+    /// Refuses with `TokenLimitReached` when the account holds `max_per_account` tokens,
+    /// and with `Conflict` when the name is taken in the account.
+    fn insert_token(&self, token: &TokenRecord, max_per_account: u32, audit: AuditDraft) -> impl Future<Output = StoreResult<()>> + Send;
+    fn get_token(&self, id: &TokenId) -> impl Future<Output = StoreResult<Option<TokenRecord>>> + Send;
+    /// The token whose current or previous value has this digest.
+    fn find_token_by_hash(&self, hash: &TokenHash) -> impl Future<Output = StoreResult<Option<TokenRecord>>> + Send;
+    fn list_tokens(&self, filter: &TokenFilter, page: &Page) -> impl Future<Output = StoreResult<Vec<TokenRecord>>> + Send;
+    fn count_tokens(&self, account_id: &AccountId) -> impl Future<Output = StoreResult<u64>> + Send;
+    /// Saves every field but id, account, creation time and usage.
+    fn update_token(&self, token: &TokenRecord, audit: AuditDraft) -> impl Future<Output = StoreResult<()>> + Send;
+    fn delete_token(&self, id: &TokenId, audit: AuditDraft) -> impl Future<Output = StoreResult<TokenRecord>> + Send;
+    /// Deletes every token of the account; `audit` is told what was deleted.
+    fn delete_all_tokens(
+        &self,
+        account_id: &AccountId,
+        audit: impl FnOnce(&[TokenRecord]) -> AuditDraft + Send,
+    ) -> impl Future<Output = StoreResult<Vec<TokenRecord>>> + Send;
+
+    // --- audit -----------------------------------------------------------------------
+    /// Appends an entry that goes with no change (a failed login, say).
+    fn append_audit(&self, audit: AuditDraft) -> impl Future<Output = StoreResult<AuditEntry>> + Send;
+    /// Newest first; the cursor is a `seq`.
+    fn list_audit(&self, filter: &AuditFilter, page: &Page) -> impl Future<Output = StoreResult<Vec<AuditEntry>>> + Send;
+    /// Oldest first, from `after_seq` on, at most `limit`: for verifying the chain.
+    fn audit_after(&self, after_seq: i64, limit: u32) -> impl Future<Output = StoreResult<Vec<AuditEntry>>> + Send;
+
+    // --- access log and usage ----------------------------------------------------------
+    /// Writes a batch of records and the usage counters they add up to, in one transaction.
+    fn record_access(&self, records: &[AccessRecord], usage: &[UsageDelta]) -> impl Future<Output = StoreResult<()>> + Send;
+    /// Newest first; the cursor is the record's row id.
+    fn list_access(&self, filter: &AccessFilter, page: &Page) -> impl Future<Output = StoreResult<Vec<(i64, AccessRecord)>>> + Send;
+    fn usage_buckets(
+        &self,
+        token_id: &TokenId,
+        since: Timestamp,
+        until: Timestamp,
+        width: BucketWidth,
+    ) -> impl Future<Output = StoreResult<Vec<UsageBucket>>> + Send;
+}

@@ -1,0 +1,397 @@
+//! Tokens: the secret value and its format, the stored digest, and the token record.
+//!
+//! Format (see API.md): `tsr_` + 43 base62 characters of 32 random bytes + 6 base62
+//! characters of the CRC-32 of everything before it. The checksum lets anyone reject a
+//! mistyped or made-up value without a lookup.
+
+use crate::clock::Timestamp;
+use crate::ids::{AccountId, TokenId};
+use crate::permission::Permission;
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::fmt;
+use zeroize::Zeroize;
+
+pub const PREFIX: &str = "tsr_";
+const BODY_LEN: usize = 43;
+const CHECKSUM_LEN: usize = 6;
+/// Length of every token value.
+pub const TOKEN_LEN: usize = PREFIX.len() + BODY_LEN + CHECKSUM_LEN;
+const ALPHABET: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+
+/// A token value: the secret. It cannot be printed (`Debug` says `[redacted]`, there is
+/// no `Display` and no `Serialize`), and its memory is wiped when dropped.
+#[derive(Clone, PartialEq, Eq)]
+pub struct TokenValue(String);
+
+impl Drop for TokenValue {
+    fn drop(&mut self) {
+        self.0.zeroize();
+    }
+}
+
+impl fmt::Debug for TokenValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+/// Why a presented credential is not a well-formed token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum FormatError {
+    #[error("a token is {TOKEN_LEN} characters long")]
+    Length,
+    #[error("a token starts with {PREFIX}")]
+    Prefix,
+    #[error("a token holds only the characters 0-9, A-Z and a-z after its prefix")]
+    Alphabet,
+    #[error("the token's checksum does not match")]
+    Checksum,
+}
+
+impl TokenValue {
+    /// A new value from 32 bytes of the operating system's CSPRNG.
+    pub fn generate() -> Result<Self, getrandom::Error> {
+        let mut bytes = [0u8; 32];
+        getrandom::fill(&mut bytes)?;
+        let value = Self::from_random_bytes(&bytes);
+        bytes.zeroize();
+        Ok(value)
+    }
+
+    /// The value for given random bytes; public for the known-answer tests of the format.
+    pub fn from_random_bytes(bytes: &[u8; 32]) -> Self {
+        let mut s = String::with_capacity(TOKEN_LEN);
+        s.push_str(PREFIX);
+        push_base62(&mut s, bytes, BODY_LEN);
+        let crc = crc32fast::hash(s.as_bytes());
+        push_base62(&mut s, &crc.to_be_bytes(), CHECKSUM_LEN);
+        Self(s)
+    }
+
+    /// Checks length, prefix, alphabet and checksum; costs no lookup.
+    pub fn parse(candidate: &str) -> Result<Self, FormatError> {
+        if candidate.len() != TOKEN_LEN {
+            return Err(FormatError::Length);
+        }
+        let Some(rest) = candidate.strip_prefix(PREFIX) else {
+            return Err(FormatError::Prefix);
+        };
+        if !rest.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            return Err(FormatError::Alphabet);
+        }
+        let (head, checksum) = candidate.split_at(TOKEN_LEN - CHECKSUM_LEN);
+        let mut expected = String::with_capacity(CHECKSUM_LEN);
+        push_base62(
+            &mut expected,
+            &crc32fast::hash(head.as_bytes()).to_be_bytes(),
+            CHECKSUM_LEN,
+        );
+        if expected != checksum {
+            return Err(FormatError::Checksum);
+        }
+        Ok(Self(candidate.to_owned()))
+    }
+
+    /// The secret itself, for the one response that returns it and for hashing.
+    pub fn expose_secret(&self) -> &str {
+        &self.0
+    }
+
+    pub fn hash(&self) -> TokenHash {
+        TokenHash(Sha256::digest(self.0.as_bytes()).into())
+    }
+
+    /// `tsr_…` plus the last four characters: enough for people to tell tokens apart.
+    pub fn display(&self) -> String {
+        format!("{PREFIX}…{}", &self.0[TOKEN_LEN - 4..])
+    }
+}
+
+/// Writes `bytes` (a big-endian number) in base62, left-padded with `0` to `width`.
+fn push_base62(out: &mut String, bytes: &[u8], width: usize) {
+    let mut number = bytes.to_vec();
+    let mut digits = Vec::with_capacity(width);
+    while number.iter().any(|&b| b != 0) {
+        // Long division of the whole number by 62; the remainder is the next digit.
+        let mut remainder = 0u32;
+        for byte in number.iter_mut() {
+            let acc = (remainder << 8) | u32::from(*byte);
+            *byte = (acc / 62) as u8;
+            remainder = acc % 62;
+        }
+        digits.push(ALPHABET[remainder as usize]);
+    }
+    number.zeroize();
+    for _ in digits.len()..width {
+        out.push('0');
+    }
+    out.extend(digits.iter().rev().map(|&d| d as char));
+    digits.zeroize();
+}
+
+/// SHA-256 of a token value: the only form in which a token is stored.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TokenHash(pub [u8; 32]);
+
+impl TokenHash {
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+
+    pub fn from_hex(s: &str) -> Option<Self> {
+        let mut out = [0u8; 32];
+        hex::decode_to_slice(s, &mut out).ok()?;
+        Some(Self(out))
+    }
+}
+
+impl fmt::Debug for TokenHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "TokenHash({}…)", &self.to_hex()[..8])
+    }
+}
+
+/// A token's name: 1–100 characters, unique per account, no control characters.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct TokenName(String);
+
+impl TokenName {
+    pub const MAX_CHARS: usize = 100;
+
+    pub fn parse(s: &str) -> Result<Self, &'static str> {
+        let chars = s.chars().count();
+        if s.trim().is_empty() {
+            return Err("must not be empty");
+        }
+        if chars > Self::MAX_CHARS {
+            return Err("must be at most 100 characters");
+        }
+        if s.chars().any(char::is_control) {
+            return Err("must not contain control characters");
+        }
+        Ok(Self(s.to_owned()))
+    }
+
+    pub fn from_trusted(s: String) -> Self {
+        Self(s)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A free-text note on a token: at most 1000 characters; newlines and tabs allowed,
+/// other control characters not.
+pub fn validate_note(s: &str) -> Result<(), &'static str> {
+    if s.chars().count() > 1000 {
+        return Err("must be at most 1000 characters");
+    }
+    if s.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
+        return Err("must not contain control characters other than newline and tab");
+    }
+    Ok(())
+}
+
+/// `requests` per `per_seconds`, enforced per token (GCRA, so bursts up to `requests`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    pub requests: u32,
+    pub per_seconds: u32,
+}
+
+impl RateLimit {
+    pub fn validate(&self) -> Result<(), &'static str> {
+        if !(1..=1_000_000).contains(&self.requests) {
+            return Err("requests must be between 1 and 1000000");
+        }
+        if !(1..=86_400).contains(&self.per_seconds) {
+            return Err("per_seconds must be between 1 and 86400");
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenStatus {
+    Active,
+    Expired,
+    Disabled,
+}
+
+impl TokenStatus {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "active" => Some(Self::Active),
+            "expired" => Some(Self::Expired),
+            "disabled" => Some(Self::Disabled),
+            _ => None,
+        }
+    }
+}
+
+/// The digest of a token's value before regeneration, still accepted until `valid_until`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PreviousValue {
+    pub hash: TokenHash,
+    pub valid_until: Timestamp,
+}
+
+/// A token as stored: everything but the value.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenRecord {
+    pub id: TokenId,
+    pub account_id: AccountId,
+    pub name: TokenName,
+    pub note: Option<String>,
+    pub hash: TokenHash,
+    pub display: String,
+    pub previous: Option<PreviousValue>,
+    /// `None`: the token follows its account's permissions.
+    pub scopes: Option<Vec<Permission>>,
+    /// `None`: any client address.
+    pub allowed_cidrs: Option<Vec<IpNet>>,
+    pub rate_limit: Option<RateLimit>,
+    pub disabled: bool,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+    pub expires_at: Option<Timestamp>,
+    pub last_used_at: Option<Timestamp>,
+    pub last_used_ip: Option<String>,
+    pub usage_allowed: u64,
+    pub usage_denied: u64,
+}
+
+impl TokenRecord {
+    pub fn status(&self, now: Timestamp) -> TokenStatus {
+        if self.disabled {
+            TokenStatus::Disabled
+        } else if self.expires_at.is_some_and(|e| e <= now) {
+            TokenStatus::Expired
+        } else {
+            TokenStatus::Active
+        }
+    }
+
+    /// Whether `hash` opens this token at `now`: the current value, or the previous one
+    /// within its grace period.
+    pub fn accepts(&self, hash: &TokenHash, now: Timestamp) -> bool {
+        self.hash == *hash
+            || self
+                .previous
+                .is_some_and(|p| p.hash == *hash && now < p.valid_until)
+    }
+
+    pub fn allows_ip(&self, ip: std::net::IpAddr) -> bool {
+        match &self.allowed_cidrs {
+            None => true,
+            Some(nets) => nets.iter().any(|n| n.contains(&ip)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn counting_bytes() -> [u8; 32] {
+        let mut b = [0u8; 32];
+        for (i, x) in b.iter_mut().enumerate() {
+            *x = i as u8;
+        }
+        b
+    }
+
+    #[test]
+    fn known_answers_from_the_contract() {
+        assert_eq!(
+            TokenValue::from_random_bytes(&[0u8; 32]).expose_secret(),
+            "tsr_00000000000000000000000000000000000000000000MyxfL"
+        );
+        assert_eq!(
+            TokenValue::from_random_bytes(&counting_bytes()).expose_secret(),
+            "tsr_003aUlTJC7tjlCTQj2uNU3MFagCXG9LRKRcwGkBIDlf12ws3j"
+        );
+        assert_eq!(
+            TokenValue::from_random_bytes(&[0xffu8; 32]).expose_secret(),
+            "tsr_yhjskwdA6OZ1AL1YmHWZWm8LLG7HjnuCA2j5rOw8Xp13VeDnz"
+        );
+    }
+
+    #[test]
+    fn debug_never_shows_the_value() {
+        let v = TokenValue::generate().unwrap();
+        assert_eq!(format!("{v:?}"), "[redacted]");
+        assert_eq!(format!("{:?}", Some(&v)), "Some([redacted])");
+    }
+
+    #[test]
+    fn parse_rejects_each_kind_of_bad_value() {
+        let good = TokenValue::from_random_bytes(&counting_bytes());
+        let s = good.expose_secret().to_owned();
+        assert_eq!(TokenValue::parse(&s).unwrap(), good);
+        assert_eq!(TokenValue::parse(&s[1..]), Err(FormatError::Length));
+        assert_eq!(
+            TokenValue::parse(&s.replacen("tsr_", "tsx_", 1)),
+            Err(FormatError::Prefix)
+        );
+        let mut bad_char = s.clone();
+        bad_char.replace_range(10..11, "-");
+        assert_eq!(TokenValue::parse(&bad_char), Err(FormatError::Alphabet));
+        let mut typo = s.clone();
+        let c = if &s[10..11] == "a" { "b" } else { "a" };
+        typo.replace_range(10..11, c);
+        assert_eq!(TokenValue::parse(&typo), Err(FormatError::Checksum));
+    }
+
+    #[test]
+    fn display_shows_last_four() {
+        let v = TokenValue::from_random_bytes(&[0u8; 32]);
+        assert_eq!(v.display(), "tsr_…yxfL");
+    }
+
+    #[test]
+    fn names_are_limited() {
+        assert!(TokenName::parse("ci-deploy").is_ok());
+        assert!(TokenName::parse(&"é".repeat(100)).is_ok());
+        assert!(TokenName::parse(&"x".repeat(101)).is_err());
+        assert!(TokenName::parse("").is_err());
+        assert!(TokenName::parse("   ").is_err());
+        assert!(TokenName::parse("a\nb").is_err());
+        assert!(TokenName::parse("a\u{7f}b").is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn every_generated_value_parses_and_matches_the_pattern(bytes in any::<[u8; 32]>()) {
+            let v = TokenValue::from_random_bytes(&bytes);
+            let s = v.expose_secret();
+            prop_assert_eq!(s.len(), TOKEN_LEN);
+            prop_assert!(s.starts_with("tsr_"));
+            prop_assert!(s[4..].bytes().all(|b| b.is_ascii_alphanumeric()));
+            prop_assert_eq!(TokenValue::parse(s).unwrap(), v.clone());
+        }
+
+        #[test]
+        fn distinct_bytes_give_distinct_values(a in any::<[u8; 32]>(), b in any::<[u8; 32]>()) {
+            prop_assume!(a != b);
+            prop_assert_ne!(TokenValue::from_random_bytes(&a), TokenValue::from_random_bytes(&b));
+        }
+
+        #[test]
+        fn a_single_changed_character_is_caught(bytes in any::<[u8; 32]>(), pos in 4usize..TOKEN_LEN, c in 0usize..62) {
+            let v = TokenValue::from_random_bytes(&bytes);
+            let mut s = v.expose_secret().to_owned();
+            let replacement = ALPHABET[c] as char;
+            prop_assume!(s.as_bytes()[pos] as char != replacement);
+            s.replace_range(pos..pos + 1, &replacement.to_string());
+            prop_assert!(TokenValue::parse(&s).is_err());
+        }
+    }
+}

@@ -1,0 +1,69 @@
+//! Token use: access-log records and usage buckets.
+
+use crate::clock::Timestamp;
+use crate::ids::{AccountId, TokenId};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Listener {
+    Admin,
+    Gateway,
+}
+
+/// One request that presented a token, allowed or denied.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AccessRecord {
+    pub time: Timestamp,
+    /// `None`: the credential matched no token.
+    pub token_id: Option<TokenId>,
+    pub account_id: Option<AccountId>,
+    pub listener: Listener,
+    pub method: String,
+    pub path: String,
+    pub status: u16,
+    /// The contract's code for a denial, `"ok"` otherwise.
+    pub code: String,
+    pub ip: String,
+    pub latency_ms: f64,
+}
+
+impl AccessRecord {
+    pub fn allowed(&self) -> bool {
+        self.status < 400
+    }
+}
+
+/// Bucket widths for `GET /tokens/{id}/usage`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BucketWidth {
+    Minute,
+    Hour,
+    Day,
+}
+
+impl BucketWidth {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "1m" => Some(Self::Minute),
+            "1h" => Some(Self::Hour),
+            "1d" => Some(Self::Day),
+            _ => None,
+        }
+    }
+
+    pub fn millis(self) -> i64 {
+        match self {
+            Self::Minute => 60_000,
+            Self::Hour => 3_600_000,
+            Self::Day => 86_400_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UsageBucket {
+    pub start: Timestamp,
+    pub allowed: u64,
+    pub denied: u64,
+}
