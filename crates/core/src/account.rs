@@ -45,7 +45,8 @@ pub fn validate_password(s: &str) -> Result<(), &'static str> {
 pub fn validate_role_name(s: &str) -> Result<(), &'static str> {
     let mut bytes = s.bytes();
     let first_ok = bytes.next().is_some_and(|b| b.is_ascii_lowercase());
-    let rest_ok = bytes.all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+    let rest_ok =
+        bytes.all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
     if first_ok && rest_ok && (2..=64).contains(&s.len()) {
         Ok(())
     } else {
@@ -103,7 +104,10 @@ mod tests {
         assert!(!perms.covers(&p("accounts:read")));
         let admin = resolve_permissions(&[SUPER_ADMIN.into()], &roles);
         assert!(admin.covers(&p("anything:at-all")));
-        assert!(resolve_permissions(&["gone".into()], &roles).iter().next().is_none());
+        assert!(resolve_permissions(&["gone".into()], &roles)
+            .iter()
+            .next()
+            .is_none());
     }
 
     #[test]

@@ -118,7 +118,9 @@ pub const GENESIS_HASH: &str = "000000000000000000000000000000000000000000000000
 pub fn chain_hash(prev_hash: &str, seq: i64, draft: &AuditDraft) -> String {
     let canonical = serde_json::json!([
         seq,
-        draft.time.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        draft
+            .time
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         draft.action.as_str(),
         draft.outcome,
         draft.actor.account_id,
@@ -143,12 +145,25 @@ fn canonical_json(v: &serde_json::Value) -> String {
             keys.sort();
             let parts: Vec<String> = keys
                 .into_iter()
-                .map(|k| format!("{}:{}", serde_json::Value::from(k.as_str()), canonical_json(&map[k])))
+                .map(|k| {
+                    format!(
+                        "{}:{}",
+                        serde_json::Value::from(k.as_str()),
+                        canonical_json(&map[k])
+                    )
+                })
                 .collect();
             format!("{{{}}}", parts.join(","))
         }
         serde_json::Value::Array(items) => {
-            format!("[{}]", items.iter().map(canonical_json).collect::<Vec<_>>().join(","))
+            format!(
+                "[{}]",
+                items
+                    .iter()
+                    .map(canonical_json)
+                    .collect::<Vec<_>>()
+                    .join(",")
+            )
         }
         other => other.to_string(),
     }
@@ -187,7 +202,11 @@ mod tests {
             time: SystemClock.now(),
             action,
             outcome: Outcome::Success,
-            actor: Actor { account_id: Some("acc_1".into()), username: Some("admin".into()), token_id: None },
+            actor: Actor {
+                account_id: Some("acc_1".into()),
+                username: Some("admin".into()),
+                token_id: None,
+            },
             target: Some(Target::new("token", "tok_1", Some("ci"))),
             ip: Some("127.0.0.1".into()),
             user_agent: None,
@@ -209,7 +228,10 @@ mod tests {
     #[test]
     fn a_sound_chain_verifies() {
         let c = chain(5);
-        assert_eq!(verify_chain(0, GENESIS_HASH.into(), &c), Ok((5, c[4].hash.clone())));
+        assert_eq!(
+            verify_chain(0, GENESIS_HASH.into(), &c),
+            Ok((5, c[4].hash.clone()))
+        );
     }
 
     #[test]
@@ -225,7 +247,11 @@ mod tests {
         let mut rehashed = chain(5);
         rehashed[3].draft.details = serde_json::json!({"forged": true});
         rehashed[3].hash = chain_hash(&rehashed[2].hash, 4, &rehashed[3].draft);
-        assert_eq!(verify_chain(0, GENESIS_HASH.into(), &rehashed), Err(5), "the next link breaks");
+        assert_eq!(
+            verify_chain(0, GENESIS_HASH.into(), &rehashed),
+            Err(5),
+            "the next link breaks"
+        );
     }
 
     #[test]

@@ -162,7 +162,16 @@ mod tests {
         for ok in ["*", "tokens:*", "tokens:read", "billing.v2:read-all"] {
             assert!(Permission::parse(ok).is_ok(), "{ok}");
         }
-        for bad in ["", "tokens", "Tokens:read", "tokens:", ":read", "a:b:c", "*:read", "tok ens:read"] {
+        for bad in [
+            "",
+            "tokens",
+            "Tokens:read",
+            "tokens:",
+            ":read",
+            "a:b:c",
+            "*:read",
+            "tok ens:read",
+        ] {
             assert!(Permission::parse(bad).is_err(), "{bad}");
         }
     }
@@ -187,11 +196,20 @@ mod tests {
         };
         assert!(eff.covers(&p("tokens:read")));
         assert!(!eff.covers(&p("tokens:write")), "not in the token's scopes");
-        assert!(!eff.covers(&p("audit:read")), "not in the account's permissions");
+        assert!(
+            !eff.covers(&p("audit:read")),
+            "not in the account's permissions"
+        );
         assert!(!eff.covers(&p("gateway:read")), "not in the token's scopes");
-        let follows = EffectivePermissions { token_scopes: None, ..eff };
+        let follows = EffectivePermissions {
+            token_scopes: None,
+            ..eff
+        };
         assert!(follows.covers(&p("tokens:write")));
-        assert_eq!(follows.missing([&p("tokens:write"), &p("audit:read")]), vec![p("audit:read")]);
+        assert_eq!(
+            follows.missing([&p("tokens:write"), &p("audit:read")]),
+            vec![p("audit:read")]
+        );
     }
 
     fn arb_perm() -> impl Strategy<Value = Permission> {

@@ -48,11 +48,17 @@ impl TokenPolicy {
     pub fn validate(&self) -> Result<(), Vec<FieldError>> {
         let mut errors = Vec::new();
         if !(1..=ABSOLUTE_MAX_EXPIRY_DAYS).contains(&self.default_expiry_days) {
-            errors.push(FieldError::new("default_expiry_days", "must be between 1 and 36500"));
+            errors.push(FieldError::new(
+                "default_expiry_days",
+                "must be between 1 and 36500",
+            ));
         }
         if let Some(max) = self.max_expiry_days {
             if !(1..=ABSOLUTE_MAX_EXPIRY_DAYS).contains(&max) {
-                errors.push(FieldError::new("max_expiry_days", "must be between 1 and 36500, or null"));
+                errors.push(FieldError::new(
+                    "max_expiry_days",
+                    "must be between 1 and 36500, or null",
+                ));
             } else if max < self.default_expiry_days {
                 errors.push(FieldError::new(
                     "max_expiry_days",
@@ -61,9 +67,16 @@ impl TokenPolicy {
             }
         }
         if !(1..=10_000).contains(&self.max_tokens_per_account) {
-            errors.push(FieldError::new("max_tokens_per_account", "must be between 1 and 10000"));
+            errors.push(FieldError::new(
+                "max_tokens_per_account",
+                "must be between 1 and 10000",
+            ));
         }
-        if errors.is_empty() { Ok(()) } else { Err(errors) }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors)
+        }
     }
 
     fn max_days(&self) -> u32 {
@@ -78,9 +91,9 @@ impl TokenPolicy {
     ) -> Result<Option<Timestamp>, FieldError> {
         let max = self.max_days();
         match request {
-            ExpiryRequest::PolicyDefault => {
-                Ok(Some(now + Duration::days(i64::from(self.default_expiry_days.min(max)))))
-            }
+            ExpiryRequest::PolicyDefault => Ok(Some(
+                now + Duration::days(i64::from(self.default_expiry_days.min(max))),
+            )),
             ExpiryRequest::InDays(days) => {
                 if days < 1 || days > i64::from(max) {
                     Err(FieldError::new(
@@ -129,7 +142,7 @@ pub enum ExpiryRequest {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::clock::{to_millis_precision, SystemClock, Clock};
+    use crate::clock::{to_millis_precision, Clock, SystemClock};
     use proptest::prelude::*;
 
     fn now() -> Timestamp {
@@ -140,34 +153,64 @@ mod tests {
     fn defaults_and_presets() {
         let p = TokenPolicy::default();
         let t = now();
-        assert_eq!(p.resolve_expiry(ExpiryRequest::PolicyDefault, t), Ok(Some(t + Duration::days(30))));
+        assert_eq!(
+            p.resolve_expiry(ExpiryRequest::PolicyDefault, t),
+            Ok(Some(t + Duration::days(30)))
+        );
         for d in [7, 30, 60, 90] {
-            assert_eq!(p.resolve_expiry(ExpiryRequest::InDays(d), t), Ok(Some(t + Duration::days(d))));
+            assert_eq!(
+                p.resolve_expiry(ExpiryRequest::InDays(d), t),
+                Ok(Some(t + Duration::days(d)))
+            );
         }
         assert!(p.resolve_expiry(ExpiryRequest::InDays(366), t).is_err());
         assert!(p.resolve_expiry(ExpiryRequest::InDays(0), t).is_err());
         assert!(p.resolve_expiry(ExpiryRequest::Never, t).is_err());
-        let open = TokenPolicy { allow_never_expires: true, max_expiry_days: None, ..p };
+        let open = TokenPolicy {
+            allow_never_expires: true,
+            max_expiry_days: None,
+            ..p
+        };
         assert_eq!(open.resolve_expiry(ExpiryRequest::Never, t), Ok(None));
-        assert!(open.resolve_expiry(ExpiryRequest::InDays(36_500), t).is_ok());
+        assert!(open
+            .resolve_expiry(ExpiryRequest::InDays(36_500), t)
+            .is_ok());
     }
 
     #[test]
     fn dates() {
         let p = TokenPolicy::default();
         let t = now();
-        assert!(p.resolve_expiry(ExpiryRequest::At(t), t).is_err(), "now is not the future");
-        assert!(p.resolve_expiry(ExpiryRequest::At(t - Duration::days(1)), t).is_err());
-        assert!(p.resolve_expiry(ExpiryRequest::At(t + Duration::days(365)), t).is_ok());
-        assert!(p.resolve_expiry(ExpiryRequest::At(t + Duration::days(365) + Duration::seconds(1)), t).is_err());
+        assert!(
+            p.resolve_expiry(ExpiryRequest::At(t), t).is_err(),
+            "now is not the future"
+        );
+        assert!(p
+            .resolve_expiry(ExpiryRequest::At(t - Duration::days(1)), t)
+            .is_err());
+        assert!(p
+            .resolve_expiry(ExpiryRequest::At(t + Duration::days(365)), t)
+            .is_ok());
+        assert!(p
+            .resolve_expiry(
+                ExpiryRequest::At(t + Duration::days(365) + Duration::seconds(1)),
+                t
+            )
+            .is_err());
     }
 
     #[test]
     fn policy_validation() {
         assert!(TokenPolicy::default().validate().is_ok());
-        let bad = TokenPolicy { default_expiry_days: 400, ..TokenPolicy::default() };
+        let bad = TokenPolicy {
+            default_expiry_days: 400,
+            ..TokenPolicy::default()
+        };
         assert_eq!(bad.validate().unwrap_err()[0].field, "max_expiry_days");
-        let bad = TokenPolicy { max_tokens_per_account: 0, ..TokenPolicy::default() };
+        let bad = TokenPolicy {
+            max_tokens_per_account: 0,
+            ..TokenPolicy::default()
+        };
         assert!(bad.validate().is_err());
     }
 

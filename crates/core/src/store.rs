@@ -98,43 +98,115 @@ pub trait Store: Send + Sync {
 
     // --- accounts and sessions -------------------------------------------------------
     fn count_accounts(&self) -> impl Future<Output = StoreResult<u64>> + Send;
-    fn insert_account(&self, account: &AccountRecord, audit: AuditDraft) -> impl Future<Output = StoreResult<()>> + Send;
-    fn get_account(&self, id: &AccountId) -> impl Future<Output = StoreResult<Option<AccountRecord>>> + Send;
-    fn get_account_by_username(&self, username: &str) -> impl Future<Output = StoreResult<Option<AccountRecord>>> + Send;
-    fn list_accounts(&self, page: &Page) -> impl Future<Output = StoreResult<Vec<AccountRecord>>> + Send;
+    fn insert_account(
+        &self,
+        account: &AccountRecord,
+        audit: AuditDraft,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+    fn get_account(
+        &self,
+        id: &AccountId,
+    ) -> impl Future<Output = StoreResult<Option<AccountRecord>>> + Send;
+    fn get_account_by_username(
+        &self,
+        username: &str,
+    ) -> impl Future<Output = StoreResult<Option<AccountRecord>>> + Send;
+    fn list_accounts(
+        &self,
+        page: &Page,
+    ) -> impl Future<Output = StoreResult<Vec<AccountRecord>>> + Send;
     /// Saves roles, disabled and password hash. Refuses with `LastSuperAdmin` when no
     /// enabled `super_admin` would be left.
-    fn update_account(&self, account: &AccountRecord, audit: AuditDraft) -> impl Future<Output = StoreResult<()>> + Send;
+    fn update_account(
+        &self,
+        account: &AccountRecord,
+        audit: AuditDraft,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
     /// Deletes the account, its sessions and its tokens; answers the deleted tokens.
-    fn delete_account(&self, id: &AccountId, audit: AuditDraft) -> impl Future<Output = StoreResult<Vec<TokenRecord>>> + Send;
+    fn delete_account(
+        &self,
+        id: &AccountId,
+        audit: AuditDraft,
+    ) -> impl Future<Output = StoreResult<Vec<TokenRecord>>> + Send;
     /// Records a successful login: the session, `last_login_at`, and the audit entry.
-    fn insert_session(&self, session: &SessionRecord, audit: AuditDraft) -> impl Future<Output = StoreResult<()>> + Send;
-    fn get_session(&self, id_hash: &TokenHash) -> impl Future<Output = StoreResult<Option<SessionRecord>>> + Send;
-    fn delete_session(&self, id_hash: &TokenHash, audit: AuditDraft) -> impl Future<Output = StoreResult<()>> + Send;
+    fn insert_session(
+        &self,
+        session: &SessionRecord,
+        audit: AuditDraft,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+    fn get_session(
+        &self,
+        id_hash: &TokenHash,
+    ) -> impl Future<Output = StoreResult<Option<SessionRecord>>> + Send;
+    fn delete_session(
+        &self,
+        id_hash: &TokenHash,
+        audit: AuditDraft,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
 
     // --- roles -----------------------------------------------------------------------
     fn list_roles(&self) -> impl Future<Output = StoreResult<Vec<Role>>> + Send;
-    fn insert_role(&self, role: &Role, audit: AuditDraft) -> impl Future<Output = StoreResult<()>> + Send;
-    fn update_role(&self, role: &Role, audit: AuditDraft) -> impl Future<Output = StoreResult<()>> + Send;
+    fn insert_role(
+        &self,
+        role: &Role,
+        audit: AuditDraft,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+    fn update_role(
+        &self,
+        role: &Role,
+        audit: AuditDraft,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
     /// Refuses with `Conflict` while an account holds the role.
-    fn delete_role(&self, name: &str, audit: AuditDraft) -> impl Future<Output = StoreResult<()>> + Send;
+    fn delete_role(
+        &self,
+        name: &str,
+        audit: AuditDraft,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
 
     // --- settings --------------------------------------------------------------------
     fn get_policy(&self) -> impl Future<Output = StoreResult<TokenPolicy>> + Send;
-    fn put_policy(&self, policy: &TokenPolicy, audit: AuditDraft) -> impl Future<Output = StoreResult<()>> + Send;
+    fn put_policy(
+        &self,
+        policy: &TokenPolicy,
+        audit: AuditDraft,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
 
     // --- tokens ----------------------------------------------------------------------
     /// Refuses with `TokenLimitReached` when the account holds `max_per_account` tokens,
     /// and with `Conflict` when the name is taken in the account.
-    fn insert_token(&self, token: &TokenRecord, max_per_account: u32, audit: AuditDraft) -> impl Future<Output = StoreResult<()>> + Send;
-    fn get_token(&self, id: &TokenId) -> impl Future<Output = StoreResult<Option<TokenRecord>>> + Send;
+    fn insert_token(
+        &self,
+        token: &TokenRecord,
+        max_per_account: u32,
+        audit: AuditDraft,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+    fn get_token(
+        &self,
+        id: &TokenId,
+    ) -> impl Future<Output = StoreResult<Option<TokenRecord>>> + Send;
     /// The token whose current or previous value has this digest.
-    fn find_token_by_hash(&self, hash: &TokenHash) -> impl Future<Output = StoreResult<Option<TokenRecord>>> + Send;
-    fn list_tokens(&self, filter: &TokenFilter, page: &Page) -> impl Future<Output = StoreResult<Vec<TokenRecord>>> + Send;
-    fn count_tokens(&self, account_id: &AccountId) -> impl Future<Output = StoreResult<u64>> + Send;
+    fn find_token_by_hash(
+        &self,
+        hash: &TokenHash,
+    ) -> impl Future<Output = StoreResult<Option<TokenRecord>>> + Send;
+    fn list_tokens(
+        &self,
+        filter: &TokenFilter,
+        page: &Page,
+    ) -> impl Future<Output = StoreResult<Vec<TokenRecord>>> + Send;
+    fn count_tokens(&self, account_id: &AccountId)
+        -> impl Future<Output = StoreResult<u64>> + Send;
     /// Saves every field but id, account, creation time and usage.
-    fn update_token(&self, token: &TokenRecord, audit: AuditDraft) -> impl Future<Output = StoreResult<()>> + Send;
-    fn delete_token(&self, id: &TokenId, audit: AuditDraft) -> impl Future<Output = StoreResult<TokenRecord>> + Send;
+    fn update_token(
+        &self,
+        token: &TokenRecord,
+        audit: AuditDraft,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+    fn delete_token(
+        &self,
+        id: &TokenId,
+        audit: AuditDraft,
+    ) -> impl Future<Output = StoreResult<TokenRecord>> + Send;
     /// Deletes every token of the account; `audit` is told what was deleted.
     fn delete_all_tokens(
         &self,
@@ -144,17 +216,36 @@ pub trait Store: Send + Sync {
 
     // --- audit -----------------------------------------------------------------------
     /// Appends an entry that goes with no change (a failed login, say).
-    fn append_audit(&self, audit: AuditDraft) -> impl Future<Output = StoreResult<AuditEntry>> + Send;
+    fn append_audit(
+        &self,
+        audit: AuditDraft,
+    ) -> impl Future<Output = StoreResult<AuditEntry>> + Send;
     /// Newest first; the cursor is a `seq`.
-    fn list_audit(&self, filter: &AuditFilter, page: &Page) -> impl Future<Output = StoreResult<Vec<AuditEntry>>> + Send;
+    fn list_audit(
+        &self,
+        filter: &AuditFilter,
+        page: &Page,
+    ) -> impl Future<Output = StoreResult<Vec<AuditEntry>>> + Send;
     /// Oldest first, from `after_seq` on, at most `limit`: for verifying the chain.
-    fn audit_after(&self, after_seq: i64, limit: u32) -> impl Future<Output = StoreResult<Vec<AuditEntry>>> + Send;
+    fn audit_after(
+        &self,
+        after_seq: i64,
+        limit: u32,
+    ) -> impl Future<Output = StoreResult<Vec<AuditEntry>>> + Send;
 
     // --- access log and usage ----------------------------------------------------------
     /// Writes a batch of records and the usage counters they add up to, in one transaction.
-    fn record_access(&self, records: &[AccessRecord], usage: &[UsageDelta]) -> impl Future<Output = StoreResult<()>> + Send;
+    fn record_access(
+        &self,
+        records: &[AccessRecord],
+        usage: &[UsageDelta],
+    ) -> impl Future<Output = StoreResult<()>> + Send;
     /// Newest first; the cursor is the record's row id.
-    fn list_access(&self, filter: &AccessFilter, page: &Page) -> impl Future<Output = StoreResult<Vec<(i64, AccessRecord)>>> + Send;
+    fn list_access(
+        &self,
+        filter: &AccessFilter,
+        page: &Page,
+    ) -> impl Future<Output = StoreResult<Vec<(i64, AccessRecord)>>> + Send;
     fn usage_buckets(
         &self,
         token_id: &TokenId,

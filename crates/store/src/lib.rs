@@ -1,1 +1,30 @@
-//! placeholder
+//! Storage backends for Tessera: SQLite (embedded, the default) behind the
+//! [`tessera_core::store::Store`] port, and [`AnyStore`], the enum the server holds.
+//!
+//! Every backend must pass the same [`conformance`] suite.
+
+mod any;
+pub mod sqlite;
+
+#[cfg(feature = "conformance")]
+pub mod conformance;
+
+pub use any::AnyStore;
+pub use tessera_core::store::{Store, StoreError, StoreResult};
+
+/// Maps a driver error to the port's error, keeping the message for operators.
+pub(crate) fn backend(e: sqlx::Error) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+pub(crate) fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
+}
+
+pub(crate) fn json_text<T: serde::Serialize + ?Sized>(v: &T) -> StoreResult<String> {
+    serde_json::to_string(v).map_err(|e| StoreError::Backend(e.to_string()))
+}
+
+pub(crate) fn from_json_text<T: serde::de::DeserializeOwned>(s: &str) -> StoreResult<T> {
+    serde_json::from_str(s).map_err(|e| StoreError::Backend(format!("corrupt JSON column: {e}")))
+}

@@ -1,0 +1,156 @@
+//! [`AnyStore`]: the backend chosen at start-up from the database URL. It implements the
+//! port by delegating, so the rest of the server is written once, for one type.
+
+use crate::sqlite::SqliteStore;
+use tessera_core::account::{AccountRecord, Role};
+use tessera_core::audit::{AuditDraft, AuditEntry};
+use tessera_core::clock::Timestamp;
+use tessera_core::ids::{AccountId, TokenId};
+use tessera_core::policy::TokenPolicy;
+use tessera_core::store::*;
+use tessera_core::token::{TokenHash, TokenRecord};
+use tessera_core::usage::{AccessRecord, BucketWidth, UsageBucket};
+
+#[derive(Clone, Debug)]
+pub enum AnyStore {
+    Sqlite(SqliteStore),
+}
+
+impl AnyStore {
+    /// Opens the database a URL names: `sqlite://path` (created if missing).
+    pub async fn connect(url: &str) -> StoreResult<Self> {
+        if url.starts_with("sqlite:") {
+            Ok(Self::Sqlite(SqliteStore::open(url).await?))
+        } else {
+            Err(StoreError::Backend(format!(
+                "unsupported database URL (expected sqlite://PATH): {}",
+                url.split('@').next_back().unwrap_or(url)
+            )))
+        }
+    }
+}
+
+macro_rules! delegate {
+    ($self:ident . $method:ident ( $($arg:expr),* )) => {
+        match $self {
+            AnyStore::Sqlite(s) => s.$method($($arg),*).await,
+        }
+    };
+}
+
+impl Store for AnyStore {
+    async fn migrate(&self, builtin_roles: &[Role]) -> StoreResult<()> {
+        delegate!(self.migrate(builtin_roles))
+    }
+    async fn ping(&self) -> StoreResult<()> {
+        delegate!(self.ping())
+    }
+    async fn count_accounts(&self) -> StoreResult<u64> {
+        delegate!(self.count_accounts())
+    }
+    async fn insert_account(&self, a: &AccountRecord, audit: AuditDraft) -> StoreResult<()> {
+        delegate!(self.insert_account(a, audit))
+    }
+    async fn get_account(&self, id: &AccountId) -> StoreResult<Option<AccountRecord>> {
+        delegate!(self.get_account(id))
+    }
+    async fn get_account_by_username(&self, u: &str) -> StoreResult<Option<AccountRecord>> {
+        delegate!(self.get_account_by_username(u))
+    }
+    async fn list_accounts(&self, page: &Page) -> StoreResult<Vec<AccountRecord>> {
+        delegate!(self.list_accounts(page))
+    }
+    async fn update_account(&self, a: &AccountRecord, audit: AuditDraft) -> StoreResult<()> {
+        delegate!(self.update_account(a, audit))
+    }
+    async fn delete_account(
+        &self,
+        id: &AccountId,
+        audit: AuditDraft,
+    ) -> StoreResult<Vec<TokenRecord>> {
+        delegate!(self.delete_account(id, audit))
+    }
+    async fn insert_session(&self, s: &SessionRecord, audit: AuditDraft) -> StoreResult<()> {
+        delegate!(self.insert_session(s, audit))
+    }
+    async fn get_session(&self, h: &TokenHash) -> StoreResult<Option<SessionRecord>> {
+        delegate!(self.get_session(h))
+    }
+    async fn delete_session(&self, h: &TokenHash, audit: AuditDraft) -> StoreResult<()> {
+        delegate!(self.delete_session(h, audit))
+    }
+    async fn list_roles(&self) -> StoreResult<Vec<Role>> {
+        delegate!(self.list_roles())
+    }
+    async fn insert_role(&self, r: &Role, audit: AuditDraft) -> StoreResult<()> {
+        delegate!(self.insert_role(r, audit))
+    }
+    async fn update_role(&self, r: &Role, audit: AuditDraft) -> StoreResult<()> {
+        delegate!(self.update_role(r, audit))
+    }
+    async fn delete_role(&self, name: &str, audit: AuditDraft) -> StoreResult<()> {
+        delegate!(self.delete_role(name, audit))
+    }
+    async fn get_policy(&self) -> StoreResult<TokenPolicy> {
+        delegate!(self.get_policy())
+    }
+    async fn put_policy(&self, p: &TokenPolicy, audit: AuditDraft) -> StoreResult<()> {
+        delegate!(self.put_policy(p, audit))
+    }
+    async fn insert_token(&self, t: &TokenRecord, max: u32, audit: AuditDraft) -> StoreResult<()> {
+        delegate!(self.insert_token(t, max, audit))
+    }
+    async fn get_token(&self, id: &TokenId) -> StoreResult<Option<TokenRecord>> {
+        delegate!(self.get_token(id))
+    }
+    async fn find_token_by_hash(&self, h: &TokenHash) -> StoreResult<Option<TokenRecord>> {
+        delegate!(self.find_token_by_hash(h))
+    }
+    async fn list_tokens(&self, f: &TokenFilter, page: &Page) -> StoreResult<Vec<TokenRecord>> {
+        delegate!(self.list_tokens(f, page))
+    }
+    async fn count_tokens(&self, a: &AccountId) -> StoreResult<u64> {
+        delegate!(self.count_tokens(a))
+    }
+    async fn update_token(&self, t: &TokenRecord, audit: AuditDraft) -> StoreResult<()> {
+        delegate!(self.update_token(t, audit))
+    }
+    async fn delete_token(&self, id: &TokenId, audit: AuditDraft) -> StoreResult<TokenRecord> {
+        delegate!(self.delete_token(id, audit))
+    }
+    async fn delete_all_tokens(
+        &self,
+        a: &AccountId,
+        audit: impl FnOnce(&[TokenRecord]) -> AuditDraft + Send,
+    ) -> StoreResult<Vec<TokenRecord>> {
+        delegate!(self.delete_all_tokens(a, audit))
+    }
+    async fn append_audit(&self, audit: AuditDraft) -> StoreResult<AuditEntry> {
+        delegate!(self.append_audit(audit))
+    }
+    async fn list_audit(&self, f: &AuditFilter, page: &Page) -> StoreResult<Vec<AuditEntry>> {
+        delegate!(self.list_audit(f, page))
+    }
+    async fn audit_after(&self, after: i64, limit: u32) -> StoreResult<Vec<AuditEntry>> {
+        delegate!(self.audit_after(after, limit))
+    }
+    async fn record_access(&self, r: &[AccessRecord], u: &[UsageDelta]) -> StoreResult<()> {
+        delegate!(self.record_access(r, u))
+    }
+    async fn list_access(
+        &self,
+        f: &AccessFilter,
+        page: &Page,
+    ) -> StoreResult<Vec<(i64, AccessRecord)>> {
+        delegate!(self.list_access(f, page))
+    }
+    async fn usage_buckets(
+        &self,
+        t: &TokenId,
+        since: Timestamp,
+        until: Timestamp,
+        w: BucketWidth,
+    ) -> StoreResult<Vec<UsageBucket>> {
+        delegate!(self.usage_buckets(t, since, until, w))
+    }
+}

@@ -1,0 +1,741 @@
+//! The conformance suite: the behaviour every backend must show. Each backend's test
+//! file calls [`run_all`] with a fresh, migrated store; a backend that passes is correct
+//! by definition. Panicking asserts are the point here, hence the allowances.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use chrono::Duration;
+use tessera_core::account::{builtin_roles, AccountRecord, Role, SUPER_ADMIN};
+use tessera_core::audit::{self, Actor, AuditAction, AuditDraft, Outcome, Target};
+use tessera_core::clock::{Clock, SystemClock, Timestamp};
+use tessera_core::ids::{AccountId, TokenId};
+use tessera_core::permission::Permission;
+use tessera_core::policy::TokenPolicy;
+use tessera_core::store::*;
+use tessera_core::token::*;
+use tessera_core::usage::{AccessRecord, BucketWidth, Listener};
+
+fn now() -> Timestamp {
+    SystemClock.now()
+}
+
+fn draft(action: AuditAction, target: &str) -> AuditDraft {
+    AuditDraft {
+        time: now(),
+        action,
+        outcome: Outcome::Success,
+        actor: Actor::default(),
+        target: Some(Target::new("test", target, None)),
+        ip: None,
+        user_agent: None,
+        details: serde_json::json!({"k": "v"}),
+    }
+}
+
+fn account(username: &str, roles: &[&str]) -> AccountRecord {
+    AccountRecord {
+        id: AccountId::generate(now()),
+        username: username.into(),
+        password_hash: "$argon2id$stub".into(),
+        roles: roles.iter().map(|r| r.to_string()).collect(),
+        disabled: false,
+        created_at: now(),
+        last_login_at: None,
+    }
+}
+
+fn token(account: &AccountId, name: &str) -> (TokenValue, TokenRecord) {
+    let value = TokenValue::generate().unwrap();
+    let t = now();
+    let record = TokenRecord {
+        id: TokenId::generate(t),
+        account_id: account.clone(),
+        name: TokenName::parse(name).unwrap(),
+        note: Some("a note".into()),
+        hash: value.hash(),
+        display: value.display(),
+        previous: None,
+        scopes: Some(vec![Permission::parse("tokens:read").unwrap()]),
+        allowed_cidrs: Some(vec!["10.0.0.0/8".parse().unwrap()]),
+        rate_limit: Some(RateLimit {
+            requests: 5,
+            per_seconds: 60,
+        }),
+        disabled: false,
+        created_at: t,
+        updated_at: t,
+        expires_at: Some(t + Duration::days(30)),
+        last_used_at: None,
+        last_used_ip: None,
+        usage_allowed: 0,
+        usage_denied: 0,
+    };
+    (value, record)
+}
+
+fn page(limit: u32) -> Page {
+    Page { limit, after: None }
+}
+
+/// Runs every check against `store`, which must be freshly created and empty.
+pub async fn run_all<S: Store>(store: &S) {
+    store.migrate(&builtin_roles()).await.unwrap();
+    store
+        .migrate(&builtin_roles())
+        .await
+        .expect("migrate is idempotent");
+    store.ping().await.unwrap();
+    accounts_and_roles(store).await;
+    tokens(store).await;
+    policy(store).await;
+    sessions(store).await;
+    access_and_usage(store).await;
+    audit_chain(store).await;
+}
+
+async fn accounts_and_roles<S: Store>(store: &S) {
+    assert_eq!(store.count_accounts().await.unwrap(), 0);
+    let admin = account("admin", &[SUPER_ADMIN]);
+    store
+        .insert_account(&admin, draft(AuditAction::AccountCreate, "a"))
+        .await
+        .unwrap();
+    assert_eq!(store.get_account(&admin.id).await.unwrap().unwrap(), admin);
+    assert_eq!(
+        store
+            .get_account_by_username("admin")
+            .await
+            .unwrap()
+            .unwrap(),
+        admin
+    );
+    assert!(store
+        .get_account_by_username("nobody")
+        .await
+        .unwrap()
+        .is_none());
+
+    let dup = account("admin", &[]);
+    assert!(matches!(
+        store
+            .insert_account(&dup, draft(AuditAction::AccountCreate, "a"))
+            .await,
+        Err(StoreError::Conflict(_))
+    ));
+    let bad_role = account("someone", &["no-such-role"]);
+    assert!(matches!(
+        store
+            .insert_account(&bad_role, draft(AuditAction::AccountCreate, "a"))
+            .await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(
+        store
+            .get_account_by_username("someone")
+            .await
+            .unwrap()
+            .is_none(),
+        "nothing half-written"
+    );
+
+    // The last enabled super_admin stays.
+    let mut demoted = admin.clone();
+    demoted.roles = vec!["developer".into()];
+    assert!(matches!(
+        store
+            .update_account(&demoted, draft(AuditAction::AccountUpdate, "a"))
+            .await,
+        Err(StoreError::LastSuperAdmin)
+    ));
+    let mut disabled = admin.clone();
+    disabled.disabled = true;
+    assert!(matches!(
+        store
+            .update_account(&disabled, draft(AuditAction::AccountUpdate, "a"))
+            .await,
+        Err(StoreError::LastSuperAdmin)
+    ));
+    assert!(matches!(
+        store
+            .delete_account(&admin.id, draft(AuditAction::AccountDelete, "a"))
+            .await,
+        Err(StoreError::LastSuperAdmin)
+    ));
+    assert_eq!(
+        store.get_account(&admin.id).await.unwrap().unwrap(),
+        admin,
+        "rolled back"
+    );
+
+    // Roles: built-ins present, custom ones created, updated, refused while held.
+    let roles = store.list_roles().await.unwrap();
+    for b in builtin_roles() {
+        assert!(roles.contains(&b), "built-in {} present", b.name);
+    }
+    let ops = Role {
+        name: "ops".into(),
+        permissions: vec![Permission::parse("billing:read").unwrap()],
+        builtin: false,
+    };
+    store
+        .insert_role(&ops, draft(AuditAction::RoleCreate, "ops"))
+        .await
+        .unwrap();
+    assert!(matches!(
+        store
+            .insert_role(&ops, draft(AuditAction::RoleCreate, "ops"))
+            .await,
+        Err(StoreError::Conflict(_))
+    ));
+    let ops2 = Role {
+        permissions: vec![Permission::parse("billing:*").unwrap()],
+        ..ops.clone()
+    };
+    store
+        .update_role(&ops2, draft(AuditAction::RoleUpdate, "ops"))
+        .await
+        .unwrap();
+    assert!(store.list_roles().await.unwrap().contains(&ops2));
+    let builtin = Role {
+        name: "viewer".into(),
+        permissions: vec![],
+        builtin: false,
+    };
+    assert!(matches!(
+        store
+            .update_role(&builtin, draft(AuditAction::RoleUpdate, "viewer"))
+            .await,
+        Err(StoreError::NotFound)
+    ));
+
+    let dev = account("dev", &["developer", "ops"]);
+    store
+        .insert_account(&dev, draft(AuditAction::AccountCreate, "dev"))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get_account(&dev.id).await.unwrap().unwrap().roles,
+        vec!["developer", "ops"]
+    );
+    assert!(matches!(
+        store
+            .delete_role("ops", draft(AuditAction::RoleDelete, "ops"))
+            .await,
+        Err(StoreError::Conflict(_))
+    ));
+    let mut dev2 = dev.clone();
+    dev2.roles = vec!["developer".into()];
+    store
+        .update_account(&dev2, draft(AuditAction::AccountUpdate, "dev"))
+        .await
+        .unwrap();
+    store
+        .delete_role("ops", draft(AuditAction::RoleDelete, "ops"))
+        .await
+        .unwrap();
+    assert!(matches!(
+        store
+            .delete_role("ops", draft(AuditAction::RoleDelete, "ops"))
+            .await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(matches!(
+        store
+            .delete_role("viewer", draft(AuditAction::RoleDelete, "viewer"))
+            .await,
+        Err(StoreError::NotFound)
+    ));
+
+    // Newest first, paginated by id.
+    let listed = store.list_accounts(&page(1)).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].id, dev.id);
+    let next = store
+        .list_accounts(&Page {
+            limit: 10,
+            after: Some(dev.id.to_string()),
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        next.iter().map(|a| &a.id).collect::<Vec<_>>(),
+        vec![&admin.id]
+    );
+
+    // A second super_admin makes the first removable; deleting an account takes its tokens.
+    let admin2 = account("admin2", &[SUPER_ADMIN]);
+    store
+        .insert_account(&admin2, draft(AuditAction::AccountCreate, "a2"))
+        .await
+        .unwrap();
+    let (_, t) = token(&admin2.id, "doomed");
+    store
+        .insert_token(&t, 50, draft(AuditAction::TokenCreate, "t"))
+        .await
+        .unwrap();
+    let gone = store
+        .delete_account(&admin2.id, draft(AuditAction::AccountDelete, "a2"))
+        .await
+        .unwrap();
+    assert_eq!(gone.len(), 1);
+    assert!(store.get_token(&t.id).await.unwrap().is_none());
+    assert!(matches!(
+        store
+            .delete_account(&admin2.id, draft(AuditAction::AccountDelete, "a2"))
+            .await,
+        Err(StoreError::NotFound)
+    ));
+}
+
+async fn tokens<S: Store>(store: &S) {
+    let owner = account("owner", &["developer"]);
+    store
+        .insert_account(&owner, draft(AuditAction::AccountCreate, "o"))
+        .await
+        .unwrap();
+    let other = account("other", &["developer"]);
+    store
+        .insert_account(&other, draft(AuditAction::AccountCreate, "o2"))
+        .await
+        .unwrap();
+
+    let (value, t1) = token(&owner.id, "first");
+    store
+        .insert_token(&t1, 3, draft(AuditAction::TokenCreate, "t1"))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get_token(&t1.id).await.unwrap().unwrap(),
+        t1,
+        "round trip"
+    );
+    assert_eq!(
+        store
+            .find_token_by_hash(&value.hash())
+            .await
+            .unwrap()
+            .unwrap()
+            .id,
+        t1.id
+    );
+    assert!(store
+        .find_token_by_hash(&TokenValue::generate().unwrap().hash())
+        .await
+        .unwrap()
+        .is_none());
+
+    // Names are unique per account, not across accounts.
+    let (_, dup) = token(&owner.id, "first");
+    assert!(matches!(
+        store
+            .insert_token(&dup, 3, draft(AuditAction::TokenCreate, "d"))
+            .await,
+        Err(StoreError::Conflict(_))
+    ));
+    let (_, elsewhere) = token(&other.id, "first");
+    store
+        .insert_token(&elsewhere, 3, draft(AuditAction::TokenCreate, "e"))
+        .await
+        .unwrap();
+
+    // The limit.
+    let (_, t2) = token(&owner.id, "second");
+    let (_, t3) = token(&owner.id, "third");
+    let (_, t4) = token(&owner.id, "fourth");
+    store
+        .insert_token(&t2, 3, draft(AuditAction::TokenCreate, "t2"))
+        .await
+        .unwrap();
+    store
+        .insert_token(&t3, 3, draft(AuditAction::TokenCreate, "t3"))
+        .await
+        .unwrap();
+    assert!(matches!(
+        store
+            .insert_token(&t4, 3, draft(AuditAction::TokenCreate, "t4"))
+            .await,
+        Err(StoreError::TokenLimitReached)
+    ));
+    assert_eq!(store.count_tokens(&owner.id).await.unwrap(), 3);
+
+    // Listing: newest first, by account, by status, paged.
+    let mine = TokenFilter {
+        account_id: Some(owner.id.clone()),
+        status: None,
+        now: now(),
+    };
+    let ids = |v: Vec<TokenRecord>| v.into_iter().map(|t| t.id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(store.list_tokens(&mine, &page(10)).await.unwrap()),
+        vec![t3.id.clone(), t2.id.clone(), t1.id.clone()]
+    );
+    assert_eq!(
+        ids(store.list_tokens(&mine, &page(2)).await.unwrap()),
+        vec![t3.id.clone(), t2.id.clone()]
+    );
+    let rest = Page {
+        limit: 2,
+        after: Some(t2.id.to_string()),
+    };
+    assert_eq!(
+        ids(store.list_tokens(&mine, &rest).await.unwrap()),
+        vec![t1.id.clone()]
+    );
+    let everyone = TokenFilter {
+        account_id: None,
+        ..mine.clone()
+    };
+    assert_eq!(
+        store
+            .list_tokens(&everyone, &page(100))
+            .await
+            .unwrap()
+            .len(),
+        4
+    );
+
+    // Update: rename, disable, expire; the status filters follow.
+    let mut t2b = t2.clone();
+    t2b.disabled = true;
+    t2b.name = TokenName::parse("second-renamed").unwrap();
+    store
+        .update_token(&t2b, draft(AuditAction::TokenUpdate, "t2"))
+        .await
+        .unwrap();
+    let mut t3b = t3.clone();
+    t3b.expires_at = Some(now() - Duration::seconds(1));
+    t3b.scopes = None;
+    t3b.allowed_cidrs = None;
+    t3b.rate_limit = None;
+    t3b.note = None;
+    store
+        .update_token(&t3b, draft(AuditAction::TokenUpdate, "t3"))
+        .await
+        .unwrap();
+    assert_eq!(store.get_token(&t3.id).await.unwrap().unwrap(), t3b);
+    let with = |s| TokenFilter {
+        status: Some(s),
+        ..mine.clone()
+    };
+    assert_eq!(
+        ids(store
+            .list_tokens(&with(TokenStatus::Disabled), &page(10))
+            .await
+            .unwrap()),
+        vec![t2.id.clone()]
+    );
+    assert_eq!(
+        ids(store
+            .list_tokens(&with(TokenStatus::Expired), &page(10))
+            .await
+            .unwrap()),
+        vec![t3.id.clone()]
+    );
+    assert_eq!(
+        ids(store
+            .list_tokens(&with(TokenStatus::Active), &page(10))
+            .await
+            .unwrap()),
+        vec![t1.id.clone()]
+    );
+    let mut clash = t1.clone();
+    clash.name = TokenName::parse("second-renamed").unwrap();
+    assert!(matches!(
+        store
+            .update_token(&clash, draft(AuditAction::TokenUpdate, "t1"))
+            .await,
+        Err(StoreError::Conflict(_))
+    ));
+
+    // Regeneration keeps the previous digest findable until told otherwise.
+    let new_value = TokenValue::generate().unwrap();
+    let mut regen = t1.clone();
+    regen.previous = Some(PreviousValue {
+        hash: t1.hash,
+        valid_until: now() + Duration::hours(1),
+    });
+    regen.hash = new_value.hash();
+    regen.display = new_value.display();
+    store
+        .update_token(&regen, draft(AuditAction::TokenRegenerate, "t1"))
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .find_token_by_hash(&value.hash())
+            .await
+            .unwrap()
+            .unwrap(),
+        regen
+    );
+    assert_eq!(
+        store
+            .find_token_by_hash(&new_value.hash())
+            .await
+            .unwrap()
+            .unwrap(),
+        regen
+    );
+
+    // Delete one, then all.
+    let deleted = store
+        .delete_token(&t1.id, draft(AuditAction::TokenDelete, "t1"))
+        .await
+        .unwrap();
+    assert_eq!(deleted.id, t1.id);
+    assert!(store
+        .find_token_by_hash(&new_value.hash())
+        .await
+        .unwrap()
+        .is_none());
+    assert!(matches!(
+        store
+            .delete_token(&t1.id, draft(AuditAction::TokenDelete, "t1"))
+            .await,
+        Err(StoreError::NotFound)
+    ));
+    let all = store
+        .delete_all_tokens(&owner.id, |gone| {
+            let mut d = draft(AuditAction::TokenDeleteAll, "o");
+            d.details = serde_json::json!({"deleted": gone.len()});
+            d
+        })
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 2);
+    assert_eq!(store.count_tokens(&owner.id).await.unwrap(), 0);
+    assert_eq!(
+        store.count_tokens(&other.id).await.unwrap(),
+        1,
+        "other accounts untouched"
+    );
+    let last = store
+        .list_audit(&AuditFilter::default(), &page(1))
+        .await
+        .unwrap();
+    assert_eq!(last[0].draft.action, AuditAction::TokenDeleteAll);
+    assert_eq!(last[0].draft.details, serde_json::json!({"deleted": 2}));
+}
+
+async fn policy<S: Store>(store: &S) {
+    assert_eq!(store.get_policy().await.unwrap(), TokenPolicy::default());
+    let p = TokenPolicy {
+        default_expiry_days: 7,
+        max_expiry_days: None,
+        allow_never_expires: true,
+        max_tokens_per_account: 5,
+    };
+    store
+        .put_policy(&p, draft(AuditAction::SettingsUpdate, "policy"))
+        .await
+        .unwrap();
+    assert_eq!(store.get_policy().await.unwrap(), p);
+}
+
+async fn sessions<S: Store>(store: &S) {
+    let acct = store
+        .get_account_by_username("admin")
+        .await
+        .unwrap()
+        .unwrap();
+    let s = SessionRecord {
+        id_hash: TokenValue::generate().unwrap().hash(),
+        account_id: acct.id.clone(),
+        created_at: now(),
+        expires_at: now() + Duration::hours(12),
+    };
+    store
+        .insert_session(&s, draft(AuditAction::Login, "admin"))
+        .await
+        .unwrap();
+    assert_eq!(store.get_session(&s.id_hash).await.unwrap().unwrap(), s);
+    assert_eq!(
+        store
+            .get_account(&acct.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .last_login_at,
+        Some(s.created_at)
+    );
+    store
+        .delete_session(&s.id_hash, draft(AuditAction::Logout, "admin"))
+        .await
+        .unwrap();
+    assert!(store.get_session(&s.id_hash).await.unwrap().is_none());
+}
+
+async fn access_and_usage<S: Store>(store: &S) {
+    let acct = store
+        .get_account_by_username("other")
+        .await
+        .unwrap()
+        .unwrap();
+    let mine = TokenFilter {
+        account_id: Some(acct.id.clone()),
+        status: None,
+        now: now(),
+    };
+    let tok = store.list_tokens(&mine, &page(1)).await.unwrap().remove(0);
+    let base = Timestamp::from_timestamp(1_800_000_000, 0).unwrap();
+    let rec = |offset_s: i64, status: u16, token: Option<&TokenId>| AccessRecord {
+        time: base + Duration::seconds(offset_s),
+        token_id: token.cloned(),
+        account_id: token.map(|_| acct.id.clone()),
+        listener: Listener::Admin,
+        method: "GET".into(),
+        path: "/api/v1/user/me".into(),
+        status,
+        code: if status < 400 {
+            "ok".into()
+        } else {
+            "forbidden".into()
+        },
+        ip: "127.0.0.1".into(),
+        latency_ms: 0.25,
+    };
+    let records = vec![
+        rec(0, 200, Some(&tok.id)),
+        rec(10, 403, Some(&tok.id)),
+        rec(70, 200, Some(&tok.id)),
+        rec(80, 401, None),
+    ];
+    let usage = vec![UsageDelta {
+        token_id: tok.id.clone(),
+        allowed: 2,
+        denied: 1,
+        last_used_at: base + Duration::seconds(70),
+        last_used_ip: "10.1.2.3".into(),
+    }];
+    store.record_access(&records, &usage).await.unwrap();
+    let after = store.get_token(&tok.id).await.unwrap().unwrap();
+    assert_eq!((after.usage_allowed, after.usage_denied), (2, 1));
+    assert_eq!(after.last_used_at, Some(base + Duration::seconds(70)));
+    assert_eq!(after.last_used_ip.as_deref(), Some("10.1.2.3"));
+
+    let listed = store
+        .list_access(
+            &AccessFilter {
+                token_id: Some(tok.id.clone()),
+                ..Default::default()
+            },
+            &page(10),
+        )
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), 3);
+    assert_eq!(listed[0].1, records[2], "newest first, round trip");
+    let denied = store
+        .list_access(
+            &AccessFilter {
+                status: Some(401),
+                ..Default::default()
+            },
+            &page(10),
+        )
+        .await
+        .unwrap();
+    assert_eq!(denied.len(), 1);
+    assert!(denied[0].1.token_id.is_none());
+    let paged = store
+        .list_access(
+            &AccessFilter::default(),
+            &Page {
+                limit: 10,
+                after: Some(listed[0].0.to_string()),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(paged.len(), 2, "cursor excludes the newer records");
+
+    let buckets = store
+        .usage_buckets(
+            &tok.id,
+            base,
+            base + Duration::hours(1),
+            BucketWidth::Minute,
+        )
+        .await
+        .unwrap();
+    assert_eq!(buckets.len(), 2);
+    assert_eq!(
+        (buckets[0].start, buckets[0].allowed, buckets[0].denied),
+        (base, 1, 1)
+    );
+    assert_eq!((buckets[1].allowed, buckets[1].denied), (1, 0));
+}
+
+async fn audit_chain<S: Store>(store: &S) {
+    let mut failed = draft(AuditAction::LoginFailed, "x");
+    failed.outcome = Outcome::Failure;
+    failed.actor.username = Some("mallory".into());
+    failed.target = None;
+    let entry = store.append_audit(failed.clone()).await.unwrap();
+    assert_eq!(entry.draft, failed);
+
+    let all = store.audit_after(0, 100_000).await.unwrap();
+    assert!(all.len() > 20);
+    assert_eq!(all.last().unwrap(), &entry);
+    assert_eq!(
+        audit::verify_chain(0, audit::GENESIS_HASH.into(), &all),
+        Ok((entry.seq, entry.hash.clone())),
+        "the stored chain verifies"
+    );
+    let tail = store.audit_after(entry.seq - 2, 10).await.unwrap();
+    assert_eq!(tail.len(), 2);
+
+    let filter = |f: AuditFilter| async move { store.list_audit(&f, &page(1000)).await.unwrap() };
+    let creates = filter(AuditFilter {
+        action: Some(AuditAction::TokenCreate),
+        ..Default::default()
+    })
+    .await;
+    assert!(
+        creates
+            .iter()
+            .all(|e| e.draft.action == AuditAction::TokenCreate)
+            && !creates.is_empty()
+    );
+    assert!(
+        creates.windows(2).all(|w| w[0].seq > w[1].seq),
+        "newest first"
+    );
+    assert_eq!(
+        filter(AuditFilter {
+            actor: Some("mallory".into()),
+            ..Default::default()
+        })
+        .await
+        .len(),
+        1
+    );
+    assert_eq!(
+        filter(AuditFilter {
+            target: Some("policy".into()),
+            ..Default::default()
+        })
+        .await
+        .len(),
+        1
+    );
+    assert!(filter(AuditFilter {
+        since: Some(now() + Duration::hours(1)),
+        ..Default::default()
+    })
+    .await
+    .is_empty());
+    let page2 = store
+        .list_audit(
+            &AuditFilter::default(),
+            &Page {
+                limit: 2,
+                after: Some(entry.seq.to_string()),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        page2.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        vec![entry.seq - 1, entry.seq - 2]
+    );
+}

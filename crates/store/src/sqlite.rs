@@ -1,0 +1,988 @@
+//! The embedded SQLite backend: one file in WAL mode, one writer connection (so writes,
+//! and the audit chain, are serialized without further locking) and a pool of readers.
+
+use crate::{backend, from_json_text, is_unique_violation, json_text};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::{Connection, QueryBuilder, Row, Sqlite, SqlitePool};
+use std::str::FromStr;
+use std::time::Duration;
+use tessera_core::account::{AccountRecord, Role, SUPER_ADMIN};
+use tessera_core::audit::{self, AuditAction, AuditDraft, AuditEntry, Outcome, Target};
+use tessera_core::clock::{from_unix_millis, Timestamp};
+use tessera_core::ids::{AccountId, TokenId};
+use tessera_core::policy::TokenPolicy;
+use tessera_core::store::*;
+use tessera_core::token::{
+    PreviousValue, RateLimit, TokenHash, TokenName, TokenRecord, TokenStatus,
+};
+use tessera_core::usage::{AccessRecord, BucketWidth, Listener, UsageBucket};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+#[derive(Clone, Debug)]
+pub struct SqliteStore {
+    writer: SqlitePool,
+    reader: SqlitePool,
+}
+
+fn ms(t: Timestamp) -> i64 {
+    t.timestamp_millis()
+}
+
+fn opt_ms(t: Option<Timestamp>) -> Option<i64> {
+    t.map(ms)
+}
+
+impl SqliteStore {
+    /// Opens (creating if missing) the database at `sqlite://PATH`.
+    pub async fn open(url: &str) -> StoreResult<Self> {
+        let options = SqliteConnectOptions::from_str(url)
+            .map_err(backend)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options.clone())
+            .await
+            .map_err(backend)?;
+        let reader = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options.read_only(true))
+            .await
+            .map_err(backend)?;
+        Ok(Self { writer, reader })
+    }
+
+    /// Runs `f` in an IMMEDIATE transaction on the writer, committing when it succeeds.
+    async fn write<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        F: for<'c> FnOnce(
+            &'c mut SqliteConnection,
+        ) -> futures_core_shim::BoxFuture<'c, StoreResult<T>>,
+    {
+        let mut conn = self.writer.acquire().await.map_err(backend)?;
+        let mut tx = conn.begin_with("BEGIN IMMEDIATE").await.map_err(backend)?;
+        let out = f(&mut tx).await?;
+        tx.commit().await.map_err(backend)?;
+        Ok(out)
+    }
+}
+
+/// A boxed future type without pulling in the futures crate.
+mod futures_core_shim {
+    pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+}
+
+/// Appends `draft` to the audit chain; must run inside the writer's transaction.
+async fn append(conn: &mut SqliteConnection, draft: AuditDraft) -> StoreResult<AuditEntry> {
+    let last: Option<(i64, String)> =
+        sqlx::query_as("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(backend)?;
+    let (prev_seq, prev_hash) = last.unwrap_or((0, audit::GENESIS_HASH.to_owned()));
+    let entry = audit::seal(&prev_hash, prev_seq + 1, draft);
+    let d = &entry.draft;
+    let target = d.target.as_ref();
+    sqlx::query(
+        "INSERT INTO audit_log (seq, time, action, outcome, actor_account_id, actor_username, \
+         actor_token_id, target_type, target_id, target_name, ip, user_agent, details, hash) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(entry.seq)
+    .bind(ms(d.time))
+    .bind(d.action.as_str())
+    .bind(outcome_str(d.outcome))
+    .bind(&d.actor.account_id)
+    .bind(&d.actor.username)
+    .bind(&d.actor.token_id)
+    .bind(target.map(|t| t.kind.clone()))
+    .bind(target.and_then(|t| t.id.clone()))
+    .bind(target.and_then(|t| t.name.clone()))
+    .bind(&d.ip)
+    .bind(&d.user_agent)
+    .bind(json_text(&d.details)?)
+    .bind(&entry.hash)
+    .execute(&mut *conn)
+    .await
+    .map_err(backend)?;
+    Ok(entry)
+}
+
+fn outcome_str(o: Outcome) -> &'static str {
+    match o {
+        Outcome::Success => "success",
+        Outcome::Failure => "failure",
+    }
+}
+
+fn audit_from_row(row: &SqliteRow) -> StoreResult<AuditEntry> {
+    let action: String = row.get("action");
+    let target_type: Option<String> = row.get("target_type");
+    let details: String = row.get("details");
+    Ok(AuditEntry {
+        seq: row.get("seq"),
+        hash: row.get("hash"),
+        draft: AuditDraft {
+            time: from_unix_millis(row.get("time")),
+            action: AuditAction::parse(&action)
+                .ok_or_else(|| StoreError::Backend(format!("unknown audit action {action}")))?,
+            outcome: if row.get::<String, _>("outcome") == "success" {
+                Outcome::Success
+            } else {
+                Outcome::Failure
+            },
+            actor: audit::Actor {
+                account_id: row.get("actor_account_id"),
+                username: row.get("actor_username"),
+                token_id: row.get("actor_token_id"),
+            },
+            target: target_type.map(|kind| Target {
+                kind,
+                id: row.get("target_id"),
+                name: row.get("target_name"),
+            }),
+            ip: row.get("ip"),
+            user_agent: row.get("user_agent"),
+            details: from_json_text(&details)?,
+        },
+    })
+}
+
+const ACCOUNT_COLUMNS: &str = "a.id, a.username, a.password_hash, a.disabled, a.created_at, a.last_login_at, \
+     (SELECT json_group_array(role_name) FROM (SELECT role_name FROM account_roles r WHERE r.account_id = a.id ORDER BY role_name)) AS roles";
+
+fn account_from_row(row: &SqliteRow) -> StoreResult<AccountRecord> {
+    let roles: String = row.get("roles");
+    Ok(AccountRecord {
+        id: AccountId::from_trusted(row.get("id")),
+        username: row.get("username"),
+        password_hash: row.get("password_hash"),
+        roles: from_json_text(&roles)?,
+        disabled: row.get::<i64, _>("disabled") != 0,
+        created_at: from_unix_millis(row.get("created_at")),
+        last_login_at: row
+            .get::<Option<i64>, _>("last_login_at")
+            .map(from_unix_millis),
+    })
+}
+
+fn token_from_row(row: &SqliteRow) -> StoreResult<TokenRecord> {
+    let hash: String = row.get("hash");
+    let prev_hash: Option<String> = row.get("prev_hash");
+    let prev_until: Option<i64> = row.get("prev_valid_until");
+    let scopes: Option<String> = row.get("scopes");
+    let cidrs: Option<String> = row.get("allowed_cidrs");
+    let rl_requests: Option<i64> = row.get("rate_limit_requests");
+    let rl_per: Option<i64> = row.get("rate_limit_per_seconds");
+    let corrupt = || StoreError::Backend("corrupt token hash".into());
+    Ok(TokenRecord {
+        id: TokenId::from_trusted(row.get("id")),
+        account_id: AccountId::from_trusted(row.get("account_id")),
+        name: TokenName::from_trusted(row.get("name")),
+        note: row.get("note"),
+        hash: TokenHash::from_hex(&hash).ok_or_else(corrupt)?,
+        display: row.get("display"),
+        previous: match (prev_hash, prev_until) {
+            (Some(h), Some(until)) => Some(PreviousValue {
+                hash: TokenHash::from_hex(&h).ok_or_else(corrupt)?,
+                valid_until: from_unix_millis(until),
+            }),
+            _ => None,
+        },
+        scopes: scopes.as_deref().map(from_json_text).transpose()?,
+        allowed_cidrs: cidrs.as_deref().map(from_json_text).transpose()?,
+        rate_limit: match (rl_requests, rl_per) {
+            (Some(r), Some(p)) => Some(RateLimit {
+                requests: u32::try_from(r).unwrap_or(u32::MAX),
+                per_seconds: u32::try_from(p).unwrap_or(u32::MAX),
+            }),
+            _ => None,
+        },
+        disabled: row.get::<i64, _>("disabled") != 0,
+        created_at: from_unix_millis(row.get("created_at")),
+        updated_at: from_unix_millis(row.get("updated_at")),
+        expires_at: row
+            .get::<Option<i64>, _>("expires_at")
+            .map(from_unix_millis),
+        last_used_at: row
+            .get::<Option<i64>, _>("last_used_at")
+            .map(from_unix_millis),
+        last_used_ip: row.get("last_used_ip"),
+        usage_allowed: u64::try_from(row.get::<i64, _>("usage_allowed")).unwrap_or(0),
+        usage_denied: u64::try_from(row.get::<i64, _>("usage_denied")).unwrap_or(0),
+    })
+}
+
+fn access_from_row(row: &SqliteRow) -> (i64, AccessRecord) {
+    (
+        row.get("id"),
+        AccessRecord {
+            time: from_unix_millis(row.get("time")),
+            token_id: row
+                .get::<Option<String>, _>("token_id")
+                .map(TokenId::from_trusted),
+            account_id: row
+                .get::<Option<String>, _>("account_id")
+                .map(AccountId::from_trusted),
+            listener: if row.get::<String, _>("listener") == "gateway" {
+                Listener::Gateway
+            } else {
+                Listener::Admin
+            },
+            method: row.get("method"),
+            path: row.get("path"),
+            status: u16::try_from(row.get::<i64, _>("status")).unwrap_or(0),
+            code: row.get("code"),
+            ip: row.get("ip"),
+            latency_ms: row.get("latency_ms"),
+        },
+    )
+}
+
+async fn set_account_roles(
+    conn: &mut SqliteConnection,
+    account: &AccountRecord,
+) -> StoreResult<()> {
+    sqlx::query("DELETE FROM account_roles WHERE account_id = ?")
+        .bind(account.id.as_str())
+        .execute(&mut *conn)
+        .await
+        .map_err(backend)?;
+    for role in &account.roles {
+        sqlx::query("INSERT INTO account_roles (account_id, role_name) VALUES (?, ?)")
+            .bind(account.id.as_str())
+            .bind(role)
+            .execute(&mut *conn)
+            .await
+            .map_err(|e| match &e {
+                sqlx::Error::Database(d) if d.is_foreign_key_violation() => {
+                    StoreError::Conflict(format!("no role named '{role}'"))
+                }
+                _ => backend(e),
+            })?;
+    }
+    Ok(())
+}
+
+/// Refuses (so the transaction rolls back) when no enabled super_admin is left.
+async fn ensure_a_super_admin_remains(conn: &mut SqliteConnection) -> StoreResult<()> {
+    let (n,): (i64,) = sqlx::query_as(
+        "SELECT COUNT(*) FROM accounts a JOIN account_roles r ON r.account_id = a.id \
+         WHERE r.role_name = ? AND a.disabled = 0",
+    )
+    .bind(SUPER_ADMIN)
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(backend)?;
+    if n == 0 {
+        Err(StoreError::LastSuperAdmin)
+    } else {
+        Ok(())
+    }
+}
+
+fn name_conflict(e: sqlx::Error, what: &str) -> StoreError {
+    if is_unique_violation(&e) {
+        StoreError::Conflict(what.to_owned())
+    } else {
+        backend(e)
+    }
+}
+
+fn push_page<'a>(qb: &mut QueryBuilder<'a, Sqlite>, has_where: bool, key: &str, page: &'a Page) {
+    if let Some(after) = &page.after {
+        qb.push(if has_where { " AND " } else { " WHERE " });
+        qb.push(key).push(" < ").push_bind(after.as_str());
+    }
+    qb.push(" ORDER BY ")
+        .push(key)
+        .push(" DESC LIMIT ")
+        .push_bind(i64::from(page.limit));
+}
+
+impl Store for SqliteStore {
+    async fn migrate(&self, builtin_roles: &[Role]) -> StoreResult<()> {
+        MIGRATOR
+            .run(&self.writer)
+            .await
+            .map_err(|e| StoreError::Backend(e.to_string()))?;
+        let roles = builtin_roles.to_vec();
+        self.write(move |conn| {
+            Box::pin(async move {
+                for role in &roles {
+                    sqlx::query(
+                        "INSERT INTO roles (name, permissions, builtin, created_at) VALUES (?, ?, 1, 0) \
+                         ON CONFLICT(name) DO UPDATE SET permissions = excluded.permissions, builtin = 1",
+                    )
+                    .bind(&role.name)
+                    .bind(json_text(&role.permissions)?)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(backend)?;
+                }
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1")
+            .execute(&self.reader)
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn count_accounts(&self) -> StoreResult<u64> {
+        let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM accounts")
+            .fetch_one(&self.reader)
+            .await
+            .map_err(backend)?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    async fn insert_account(&self, account: &AccountRecord, audit: AuditDraft) -> StoreResult<()> {
+        let account = account.clone();
+        self.write(move |conn| {
+            Box::pin(async move {
+                sqlx::query(
+                    "INSERT INTO accounts (id, username, password_hash, disabled, created_at, last_login_at) \
+                     VALUES (?, ?, ?, ?, ?, ?)",
+                )
+                .bind(account.id.as_str())
+                .bind(&account.username)
+                .bind(&account.password_hash)
+                .bind(i64::from(account.disabled))
+                .bind(ms(account.created_at))
+                .bind(opt_ms(account.last_login_at))
+                .execute(&mut *conn)
+                .await
+                .map_err(|e| name_conflict(e, "an account with this username already exists"))?;
+                set_account_roles(conn, &account).await?;
+                append(conn, audit).await?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    async fn get_account(&self, id: &AccountId) -> StoreResult<Option<AccountRecord>> {
+        let sql = format!("SELECT {ACCOUNT_COLUMNS} FROM accounts a WHERE a.id = ?");
+        let row = sqlx::query(&sql)
+            .bind(id.as_str())
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(backend)?;
+        row.as_ref().map(account_from_row).transpose()
+    }
+
+    async fn get_account_by_username(&self, username: &str) -> StoreResult<Option<AccountRecord>> {
+        let sql = format!("SELECT {ACCOUNT_COLUMNS} FROM accounts a WHERE a.username = ?");
+        let row = sqlx::query(&sql)
+            .bind(username)
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(backend)?;
+        row.as_ref().map(account_from_row).transpose()
+    }
+
+    async fn list_accounts(&self, page: &Page) -> StoreResult<Vec<AccountRecord>> {
+        let mut qb = QueryBuilder::new(format!("SELECT {ACCOUNT_COLUMNS} FROM accounts a"));
+        push_page(&mut qb, false, "a.id", page);
+        let rows = qb.build().fetch_all(&self.reader).await.map_err(backend)?;
+        rows.iter().map(account_from_row).collect()
+    }
+
+    async fn update_account(&self, account: &AccountRecord, audit: AuditDraft) -> StoreResult<()> {
+        let account = account.clone();
+        self.write(move |conn| {
+            Box::pin(async move {
+                let done = sqlx::query(
+                    "UPDATE accounts SET password_hash = ?, disabled = ?, last_login_at = ? WHERE id = ?",
+                )
+                .bind(&account.password_hash)
+                .bind(i64::from(account.disabled))
+                .bind(opt_ms(account.last_login_at))
+                .bind(account.id.as_str())
+                .execute(&mut *conn)
+                .await
+                .map_err(backend)?;
+                if done.rows_affected() == 0 {
+                    return Err(StoreError::NotFound);
+                }
+                set_account_roles(conn, &account).await?;
+                ensure_a_super_admin_remains(conn).await?;
+                append(conn, audit).await?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    async fn delete_account(
+        &self,
+        id: &AccountId,
+        audit: AuditDraft,
+    ) -> StoreResult<Vec<TokenRecord>> {
+        let id = id.clone();
+        self.write(move |conn| {
+            Box::pin(async move {
+                let rows = sqlx::query("SELECT * FROM tokens WHERE account_id = ?")
+                    .bind(id.as_str())
+                    .fetch_all(&mut *conn)
+                    .await
+                    .map_err(backend)?;
+                let tokens = rows
+                    .iter()
+                    .map(token_from_row)
+                    .collect::<StoreResult<Vec<_>>>()?;
+                let done = sqlx::query("DELETE FROM accounts WHERE id = ?")
+                    .bind(id.as_str())
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(backend)?;
+                if done.rows_affected() == 0 {
+                    return Err(StoreError::NotFound);
+                }
+                ensure_a_super_admin_remains(conn).await?;
+                append(conn, audit).await?;
+                Ok(tokens)
+            })
+        })
+        .await
+    }
+
+    async fn insert_session(&self, session: &SessionRecord, audit: AuditDraft) -> StoreResult<()> {
+        let session = session.clone();
+        self.write(move |conn| {
+            Box::pin(async move {
+                sqlx::query("DELETE FROM sessions WHERE expires_at <= ?")
+                    .bind(ms(session.created_at))
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(backend)?;
+                sqlx::query("INSERT INTO sessions (id_hash, account_id, created_at, expires_at) VALUES (?, ?, ?, ?)")
+                    .bind(session.id_hash.to_hex())
+                    .bind(session.account_id.as_str())
+                    .bind(ms(session.created_at))
+                    .bind(ms(session.expires_at))
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(backend)?;
+                sqlx::query("UPDATE accounts SET last_login_at = ? WHERE id = ?")
+                    .bind(ms(session.created_at))
+                    .bind(session.account_id.as_str())
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(backend)?;
+                append(conn, audit).await?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    async fn get_session(&self, id_hash: &TokenHash) -> StoreResult<Option<SessionRecord>> {
+        let row: Option<(String, i64, i64)> = sqlx::query_as(
+            "SELECT account_id, created_at, expires_at FROM sessions WHERE id_hash = ?",
+        )
+        .bind(id_hash.to_hex())
+        .fetch_optional(&self.reader)
+        .await
+        .map_err(backend)?;
+        Ok(row.map(|(account_id, created, expires)| SessionRecord {
+            id_hash: *id_hash,
+            account_id: AccountId::from_trusted(account_id),
+            created_at: from_unix_millis(created),
+            expires_at: from_unix_millis(expires),
+        }))
+    }
+
+    async fn delete_session(&self, id_hash: &TokenHash, audit: AuditDraft) -> StoreResult<()> {
+        let hash = id_hash.to_hex();
+        self.write(move |conn| {
+            Box::pin(async move {
+                sqlx::query("DELETE FROM sessions WHERE id_hash = ?")
+                    .bind(hash)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(backend)?;
+                append(conn, audit).await?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    async fn list_roles(&self) -> StoreResult<Vec<Role>> {
+        let rows: Vec<(String, String, i64)> = sqlx::query_as(
+            "SELECT name, permissions, builtin FROM roles ORDER BY builtin DESC, name",
+        )
+        .fetch_all(&self.reader)
+        .await
+        .map_err(backend)?;
+        rows.into_iter()
+            .map(|(name, perms, builtin)| {
+                Ok(Role {
+                    name,
+                    permissions: from_json_text(&perms)?,
+                    builtin: builtin != 0,
+                })
+            })
+            .collect()
+    }
+
+    async fn insert_role(&self, role: &Role, audit: AuditDraft) -> StoreResult<()> {
+        let role = role.clone();
+        let created = ms(audit.time);
+        self.write(move |conn| {
+            Box::pin(async move {
+                sqlx::query("INSERT INTO roles (name, permissions, builtin, created_at) VALUES (?, ?, 0, ?)")
+                    .bind(&role.name)
+                    .bind(json_text(&role.permissions)?)
+                    .bind(created)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(|e| name_conflict(e, "a role with this name already exists"))?;
+                append(conn, audit).await?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    async fn update_role(&self, role: &Role, audit: AuditDraft) -> StoreResult<()> {
+        let role = role.clone();
+        self.write(move |conn| {
+            Box::pin(async move {
+                let done =
+                    sqlx::query("UPDATE roles SET permissions = ? WHERE name = ? AND builtin = 0")
+                        .bind(json_text(&role.permissions)?)
+                        .bind(&role.name)
+                        .execute(&mut *conn)
+                        .await
+                        .map_err(backend)?;
+                if done.rows_affected() == 0 {
+                    return Err(StoreError::NotFound);
+                }
+                append(conn, audit).await?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    async fn delete_role(&self, name: &str, audit: AuditDraft) -> StoreResult<()> {
+        let name = name.to_owned();
+        self.write(move |conn| {
+            Box::pin(async move {
+                let (holders,): (i64,) =
+                    sqlx::query_as("SELECT COUNT(*) FROM account_roles WHERE role_name = ?")
+                        .bind(&name)
+                        .fetch_one(&mut *conn)
+                        .await
+                        .map_err(backend)?;
+                if holders > 0 {
+                    return Err(StoreError::Conflict(format!(
+                        "the role is held by {holders} account(s); take it from them first"
+                    )));
+                }
+                let done = sqlx::query("DELETE FROM roles WHERE name = ? AND builtin = 0")
+                    .bind(&name)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(backend)?;
+                if done.rows_affected() == 0 {
+                    return Err(StoreError::NotFound);
+                }
+                append(conn, audit).await?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    async fn get_policy(&self) -> StoreResult<TokenPolicy> {
+        let row: Option<(String,)> =
+            sqlx::query_as("SELECT value FROM settings WHERE key = 'token_policy'")
+                .fetch_optional(&self.reader)
+                .await
+                .map_err(backend)?;
+        match row {
+            Some((json,)) => from_json_text(&json),
+            None => Ok(TokenPolicy::default()),
+        }
+    }
+
+    async fn put_policy(&self, policy: &TokenPolicy, audit: AuditDraft) -> StoreResult<()> {
+        let json = json_text(policy)?;
+        self.write(move |conn| {
+            Box::pin(async move {
+                sqlx::query(
+                    "INSERT INTO settings (key, value) VALUES ('token_policy', ?) \
+                     ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                )
+                .bind(json)
+                .execute(&mut *conn)
+                .await
+                .map_err(backend)?;
+                append(conn, audit).await?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    async fn insert_token(
+        &self,
+        token: &TokenRecord,
+        max_per_account: u32,
+        audit: AuditDraft,
+    ) -> StoreResult<()> {
+        let t = token.clone();
+        self.write(move |conn| {
+            Box::pin(async move {
+                let (held,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM tokens WHERE account_id = ?")
+                    .bind(t.account_id.as_str())
+                    .fetch_one(&mut *conn)
+                    .await
+                    .map_err(backend)?;
+                if held >= i64::from(max_per_account) {
+                    return Err(StoreError::TokenLimitReached);
+                }
+                sqlx::query(
+                    "INSERT INTO tokens (id, account_id, name, note, hash, display, prev_hash, prev_valid_until, \
+                     scopes, allowed_cidrs, rate_limit_requests, rate_limit_per_seconds, disabled, created_at, \
+                     updated_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                )
+                .bind(t.id.as_str())
+                .bind(t.account_id.as_str())
+                .bind(t.name.as_str())
+                .bind(&t.note)
+                .bind(t.hash.to_hex())
+                .bind(&t.display)
+                .bind(t.previous.map(|p| p.hash.to_hex()))
+                .bind(t.previous.map(|p| ms(p.valid_until)))
+                .bind(t.scopes.as_ref().map(json_text).transpose()?)
+                .bind(t.allowed_cidrs.as_ref().map(json_text).transpose()?)
+                .bind(t.rate_limit.map(|r| i64::from(r.requests)))
+                .bind(t.rate_limit.map(|r| i64::from(r.per_seconds)))
+                .bind(i64::from(t.disabled))
+                .bind(ms(t.created_at))
+                .bind(ms(t.updated_at))
+                .bind(opt_ms(t.expires_at))
+                .execute(&mut *conn)
+                .await
+                .map_err(|e| name_conflict(e, "a token with this name already exists in the account"))?;
+                append(conn, audit).await?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    async fn get_token(&self, id: &TokenId) -> StoreResult<Option<TokenRecord>> {
+        let row = sqlx::query("SELECT * FROM tokens WHERE id = ?")
+            .bind(id.as_str())
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(backend)?;
+        row.as_ref().map(token_from_row).transpose()
+    }
+
+    async fn find_token_by_hash(&self, hash: &TokenHash) -> StoreResult<Option<TokenRecord>> {
+        let hex = hash.to_hex();
+        let row = sqlx::query("SELECT * FROM tokens WHERE hash = ? UNION ALL SELECT * FROM tokens WHERE prev_hash = ? LIMIT 1")
+            .bind(&hex)
+            .bind(&hex)
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(backend)?;
+        row.as_ref().map(token_from_row).transpose()
+    }
+
+    async fn list_tokens(
+        &self,
+        filter: &TokenFilter,
+        page: &Page,
+    ) -> StoreResult<Vec<TokenRecord>> {
+        let now = ms(filter.now);
+        let mut qb = QueryBuilder::new("SELECT * FROM tokens WHERE 1 = 1");
+        if let Some(account) = &filter.account_id {
+            qb.push(" AND account_id = ").push_bind(account.as_str());
+        }
+        match filter.status {
+            None => {}
+            Some(TokenStatus::Disabled) => {
+                qb.push(" AND disabled = 1");
+            }
+            Some(TokenStatus::Expired) => {
+                qb.push(" AND disabled = 0 AND expires_at IS NOT NULL AND expires_at <= ")
+                    .push_bind(now);
+            }
+            Some(TokenStatus::Active) => {
+                qb.push(" AND disabled = 0 AND (expires_at IS NULL OR expires_at > ")
+                    .push_bind(now)
+                    .push(")");
+            }
+        }
+        push_page(&mut qb, true, "id", page);
+        let rows = qb.build().fetch_all(&self.reader).await.map_err(backend)?;
+        rows.iter().map(token_from_row).collect()
+    }
+
+    async fn count_tokens(&self, account_id: &AccountId) -> StoreResult<u64> {
+        let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM tokens WHERE account_id = ?")
+            .bind(account_id.as_str())
+            .fetch_one(&self.reader)
+            .await
+            .map_err(backend)?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    async fn update_token(&self, token: &TokenRecord, audit: AuditDraft) -> StoreResult<()> {
+        let t = token.clone();
+        self.write(move |conn| {
+            Box::pin(async move {
+                let done = sqlx::query(
+                    "UPDATE tokens SET name = ?, note = ?, hash = ?, display = ?, prev_hash = ?, prev_valid_until = ?, \
+                     scopes = ?, allowed_cidrs = ?, rate_limit_requests = ?, rate_limit_per_seconds = ?, disabled = ?, \
+                     updated_at = ?, expires_at = ? WHERE id = ?",
+                )
+                .bind(t.name.as_str())
+                .bind(&t.note)
+                .bind(t.hash.to_hex())
+                .bind(&t.display)
+                .bind(t.previous.map(|p| p.hash.to_hex()))
+                .bind(t.previous.map(|p| ms(p.valid_until)))
+                .bind(t.scopes.as_ref().map(json_text).transpose()?)
+                .bind(t.allowed_cidrs.as_ref().map(json_text).transpose()?)
+                .bind(t.rate_limit.map(|r| i64::from(r.requests)))
+                .bind(t.rate_limit.map(|r| i64::from(r.per_seconds)))
+                .bind(i64::from(t.disabled))
+                .bind(ms(t.updated_at))
+                .bind(opt_ms(t.expires_at))
+                .bind(t.id.as_str())
+                .execute(&mut *conn)
+                .await
+                .map_err(|e| name_conflict(e, "a token with this name already exists in the account"))?;
+                if done.rows_affected() == 0 {
+                    return Err(StoreError::NotFound);
+                }
+                append(conn, audit).await?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    async fn delete_token(&self, id: &TokenId, audit: AuditDraft) -> StoreResult<TokenRecord> {
+        let id = id.clone();
+        self.write(move |conn| {
+            Box::pin(async move {
+                let row = sqlx::query("DELETE FROM tokens WHERE id = ? RETURNING *")
+                    .bind(id.as_str())
+                    .fetch_optional(&mut *conn)
+                    .await
+                    .map_err(backend)?;
+                let token = row
+                    .as_ref()
+                    .map(token_from_row)
+                    .transpose()?
+                    .ok_or(StoreError::NotFound)?;
+                append(conn, audit).await?;
+                Ok(token)
+            })
+        })
+        .await
+    }
+
+    async fn delete_all_tokens(
+        &self,
+        account_id: &AccountId,
+        audit: impl FnOnce(&[TokenRecord]) -> AuditDraft + Send,
+    ) -> StoreResult<Vec<TokenRecord>> {
+        let id = account_id.clone();
+        let mut conn = self.writer.acquire().await.map_err(backend)?;
+        let mut tx = conn.begin_with("BEGIN IMMEDIATE").await.map_err(backend)?;
+        let rows = sqlx::query("DELETE FROM tokens WHERE account_id = ? RETURNING *")
+            .bind(id.as_str())
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(backend)?;
+        let tokens = rows
+            .iter()
+            .map(token_from_row)
+            .collect::<StoreResult<Vec<_>>>()?;
+        append(&mut tx, audit(&tokens)).await?;
+        tx.commit().await.map_err(backend)?;
+        Ok(tokens)
+    }
+
+    async fn append_audit(&self, audit: AuditDraft) -> StoreResult<AuditEntry> {
+        self.write(move |conn| Box::pin(append(conn, audit))).await
+    }
+
+    async fn list_audit(&self, filter: &AuditFilter, page: &Page) -> StoreResult<Vec<AuditEntry>> {
+        let mut qb = QueryBuilder::new("SELECT * FROM audit_log WHERE 1 = 1");
+        if let Some(action) = filter.action {
+            qb.push(" AND action = ").push_bind(action.as_str());
+        }
+        if let Some(actor) = &filter.actor {
+            qb.push(" AND (actor_account_id = ")
+                .push_bind(actor.as_str());
+            qb.push(" OR actor_username = ")
+                .push_bind(actor.as_str())
+                .push(")");
+        }
+        if let Some(target) = &filter.target {
+            qb.push(" AND target_id = ").push_bind(target.as_str());
+        }
+        if let Some(since) = filter.since {
+            qb.push(" AND time >= ").push_bind(ms(since));
+        }
+        if let Some(until) = filter.until {
+            qb.push(" AND time < ").push_bind(ms(until));
+        }
+        if let Some(after) = page.after.as_deref().and_then(|a| a.parse::<i64>().ok()) {
+            qb.push(" AND seq < ").push_bind(after);
+        }
+        qb.push(" ORDER BY seq DESC LIMIT ")
+            .push_bind(i64::from(page.limit));
+        let rows = qb.build().fetch_all(&self.reader).await.map_err(backend)?;
+        rows.iter().map(audit_from_row).collect()
+    }
+
+    async fn audit_after(&self, after_seq: i64, limit: u32) -> StoreResult<Vec<AuditEntry>> {
+        let rows = sqlx::query("SELECT * FROM audit_log WHERE seq > ? ORDER BY seq LIMIT ?")
+            .bind(after_seq)
+            .bind(i64::from(limit))
+            .fetch_all(&self.reader)
+            .await
+            .map_err(backend)?;
+        rows.iter().map(audit_from_row).collect()
+    }
+
+    async fn record_access(
+        &self,
+        records: &[AccessRecord],
+        usage: &[UsageDelta],
+    ) -> StoreResult<()> {
+        let records = records.to_vec();
+        let usage = usage.to_vec();
+        self.write(move |conn| {
+            Box::pin(async move {
+                for r in &records {
+                    sqlx::query(
+                        "INSERT INTO access_log (time, token_id, account_id, listener, method, path, status, code, ip, latency_ms) \
+                         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    )
+                    .bind(ms(r.time))
+                    .bind(r.token_id.as_ref().map(TokenId::as_str))
+                    .bind(r.account_id.as_ref().map(AccountId::as_str))
+                    .bind(match r.listener {
+                        Listener::Admin => "admin",
+                        Listener::Gateway => "gateway",
+                    })
+                    .bind(&r.method)
+                    .bind(&r.path)
+                    .bind(i64::from(r.status))
+                    .bind(&r.code)
+                    .bind(&r.ip)
+                    .bind(r.latency_ms)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(backend)?;
+                }
+                for u in &usage {
+                    sqlx::query(
+                        "UPDATE tokens SET usage_allowed = usage_allowed + ?, usage_denied = usage_denied + ?, \
+                         last_used_at = MAX(COALESCE(last_used_at, 0), ?), \
+                         last_used_ip = CASE WHEN COALESCE(last_used_at, 0) <= ? THEN ? ELSE last_used_ip END \
+                         WHERE id = ?",
+                    )
+                    .bind(i64::try_from(u.allowed).unwrap_or(i64::MAX))
+                    .bind(i64::try_from(u.denied).unwrap_or(i64::MAX))
+                    .bind(ms(u.last_used_at))
+                    .bind(ms(u.last_used_at))
+                    .bind(&u.last_used_ip)
+                    .bind(u.token_id.as_str())
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(backend)?;
+                }
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    async fn list_access(
+        &self,
+        filter: &AccessFilter,
+        page: &Page,
+    ) -> StoreResult<Vec<(i64, AccessRecord)>> {
+        let mut qb = QueryBuilder::new("SELECT * FROM access_log WHERE 1 = 1");
+        if let Some(t) = &filter.token_id {
+            qb.push(" AND token_id = ").push_bind(t.as_str());
+        }
+        if let Some(a) = &filter.account_id {
+            qb.push(" AND account_id = ").push_bind(a.as_str());
+        }
+        if let Some(s) = filter.status {
+            qb.push(" AND status = ").push_bind(i64::from(s));
+        }
+        if let Some(since) = filter.since {
+            qb.push(" AND time >= ").push_bind(ms(since));
+        }
+        if let Some(until) = filter.until {
+            qb.push(" AND time < ").push_bind(ms(until));
+        }
+        if let Some(after) = page.after.as_deref().and_then(|a| a.parse::<i64>().ok()) {
+            qb.push(" AND id < ").push_bind(after);
+        }
+        qb.push(" ORDER BY id DESC LIMIT ")
+            .push_bind(i64::from(page.limit));
+        let rows = qb.build().fetch_all(&self.reader).await.map_err(backend)?;
+        Ok(rows.iter().map(access_from_row).collect())
+    }
+
+    async fn usage_buckets(
+        &self,
+        token_id: &TokenId,
+        since: Timestamp,
+        until: Timestamp,
+        width: BucketWidth,
+    ) -> StoreResult<Vec<UsageBucket>> {
+        let w = width.millis();
+        let rows: Vec<(i64, i64, i64)> = sqlx::query_as(
+            "SELECT (time / ?) * ? AS start, \
+             SUM(CASE WHEN status < 400 THEN 1 ELSE 0 END), SUM(CASE WHEN status >= 400 THEN 1 ELSE 0 END) \
+             FROM access_log WHERE token_id = ? AND time >= ? AND time < ? GROUP BY start ORDER BY start",
+        )
+        .bind(w)
+        .bind(w)
+        .bind(token_id.as_str())
+        .bind(ms(since))
+        .bind(ms(until))
+        .fetch_all(&self.reader)
+        .await
+        .map_err(backend)?;
+        Ok(rows
+            .into_iter()
+            .map(|(start, allowed, denied)| UsageBucket {
+                start: from_unix_millis(start),
+                allowed: u64::try_from(allowed).unwrap_or(0),
+                denied: u64::try_from(denied).unwrap_or(0),
+            })
+            .collect())
+    }
+}
