@@ -1,1 +1,200 @@
-fn main() {}
+//! The `tessera` binary: `tessera serve` runs the server; the other subcommands are
+//! clients of its admin API.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tessera_server::{App, ServerConfig};
+use tessera_store::AnyStore;
+
+#[derive(Parser)]
+#[command(name = "tessera", version, about = "Self-hosted API token service")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the admin API and the gateway.
+    Serve(ServeArgs),
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Address of the admin API, dashboard and operations endpoints.
+    #[arg(long, env = "TESSERA_ADMIN_ADDR", default_value = "127.0.0.1:8080")]
+    admin_addr: SocketAddr,
+    /// Address of the gateway.
+    #[arg(long, env = "TESSERA_GATEWAY_ADDR", default_value = "127.0.0.1:8000")]
+    gateway_addr: SocketAddr,
+    /// `sqlite://PATH` (created if missing).
+    #[arg(
+        long,
+        env = "TESSERA_DATABASE_URL",
+        default_value = "sqlite://tessera.db"
+    )]
+    database_url: String,
+    /// Comma-separated CIDRs of proxies whose X-Forwarded-For is believed.
+    #[arg(long, env = "TESSERA_TRUSTED_PROXIES", value_delimiter = ',')]
+    trusted_proxies: Vec<ipnet::IpNet>,
+    /// PEM certificate chain: serve both listeners over HTTPS (with --tls-key).
+    #[arg(long, env = "TESSERA_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// PEM private key for --tls-cert.
+    #[arg(long, env = "TESSERA_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
+    #[arg(long, env = "TESSERA_LOG_FORMAT", value_enum, default_value = "text")]
+    log_format: LogFormat,
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("tessera: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Serve(args) => serve(args).await,
+        }
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tessera: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    init_logging(args.log_format);
+    if args.tls_cert.is_some() {
+        anyhow::bail!("--tls-cert/--tls-key are not supported by this build yet; terminate TLS in front of Tessera");
+    }
+    let store = AnyStore::connect(&args.database_url)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot open the database {}",
+                redact_url(&args.database_url)
+            )
+        })?;
+    let config = ServerConfig {
+        trusted_proxies: args.trusted_proxies,
+        tls: false,
+        ..Default::default()
+    };
+    let app = App::new(store, Arc::new(tessera_core::SystemClock), config);
+    let admin_password = std::env::var("TESSERA_ADMIN_PASSWORD")
+        .ok()
+        .filter(|p| !p.is_empty());
+    let generated = app
+        .state
+        .service
+        .bootstrap(admin_password)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot prepare the database: {e}"))?;
+    let admin = tokio::net::TcpListener::bind(args.admin_addr)
+        .await
+        .with_context(|| format!("cannot listen on {} (admin API)", args.admin_addr))?;
+    let gateway = tokio::net::TcpListener::bind(args.gateway_addr)
+        .await
+        .with_context(|| format!("cannot listen on {} (gateway)", args.gateway_addr))?;
+    let admin_url = format!("http://{}", admin.local_addr()?);
+    eprintln!("Tessera {} is running.", env!("CARGO_PKG_VERSION"));
+    eprintln!(
+        "  Admin API:  {admin_url}/api/v1   (OpenAPI document: {admin_url}/api/v1/openapi.json)"
+    );
+    eprintln!("  Gateway:    http://{}", gateway.local_addr()?);
+    eprintln!("  Database:   {}", describe_database(&args.database_url));
+    match generated {
+        Some(password) => {
+            eprintln!("  First start: created the account 'admin' with the password below. It is shown only now.");
+            eprintln!("      {}", password.as_str());
+            eprintln!("  Sign in:    curl -c cookies.txt -H 'Content-Type: application/json' \\");
+            eprintln!("                -d '{{\"username\":\"admin\",\"password\":\"…\"}}' {admin_url}/api/v1/login");
+        }
+        None => eprintln!("  Sign in as 'admin' (or any account) at {admin_url}/api/v1/login"),
+    }
+    eprintln!("  Stop with Ctrl-C.");
+    tessera_server::serve(app, admin, gateway, shutdown_signal())
+        .await
+        .context("server error")?;
+    eprintln!("Tessera stopped.");
+    Ok(())
+}
+
+fn describe_database(url: &str) -> String {
+    match url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+    {
+        Some(path) => {
+            let path = path.split('?').next().unwrap_or(path);
+            let abs = std::path::absolute(path)
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|_| path.to_owned());
+            format!("{abs} (SQLite)")
+        }
+        None => redact_url(url),
+    }
+}
+
+/// A database URL without its password, for messages.
+fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            format!("{}://…@{}", &url[..scheme_end], &url[at + 1..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+    tracing::info!("shutting down: finishing in-flight requests and writing buffered records");
+}

@@ -126,16 +126,17 @@ impl FromIterator<Permission> for PermissionSet {
 }
 
 /// What a request may do: everything its account may do now, narrowed by the token's
-/// scopes when it has any. A session (no token) has `token_scopes: None`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EffectivePermissions {
-    pub account: PermissionSet,
-    pub token_scopes: Option<PermissionSet>,
+/// scopes when it has any. A session (no token) has `token_scopes: None`. It borrows
+/// both sets, so checking a permission on the hot path allocates nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EffectivePermissions<'a> {
+    pub account: &'a PermissionSet,
+    pub token_scopes: Option<&'a PermissionSet>,
 }
 
-impl EffectivePermissions {
+impl EffectivePermissions<'_> {
     pub fn covers(&self, wanted: &Permission) -> bool {
-        self.account.covers(wanted) && self.token_scopes.as_ref().is_none_or(|s| s.covers(wanted))
+        self.account.covers(wanted) && self.token_scopes.is_none_or(|s| s.covers(wanted))
     }
 
     /// The subset of `wanted` not covered, in the order given.
@@ -190,9 +191,11 @@ mod tests {
 
     #[test]
     fn effective_is_the_intersection() {
+        let account = PermissionSet::new(vec![p("tokens:*"), p("gateway:read")]);
+        let scopes = PermissionSet::new(vec![p("tokens:read"), p("audit:read")]);
         let eff = EffectivePermissions {
-            account: PermissionSet::new(vec![p("tokens:*"), p("gateway:read")]),
-            token_scopes: Some(PermissionSet::new(vec![p("tokens:read"), p("audit:read")])),
+            account: &account,
+            token_scopes: Some(&scopes),
         };
         assert!(eff.covers(&p("tokens:read")));
         assert!(!eff.covers(&p("tokens:write")), "not in the token's scopes");
@@ -233,11 +236,9 @@ mod tests {
         fn narrowing_never_widens(acct in proptest::collection::vec(arb_perm(), 0..4),
                                    scopes in proptest::collection::vec(arb_perm(), 0..4),
                                    wanted in arb_perm()) {
-            let eff = EffectivePermissions {
-                account: PermissionSet::new(acct.clone()),
-                token_scopes: Some(PermissionSet::new(scopes)),
-            };
-            let broad = EffectivePermissions { account: PermissionSet::new(acct), token_scopes: None };
+            let (acct, scopes) = (PermissionSet::new(acct), PermissionSet::new(scopes));
+            let eff = EffectivePermissions { account: &acct, token_scopes: Some(&scopes) };
+            let broad = EffectivePermissions { account: &acct, token_scopes: None };
             if eff.covers(&wanted) {
                 prop_assert!(broad.covers(&wanted));
             }

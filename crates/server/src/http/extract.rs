@@ -1,0 +1,282 @@
+//! Extractors: JSON bodies and queries whose rejections answer in the contract's format,
+//! the client's address and user agent, and the authenticated [`Caller`].
+
+use super::error::ApiError;
+use super::AppState;
+use crate::service::{Caller, CallerAuth, SESSION_COOKIE};
+use crate::verifier::{Carriers, Denial};
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap, Method, StatusCode};
+use ipnet::IpNet;
+use serde::de::DeserializeOwned;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use tessera_core::error::ErrorCode;
+use tessera_core::ids::{AccountId, TokenId};
+
+/// `axum::Json`, but malformed, mistyped or oversized bodies get the contract's errors.
+pub struct Json<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(v)) => Ok(Json(v)),
+            Err(rejection) => Err(json_rejection(rejection)),
+        }
+    }
+}
+
+/// Like [`Json`], but a request with no body at all stands for `T::default()`.
+pub struct JsonOrEmpty<T>(pub T);
+
+impl<T: DeserializeOwned + Default, S: Send + Sync> FromRequest<S> for JsonOrEmpty<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let h = req.headers();
+        let has_body = h
+            .get(header::CONTENT_LENGTH)
+            .is_some_and(|v| v.as_bytes() != b"0")
+            || h.contains_key(header::TRANSFER_ENCODING);
+        if !has_body {
+            return Ok(Self(T::default()));
+        }
+        Json::<T>::from_request(req, state)
+            .await
+            .map(|Json(v)| Self(v))
+    }
+}
+
+fn json_rejection(r: JsonRejection) -> ApiError {
+    if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        return ApiError::code(ErrorCode::PayloadTooLarge);
+    }
+    let message = match &r {
+        JsonRejection::MissingJsonContentType(_) => {
+            "The body must be JSON, with Content-Type: application/json.".to_owned()
+        }
+        JsonRejection::JsonSyntaxError(_) => "The body is not valid JSON.".to_owned(),
+        JsonRejection::JsonDataError(e) => format!(
+            "The body does not have the expected fields: {}",
+            e.body_text()
+                .trim_start_matches("Failed to deserialize the JSON body into the target type: ")
+        ),
+        _ => "The body could not be read.".to_owned(),
+    };
+    ApiError::invalid_request(message)
+}
+
+/// `axum::extract::Query` with the contract's errors.
+pub struct Query<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(v)) => Ok(Query(v)),
+            Err(QueryRejection::FailedToDeserializeQueryString(e)) => {
+                Err(ApiError::invalid_request(format!(
+                    "The query string is not valid: {}",
+                    e.body_text()
+                        .trim_start_matches("Failed to deserialize query string: ")
+                )))
+            }
+            Err(_) => Err(ApiError::invalid_request("The query string is not valid.")),
+        }
+    }
+}
+
+/// The client's address (believing `X-Forwarded-For` only from trusted proxies) and
+/// user agent.
+#[derive(Debug, Clone)]
+pub struct ClientInfo {
+    pub ip: IpAddr,
+    pub user_agent: Option<String>,
+}
+
+/// The client address: the peer, unless the peer is a trusted proxy, in which case the
+/// right-most `X-Forwarded-For` entry that is not itself a trusted proxy.
+pub fn client_ip(headers: &HeaderMap, peer: IpAddr, trusted: &[IpNet]) -> IpAddr {
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|n| n.contains(ip));
+    if !is_trusted(&peer) {
+        return peer;
+    }
+    let mut client = peer;
+    for value in headers.get_all("x-forwarded-for").iter().rev() {
+        let Ok(s) = value.to_str() else { return client };
+        for part in s.rsplit(',') {
+            match part.trim().parse::<IpAddr>() {
+                Ok(ip) => {
+                    client = ip;
+                    if !is_trusted(&ip) {
+                        return ip;
+                    }
+                }
+                Err(_) => return client,
+            }
+        }
+    }
+    client
+}
+
+impl FromRequestParts<AppState> for ClientInfo {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip())
+            .unwrap_or(IpAddr::from([127, 0, 0, 1]));
+        Ok(ClientInfo {
+            ip: client_ip(&parts.headers, peer, &state.config.trusted_proxies),
+            user_agent: parts
+                .headers
+                .get(header::USER_AGENT)
+                .and_then(|v| v.to_str().ok())
+                .map(|s| s.chars().take(512).collect()),
+        })
+    }
+}
+
+/// Set by the access-log middleware on each request; the authentication extractor
+/// fills it in when the request presents a token, so the use is logged with its outcome.
+#[derive(Debug, Clone, Default)]
+pub struct TokenUseSlot(pub Arc<Mutex<Option<TokenUse>>>);
+
+#[derive(Debug, Clone, Default)]
+pub struct TokenUse {
+    pub token_id: Option<TokenId>,
+    pub account_id: Option<AccountId>,
+    pub ip: Option<IpAddr>,
+}
+
+/// The value of cookie `name`, from every `Cookie` header.
+pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.trim())
+}
+
+/// The token carriers of a request, as the verifier takes them.
+pub fn carriers(headers: &HeaderMap) -> Carriers<'_> {
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            let (scheme, rest) = v.split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
+        });
+    Carriers {
+        x_api_key: headers
+            .get("x-api-key")
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim),
+        bearer,
+        cookie: cookie(headers, "X-API-KEY"),
+    }
+}
+
+/// Whether a state-changing request on a session cookie comes from our own origin.
+fn origin_matches(parts: &Parts, tls: bool) -> bool {
+    let Some(origin) = parts
+        .headers
+        .get(header::ORIGIN)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let Some(host) = parts
+        .headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let scheme = if tls { "https" } else { "http" };
+    origin == format!("{scheme}://{host}")
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let client = ClientInfo::from_request_parts(parts, state).await?;
+        let carriers = carriers(&parts.headers);
+        if !carriers.is_empty() {
+            let v = state.verifier.verify(carriers, client.ip).await;
+            if let Some(slot) = parts.extensions.get::<TokenUseSlot>() {
+                if let Ok(mut s) = slot.0.lock() {
+                    *s = Some(TokenUse {
+                        token_id: v.token_id.clone(),
+                        account_id: v.account_id.clone(),
+                        ip: Some(client.ip),
+                    });
+                }
+            }
+            let verified = v.result?;
+            return Ok(Caller {
+                account: verified.account,
+                via: CallerAuth::Token(verified.token),
+                ip: Some(client.ip),
+                user_agent: client.user_agent,
+            });
+        }
+        let Some(session) = cookie(&parts.headers, SESSION_COOKIE) else {
+            return Err(Denial::Unauthenticated.into());
+        };
+        let caller = state
+            .service
+            .session_caller(session, Some(client.ip), client.user_agent)
+            .await?;
+        let safe = matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
+        if !safe && !origin_matches(parts, state.config.tls) {
+            return Err(ApiError::code(ErrorCode::Csrf));
+        }
+        Ok(caller)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forwarded_for_is_believed_only_from_trusted_proxies() {
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", "203.0.113.7, 10.1.1.1".parse().unwrap());
+        let proxy: IpAddr = "10.0.0.1".parse().unwrap();
+        let outsider: IpAddr = "198.51.100.1".parse().unwrap();
+        assert_eq!(
+            client_ip(&h, proxy, &trusted),
+            "203.0.113.7".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(client_ip(&h, outsider, &trusted), outsider);
+        assert_eq!(client_ip(&h, proxy, &[]), proxy);
+    }
+
+    #[test]
+    fn carriers_are_read_from_all_three_places() {
+        let mut h = HeaderMap::new();
+        h.insert("x-api-key", "a".parse().unwrap());
+        h.insert("authorization", "Bearer b".parse().unwrap());
+        h.insert("cookie", "theme=dark; X-API-KEY=c".parse().unwrap());
+        let c = carriers(&h);
+        assert_eq!(
+            (c.x_api_key, c.bearer, c.cookie),
+            (Some("a"), Some("b"), Some("c"))
+        );
+        assert!(c.credential().is_err());
+    }
+}

@@ -1,0 +1,350 @@
+//! The HTTP side: the admin listener (REST API, operations endpoints) and the gateway
+//! listener, their middleware, and `serve`, which runs both until told to stop.
+
+pub mod error;
+pub mod extract;
+pub mod routes;
+
+use crate::metrics::{ListenerLabel, Metrics};
+use crate::service::{LoginLimits, Service};
+use crate::verifier::{RecorderShutdown, UsageRecorder, Verifier};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Request, State};
+use axum::http::{header, HeaderValue};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use error::ApiError;
+use extract::{client_ip, TokenUseSlot};
+use ipnet::IpNet;
+use std::future::{Future, IntoFuture};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Instant;
+use tessera_core::usage::{AccessRecord, Listener};
+use tessera_core::{Clock, ErrorCode};
+use tessera_store::AnyStore;
+use tokio::net::TcpListener;
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+/// Request bodies larger than this are refused with 413.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+/// Request headers larger than this, in all, are refused with 431.
+pub const MAX_HEADER_BYTES: usize = 32 * 1024;
+
+#[derive(Debug, Clone, Default)]
+pub struct ServerConfig {
+    /// Peers whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<IpNet>,
+    /// Whether the listeners serve HTTPS (cookies get `Secure`, Origin must be https).
+    pub tls: bool,
+    pub login_limits: LoginLimits,
+}
+
+#[derive(Clone)]
+pub struct AppState {
+    pub service: Arc<Service>,
+    pub verifier: Arc<Verifier>,
+    pub metrics: Arc<Metrics>,
+    pub config: Arc<ServerConfig>,
+    pub openapi: Arc<str>,
+}
+
+/// A ready-to-serve Tessera: state built, background writer running.
+pub struct App {
+    pub state: AppState,
+    recorder: RecorderShutdown,
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Tessera", description = "Self-hosted API token service. Every /api/v1 route but /login takes a token in `X-API-KEY`, `Authorization: Bearer` or the `X-API-KEY` cookie, or the `tessera_session` cookie from /login. Errors are `{\"error\": {\"code\", \"message\", \"details\"?}}`. Lists answer `{\"items\", \"next_cursor\"}`, newest first."),
+    modifiers(&SecuritySchemes),
+    security(("api_key" = []), ("bearer" = []), ("api_key_cookie" = []), ("session" = [])),
+    tags((name = "tokens"), (name = "admin"), (name = "session"), (name = "accounts"), (name = "roles"), (name = "settings"), (name = "audit"))
+)]
+struct ApiDoc;
+
+struct SecuritySchemes;
+
+impl Modify for SecuritySchemes {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("X-API-KEY"))),
+        );
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+        components.add_security_scheme(
+            "api_key_cookie",
+            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::new("X-API-KEY"))),
+        );
+        components.add_security_scheme(
+            "session",
+            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::new("tessera_session"))),
+        );
+    }
+}
+
+fn api_routes() -> OpenApiRouter<AppState> {
+    use routes::{accounts, logs, tokens};
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(tokens::create, tokens::list, tokens::delete_all))
+        .routes(routes!(tokens::get, tokens::update, tokens::delete))
+        .routes(routes!(tokens::regenerate))
+        .routes(routes!(tokens::disable))
+        .routes(routes!(tokens::enable))
+        .routes(routes!(tokens::usage))
+        .routes(routes!(tokens::verify))
+        .routes(routes!(tokens::admin_list))
+        .routes(routes!(tokens::admin_get, tokens::admin_delete))
+        .routes(routes!(tokens::admin_disable))
+        .routes(routes!(accounts::login))
+        .routes(routes!(accounts::logout))
+        .routes(routes!(accounts::me))
+        .routes(routes!(accounts::create_account, accounts::list_accounts))
+        .routes(routes!(
+            accounts::get_account,
+            accounts::update_account,
+            accounts::delete_account
+        ))
+        .routes(routes!(accounts::list_roles, accounts::create_role))
+        .routes(routes!(accounts::update_role, accounts::delete_role))
+        .routes(routes!(accounts::get_policy, accounts::put_policy))
+        .routes(routes!(logs::audit))
+        .routes(routes!(logs::verify))
+        .routes(routes!(logs::access))
+}
+
+/// The OpenAPI 3.1 document of the admin API, as served at `/api/v1/openapi.json`.
+pub fn openapi_json() -> String {
+    let (_, doc) = api_routes().split_for_parts();
+    doc.to_pretty_json().unwrap_or_default()
+}
+
+impl App {
+    pub fn new(store: AnyStore, clock: Arc<dyn Clock>, config: ServerConfig) -> Self {
+        let metrics = Arc::new(Metrics::default());
+        let (recorder, recorder_shutdown) = UsageRecorder::start(store.clone(), metrics.clone());
+        let verifier = Arc::new(Verifier::new(
+            store.clone(),
+            clock.clone(),
+            metrics.clone(),
+            recorder,
+        ));
+        let service = Arc::new(Service::new(
+            store,
+            clock,
+            verifier.clone(),
+            config.login_limits,
+        ));
+        let state = AppState {
+            service,
+            verifier,
+            metrics,
+            config: Arc::new(config),
+            openapi: openapi_json().into(),
+        };
+        Self {
+            state,
+            recorder: recorder_shutdown,
+        }
+    }
+
+    /// The admin listener's router: the REST API and the operations endpoints.
+    pub fn admin_router(&self) -> Router {
+        let (api, _) = api_routes().split_for_parts();
+        let api = api
+            .route(
+                "/api/v1/openapi.json",
+                axum::routing::get(routes::ops::openapi),
+            )
+            .layer(middleware::from_fn_with_state(
+                self.state.clone(),
+                record_token_use,
+            ))
+            .layer(middleware::from_fn(no_store));
+        Router::new()
+            .merge(api)
+            .route("/healthz", axum::routing::get(routes::ops::healthz))
+            .route("/readyz", axum::routing::get(routes::ops::readyz))
+            .route("/metrics", axum::routing::get(routes::ops::metrics))
+            .fallback(not_found)
+            .method_not_allowed_fallback(method_not_allowed)
+            .with_state(self.state.clone())
+            .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+            .layer(middleware::from_fn(security_headers))
+            .layer(middleware::from_fn_with_state(
+                self.state.clone(),
+                observe(Listener::Admin),
+            ))
+            .layer(middleware::from_fn(limit_headers))
+    }
+
+    /// The gateway listener's router. Routing to upstream services arrives with the
+    /// gateway; until then it answers its health check and `not_found`.
+    pub fn gateway_router(&self) -> Router {
+        Router::new()
+            .route(
+                "/_tessera/healthz",
+                axum::routing::get(routes::ops::healthz),
+            )
+            .fallback(not_found)
+            .with_state(self.state.clone())
+            .layer(middleware::from_fn_with_state(
+                self.state.clone(),
+                observe(Listener::Gateway),
+            ))
+            .layer(middleware::from_fn(limit_headers))
+    }
+}
+
+async fn not_found() -> ApiError {
+    ApiError::code(ErrorCode::NotFound)
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::code(ErrorCode::MethodNotAllowed)
+}
+
+/// 431 in the contract's format when the request headers are over 32 KiB in all.
+async fn limit_headers(req: Request, next: Next) -> Response {
+    let size: usize = req
+        .headers()
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 4)
+        .sum();
+    if size > MAX_HEADER_BYTES {
+        return ApiError::code(ErrorCode::HeadersTooLarge).into_response();
+    }
+    next.run(req).await
+}
+
+/// Responses of the API hold secrets at times (a new token's value): never cache them.
+async fn no_store(req: Request, next: Next) -> Response {
+    let mut response = next.run(req).await;
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+async fn security_headers(req: Request, next: Next) -> Response {
+    let mut response = next.run(req).await;
+    let h = response.headers_mut();
+    h.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert("x-frame-options", HeaderValue::from_static("DENY"));
+    h.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
+    response
+}
+
+/// Times every request for the latency histogram of its listener.
+fn observe(
+    listener: Listener,
+) -> impl Fn(
+    State<AppState>,
+    Request,
+    Next,
+) -> std::pin::Pin<Box<dyn Future<Output = Response> + Send>>
+       + Clone {
+    move |State(state): State<AppState>, req: Request, next: Next| {
+        Box::pin(async move {
+            let started = Instant::now();
+            let response = next.run(req).await;
+            let label = ListenerLabel {
+                listener: match listener {
+                    Listener::Admin => "admin",
+                    Listener::Gateway => "gateway",
+                },
+            };
+            state
+                .metrics
+                .request_seconds
+                .get_or_create(&label)
+                .observe(started.elapsed().as_secs_f64());
+            response
+        })
+    }
+}
+
+/// Writes an access-log record for every admin-API request that presented a token,
+/// allowed or denied, with the status it got.
+async fn record_token_use(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    let slot = TokenUseSlot::default();
+    req.extensions_mut().insert(slot.clone());
+    let method = req.method().to_string();
+    let path = req.uri().path().chars().take(1024).collect::<String>();
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip());
+    let fallback_ip = peer.map(|p| client_ip(req.headers(), p, &state.config.trusted_proxies));
+    let started = Instant::now();
+    let response = next.run(req).await;
+    let used = slot.0.lock().ok().and_then(|mut s| s.take());
+    if let Some(used) = used {
+        let status = response.status().as_u16();
+        let code = response
+            .extensions()
+            .get::<ErrorCode>()
+            .map_or("ok", |c| c.as_str());
+        state.verifier.record(AccessRecord {
+            time: state.verifier.clock().now(),
+            token_id: used.token_id,
+            account_id: used.account_id,
+            listener: Listener::Admin,
+            method,
+            path,
+            status,
+            code: code.to_owned(),
+            ip: used
+                .ip
+                .or(fallback_ip)
+                .unwrap_or(IpAddr::from([0, 0, 0, 0]))
+                .to_string(),
+            latency_ms: started.elapsed().as_secs_f64() * 1000.0,
+        });
+    }
+    response
+}
+
+/// Runs the admin and gateway listeners until `shutdown` resolves; then lets in-flight
+/// requests finish and writes every buffered access-log record before returning.
+pub async fn serve(
+    app: App,
+    admin: TcpListener,
+    gateway: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let admin_server = axum::serve(
+        admin,
+        app.admin_router()
+            .into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(stopped(stop_rx.clone()));
+    let gateway_server = axum::serve(
+        gateway,
+        app.gateway_router()
+            .into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(stopped(stop_rx));
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let (a, g) = tokio::join!(admin_server.into_future(), gateway_server.into_future());
+    app.recorder.flush_and_stop().await;
+    a.and(g)
+}

@@ -1,0 +1,6 @@
+//! Route handlers, one module per area of the contract.
+
+pub mod accounts;
+pub mod logs;
+pub mod ops;
+pub mod tokens;

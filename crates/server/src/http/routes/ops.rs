@@ -1,0 +1,40 @@
+//! `/healthz`, `/readyz`, `/metrics` and the OpenAPI document.
+
+use crate::http::error::ApiError;
+use crate::http::AppState;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use tessera_core::store::Store;
+use tessera_core::ErrorCode;
+
+/// The process is up.
+pub async fn healthz() -> impl IntoResponse {
+    axum::Json(serde_json::json!({"status": "ok"}))
+}
+
+/// The database answers.
+pub async fn readyz(State(s): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+    s.service.store().ping().await.map_err(|e| {
+        tracing::warn!(error = %e, "readiness check failed");
+        ApiError::new(ErrorCode::Unavailable, "The database is not reachable.")
+    })?;
+    Ok(axum::Json(serde_json::json!({"status": "ready"})))
+}
+
+pub async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        s.metrics.render(),
+    )
+}
+
+pub async fn openapi(State(s): State<AppState>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        s.openapi.to_string(),
+    )
+}

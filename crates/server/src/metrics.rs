@@ -1,0 +1,134 @@
+//! Prometheus metrics: verification outcomes and latency, request latency, token cache
+//! hits, and access-log records written and dropped.
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabel {
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ListenerLabel {
+    pub listener: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CacheLabel {
+    pub result: &'static str,
+}
+
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    pub verifications: Family<OutcomeLabel, Counter>,
+    pub verification_seconds: Histogram,
+    pub request_seconds: Family<ListenerLabel, Histogram>,
+    pub cache: Family<CacheLabel, Counter>,
+    /// Store reads made because a digest was in neither cache.
+    pub store_lookups: Counter,
+    cache_hit_ratio: Gauge<f64, AtomicU64>,
+    pub access_written: Counter,
+    pub access_dropped: Counter,
+}
+
+fn latency_histogram() -> Histogram {
+    // 1 µs to ~8 s.
+    Histogram::new(exponential_buckets(0.000_001, 4.0, 12))
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("tessera");
+        let verifications = Family::<OutcomeLabel, Counter>::default();
+        registry.register(
+            "verifications",
+            "Token verifications by outcome (ok or the error code)",
+            verifications.clone(),
+        );
+        let verification_seconds = latency_histogram();
+        registry.register(
+            "verification_duration_seconds",
+            "Time to verify a presented token",
+            verification_seconds.clone(),
+        );
+        let request_seconds =
+            Family::<ListenerLabel, Histogram>::new_with_constructor(latency_histogram);
+        registry.register(
+            "request_duration_seconds",
+            "Time to answer a request, by listener",
+            request_seconds.clone(),
+        );
+        let cache = Family::<CacheLabel, Counter>::default();
+        registry.register(
+            "token_cache_lookups",
+            "Token cache lookups: hit, negative_hit or miss",
+            cache.clone(),
+        );
+        let store_lookups = Counter::default();
+        registry.register(
+            "token_store_lookups",
+            "Token lookups that reached the database",
+            store_lookups.clone(),
+        );
+        let cache_hit_ratio = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "token_cache_hit_ratio",
+            "Share of token lookups answered from memory (positive or negative)",
+            cache_hit_ratio.clone(),
+        );
+        let access_written = Counter::default();
+        registry.register(
+            "access_log_records_written",
+            "Access-log records written to the database",
+            access_written.clone(),
+        );
+        let access_dropped = Counter::default();
+        registry.register(
+            "access_log_records_dropped",
+            "Access-log records dropped because the buffer was full",
+            access_dropped.clone(),
+        );
+        Self {
+            registry,
+            verifications,
+            verification_seconds,
+            request_seconds,
+            cache,
+            store_lookups,
+            cache_hit_ratio,
+            access_written,
+            access_dropped,
+        }
+    }
+}
+
+impl Metrics {
+    pub fn cache_result(&self, result: &'static str) {
+        self.cache.get_or_create(&CacheLabel { result }).inc();
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let count = |r| self.cache.get_or_create(&CacheLabel { result: r }).get() as f64;
+        let (hit, neg, miss) = (count("hit"), count("negative_hit"), count("miss"));
+        let total = hit + neg + miss;
+        self.cache_hit_ratio.set(if total > 0.0 {
+            (hit + neg) / total
+        } else {
+            0.0
+        });
+        let mut out = String::new();
+        if encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}

@@ -1,0 +1,569 @@
+//! Token lifecycle: create, list, show, change, regenerate, disable/enable, delete,
+//! usage, and introspection.
+
+use super::{finish_page, page, parse_permissions, Caller, Service, ServiceError, ServiceResult};
+use crate::api::*;
+use crate::verifier::Carriers;
+use chrono::Duration;
+use ipnet::IpNet;
+use std::net::IpAddr;
+use tessera_core::audit::{AuditAction, Target};
+use tessera_core::ids::{AccountId, TokenId};
+use tessera_core::permission::names::*;
+use tessera_core::permission::Permission;
+use tessera_core::policy::{ExpiryRequest, FieldError};
+use tessera_core::store::{Store, StoreError, TokenFilter};
+use tessera_core::token::{
+    validate_note, PreviousValue, RateLimit, TokenName, TokenRecord, TokenStatus, TokenValue,
+};
+use tessera_core::usage::BucketWidth;
+
+/// Whose tokens an operation may touch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenScope {
+    /// The caller's own (`/api/v1/tokens`), needing `tokens:read` / `tokens:write`.
+    Own,
+    /// Any account's (`/api/v1/admin/tokens`), needing `tokens:admin`.
+    Any,
+}
+
+const MAX_CIDRS: usize = 100;
+const MAX_GRACE_SECONDS: i64 = 86_400;
+
+fn expiry_request(
+    in_days: Option<i64>,
+    at: Option<chrono::DateTime<chrono::Utc>>,
+    never: Option<bool>,
+) -> ServiceResult<Option<ExpiryRequest>> {
+    let never = never.filter(|n| *n);
+    match (in_days, at, never) {
+        (None, None, None) => Ok(None),
+        (Some(d), None, None) => Ok(Some(ExpiryRequest::InDays(d))),
+        (None, Some(t), None) => Ok(Some(ExpiryRequest::At(t))),
+        (None, None, Some(_)) => Ok(Some(ExpiryRequest::Never)),
+        _ => Err(ServiceError::field(
+            "expires_at",
+            "give at most one of expires_in_days, expires_at and never_expires",
+        )),
+    }
+}
+
+fn parse_cidrs(raw: &[String]) -> Result<Option<Vec<IpNet>>, FieldError> {
+    if raw.len() > MAX_CIDRS {
+        return Err(FieldError::new(
+            "allowed_cidrs",
+            "must hold at most 100 entries",
+        ));
+    }
+    let nets = raw
+        .iter()
+        .map(|s| {
+            s.parse::<IpNet>()
+                .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
+                .map_err(|_| {
+                    FieldError::new(
+                        "allowed_cidrs",
+                        format!(
+                            "'{}' is not a CIDR block or an IP address",
+                            s.chars().take(60).collect::<String>()
+                        ),
+                    )
+                })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((!nets.is_empty()).then_some(nets))
+}
+
+fn check_rate_limit(r: RateLimitBody) -> Result<RateLimit, FieldError> {
+    let limit: RateLimit = r.into();
+    limit
+        .validate()
+        .map_err(|m| FieldError::new("rate_limit", m))?;
+    Ok(limit)
+}
+
+fn collect<T>(r: Result<T, FieldError>, errors: &mut Vec<FieldError>) -> Option<T> {
+    r.map_err(|e| errors.push(e)).ok()
+}
+
+impl Service {
+    fn scope_permission(scope: TokenScope, write: bool) -> &'static str {
+        match (scope, write) {
+            (TokenScope::Any, _) => TOKENS_ADMIN,
+            (TokenScope::Own, false) => TOKENS_READ,
+            (TokenScope::Own, true) => TOKENS_WRITE,
+        }
+    }
+
+    /// Loads a token the caller may see; another account's token is `not_found`.
+    async fn load_token(
+        &self,
+        caller: &Caller,
+        scope: TokenScope,
+        id: &str,
+    ) -> ServiceResult<TokenRecord> {
+        let id = TokenId::parse(id).ok_or(ServiceError::NotFound("token"))?;
+        let token = self
+            .store
+            .get_token(&id)
+            .await?
+            .ok_or(ServiceError::NotFound("token"))?;
+        if scope == TokenScope::Own && token.account_id != caller.account.id {
+            return Err(ServiceError::NotFound("token"));
+        }
+        Ok(token)
+    }
+
+    /// A caller may give a token only scopes it holds itself; a caller that is a scoped
+    /// token may not give (or reveal, by regenerating) a token broader than itself.
+    fn ensure_may_grant(
+        &self,
+        caller: &Caller,
+        scopes: Option<&[Permission]>,
+    ) -> ServiceResult<()> {
+        match scopes {
+            Some(wanted) => {
+                let missing = caller.permissions().missing(wanted);
+                if missing.is_empty() {
+                    Ok(())
+                } else {
+                    Err(ServiceError::Forbidden(
+                        missing.into_iter().map(String::from).collect(),
+                    ))
+                }
+            }
+            None if caller.token_scopes().is_some() => {
+                Err(ServiceError::Forbidden(vec!["*".to_owned()]))
+            }
+            None => Ok(()),
+        }
+    }
+
+    pub async fn create_token(
+        &self,
+        caller: &Caller,
+        req: CreateTokenRequest,
+    ) -> ServiceResult<TokenWithValue> {
+        caller.require(TOKENS_WRITE)?;
+        let now = self.clock.now();
+        let policy = self.store.get_policy().await?;
+        let mut errors = Vec::new();
+        let name = collect(
+            TokenName::parse(&req.name).map_err(|m| FieldError::new("name", m)),
+            &mut errors,
+        );
+        if let Some(note) = &req.note {
+            collect(
+                validate_note(note).map_err(|m| FieldError::new("note", m)),
+                &mut errors,
+            );
+        }
+        let expiry = expiry_request(req.expires_in_days, req.expires_at, req.never_expires)?
+            .unwrap_or(ExpiryRequest::PolicyDefault);
+        let expires_at = collect(policy.resolve_expiry(expiry, now), &mut errors);
+        let scopes = match &req.scopes {
+            Some(raw) => Some(parse_permissions("scopes", raw)?),
+            // A scoped caller's new token inherits the caller's scopes.
+            None => caller.token_scopes().map(|s| s.to_vec()),
+        };
+        let cidrs = match &req.allowed_cidrs {
+            Some(raw) => collect(parse_cidrs(raw), &mut errors).flatten(),
+            None => None,
+        };
+        let rate_limit = req
+            .rate_limit
+            .and_then(|r| collect(check_rate_limit(r), &mut errors));
+        if !errors.is_empty() {
+            return Err(ServiceError::Validation(errors));
+        }
+        self.ensure_may_grant(caller, scopes.as_deref())?;
+        let (Some(name), Some(expires_at)) = (name, expires_at) else {
+            return Err(ServiceError::Internal("validated fields missing".into()));
+        };
+
+        let value = TokenValue::generate()
+            .map_err(|e| ServiceError::Internal(format!("no randomness: {e}")))?;
+        let record = TokenRecord {
+            id: TokenId::generate(now),
+            account_id: caller.account.id.clone(),
+            name,
+            note: req.note,
+            hash: value.hash(),
+            display: value.display(),
+            previous: None,
+            scopes,
+            allowed_cidrs: cidrs,
+            rate_limit,
+            disabled: false,
+            created_at: now,
+            updated_at: now,
+            expires_at,
+            last_used_at: None,
+            last_used_ip: None,
+            usage_allowed: 0,
+            usage_denied: 0,
+        };
+        let view = TokenView::new(&record, now);
+        let audit = self.draft(
+            caller,
+            AuditAction::TokenCreate,
+            Some(Target::new("token", &record.id, Some(record.name.as_str()))),
+            serde_json::json!({
+                "account_id": view.account_id, "scopes": view.scopes, "expires_at": view.expires_at,
+                "allowed_cidrs": view.allowed_cidrs, "rate_limit": view.rate_limit,
+            }),
+        );
+        match self
+            .store
+            .insert_token(&record, policy.max_tokens_per_account, audit)
+            .await
+        {
+            Err(StoreError::TokenLimitReached) => {
+                return Err(ServiceError::TokenLimitReached(
+                    policy.max_tokens_per_account,
+                ))
+            }
+            other => other?,
+        }
+        self.verifier.forget_unknown(&record.hash);
+        Ok(TokenWithValue {
+            view,
+            token: Revealed(value),
+        })
+    }
+
+    pub async fn list_tokens(
+        &self,
+        caller: &Caller,
+        scope: TokenScope,
+        q: ListTokensQuery,
+    ) -> ServiceResult<Paged<TokenView>> {
+        caller.require(Self::scope_permission(scope, false))?;
+        let status = match q.status.as_deref() {
+            None => None,
+            Some(s) => Some(TokenStatus::parse(s).ok_or_else(|| {
+                ServiceError::field("status", "must be one of active, expired, disabled")
+            })?),
+        };
+        let account_id = match (scope, q.account_id) {
+            (TokenScope::Own, Some(_)) => {
+                return Err(ServiceError::InvalidRequest(
+                    "account_id is a filter of /api/v1/admin/tokens".into(),
+                ))
+            }
+            (TokenScope::Own, None) => Some(caller.account.id.clone()),
+            (TokenScope::Any, Some(a)) => match AccountId::parse(&a) {
+                Some(id) => Some(id),
+                None => {
+                    return Ok(Paged {
+                        items: vec![],
+                        next_cursor: None,
+                    })
+                }
+            },
+            (TokenScope::Any, None) => None,
+        };
+        let (limit, page) = page(q.limit, q.cursor)?;
+        let now = self.clock.now();
+        let filter = TokenFilter {
+            account_id,
+            status,
+            now,
+        };
+        let records = self.store.list_tokens(&filter, &page).await?;
+        let (records, next_cursor) = finish_page(records, limit, |t| t.id.to_string());
+        Ok(Paged {
+            items: records.iter().map(|t| TokenView::new(t, now)).collect(),
+            next_cursor,
+        })
+    }
+
+    pub async fn get_token(
+        &self,
+        caller: &Caller,
+        scope: TokenScope,
+        id: &str,
+    ) -> ServiceResult<TokenView> {
+        caller.require(Self::scope_permission(scope, false))?;
+        let token = self.load_token(caller, scope, id).await?;
+        Ok(TokenView::new(&token, self.clock.now()))
+    }
+
+    pub async fn update_token(
+        &self,
+        caller: &Caller,
+        id: &str,
+        req: UpdateTokenRequest,
+    ) -> ServiceResult<TokenView> {
+        caller.require(TOKENS_WRITE)?;
+        let before = self.load_token(caller, TokenScope::Own, id).await?;
+        let mut t = before.clone();
+        let mut errors = Vec::new();
+        let mut changed = serde_json::Map::new();
+        if let Some(name) = &req.name {
+            if let Some(n) = collect(
+                TokenName::parse(name).map_err(|m| FieldError::new("name", m)),
+                &mut errors,
+            ) {
+                changed.insert("name".into(), serde_json::json!({"from": t.name, "to": n}));
+                t.name = n;
+            }
+        }
+        if let Some(note) = req.note {
+            if let Some(n) = &note {
+                collect(
+                    validate_note(n).map_err(|m| FieldError::new("note", m)),
+                    &mut errors,
+                );
+            }
+            changed.insert("note".into(), serde_json::json!(note));
+            t.note = note;
+        }
+        if let Some(scopes) = &req.scopes {
+            let parsed = scopes
+                .as_deref()
+                .map(|s| parse_permissions("scopes", s))
+                .transpose()?;
+            changed.insert("scopes".into(), serde_json::json!(scopes));
+            t.scopes = parsed;
+        }
+        if let Some(cidrs) = &req.allowed_cidrs {
+            let parsed = match cidrs {
+                Some(raw) => collect(parse_cidrs(raw), &mut errors).flatten(),
+                None => None,
+            };
+            changed.insert("allowed_cidrs".into(), serde_json::json!(cidrs));
+            t.allowed_cidrs = parsed;
+        }
+        if let Some(rl) = req.rate_limit {
+            t.rate_limit = match rl {
+                Some(r) => collect(check_rate_limit(r), &mut errors),
+                None => None,
+            };
+            changed.insert("rate_limit".into(), serde_json::json!(rl));
+        }
+        if !errors.is_empty() {
+            return Err(ServiceError::Validation(errors));
+        }
+        if req.scopes.is_some() {
+            self.ensure_may_grant(caller, t.scopes.as_deref())?;
+        }
+        t.updated_at = self.clock.now();
+        let audit = self.draft(
+            caller,
+            AuditAction::TokenUpdate,
+            Some(Target::new("token", &t.id, Some(t.name.as_str()))),
+            serde_json::Value::Object(changed),
+        );
+        self.store.update_token(&t, audit).await?;
+        self.verifier.evict_token(&before);
+        Ok(TokenView::new(&t, self.clock.now()))
+    }
+
+    pub async fn regenerate_token(
+        &self,
+        caller: &Caller,
+        id: &str,
+        req: RegenerateRequest,
+    ) -> ServiceResult<TokenWithValue> {
+        caller.require(TOKENS_WRITE)?;
+        let before = self.load_token(caller, TokenScope::Own, id).await?;
+        self.ensure_may_grant(caller, before.scopes.as_deref())?;
+        let now = self.clock.now();
+        let grace = req.grace_period_seconds.unwrap_or(0);
+        if !(0..=MAX_GRACE_SECONDS).contains(&grace) {
+            return Err(ServiceError::field(
+                "grace_period_seconds",
+                "must be between 0 and 86400",
+            ));
+        }
+        let policy = self.store.get_policy().await?;
+        let expires_at =
+            match expiry_request(req.expires_in_days, req.expires_at, req.never_expires)? {
+                Some(r) => policy
+                    .resolve_expiry(r, now)
+                    .map_err(|e| ServiceError::Validation(vec![e]))?,
+                None if before.status(now) == TokenStatus::Expired => policy
+                    .resolve_expiry(ExpiryRequest::PolicyDefault, now)
+                    .map_err(|e| ServiceError::Validation(vec![e]))?,
+                None => before.expires_at,
+            };
+        let value = TokenValue::generate()
+            .map_err(|e| ServiceError::Internal(format!("no randomness: {e}")))?;
+        let mut t = before.clone();
+        t.previous = (grace > 0).then(|| PreviousValue {
+            hash: before.hash,
+            valid_until: now + Duration::seconds(grace),
+        });
+        t.hash = value.hash();
+        t.display = value.display();
+        t.expires_at = expires_at;
+        t.updated_at = now;
+        let audit = self.draft(
+            caller,
+            AuditAction::TokenRegenerate,
+            Some(Target::new("token", &t.id, Some(t.name.as_str()))),
+            serde_json::json!({"grace_period_seconds": grace, "expires_at": expires_at}),
+        );
+        self.store.update_token(&t, audit).await?;
+        self.verifier.evict_token(&before);
+        self.verifier.forget_unknown(&t.hash);
+        Ok(TokenWithValue {
+            view: TokenView::new(&t, now),
+            token: Revealed(value),
+        })
+    }
+
+    pub async fn set_token_disabled(
+        &self,
+        caller: &Caller,
+        scope: TokenScope,
+        id: &str,
+        disabled: bool,
+    ) -> ServiceResult<TokenView> {
+        caller.require(Self::scope_permission(scope, true))?;
+        let before = self.load_token(caller, scope, id).await?;
+        let mut t = before.clone();
+        t.disabled = disabled;
+        t.updated_at = self.clock.now();
+        let action = if disabled {
+            AuditAction::TokenDisable
+        } else {
+            AuditAction::TokenEnable
+        };
+        let audit = self.draft(
+            caller,
+            action,
+            Some(Target::new("token", &t.id, Some(t.name.as_str()))),
+            serde_json::json!({}),
+        );
+        self.store.update_token(&t, audit).await?;
+        self.verifier.evict_token(&before);
+        Ok(TokenView::new(&t, self.clock.now()))
+    }
+
+    pub async fn delete_token(
+        &self,
+        caller: &Caller,
+        scope: TokenScope,
+        id: &str,
+    ) -> ServiceResult<()> {
+        caller.require(Self::scope_permission(scope, true))?;
+        let t = self.load_token(caller, scope, id).await?;
+        let audit = self.draft(
+            caller,
+            AuditAction::TokenDelete,
+            Some(Target::new("token", &t.id, Some(t.name.as_str()))),
+            serde_json::json!({"account_id": t.account_id}),
+        );
+        let deleted = self.store.delete_token(&t.id, audit).await?;
+        self.verifier.evict_token(&deleted);
+        Ok(())
+    }
+
+    pub async fn delete_all_tokens(&self, caller: &Caller) -> ServiceResult<DeletedCount> {
+        caller.require(TOKENS_WRITE)?;
+        let account = caller.account.clone();
+        let deleted = self
+            .store
+            .delete_all_tokens(&account.id, |gone| {
+                self.draft(
+                    caller,
+                    AuditAction::TokenDeleteAll,
+                    Some(Target::new("account", &account.id, Some(&account.username))),
+                    serde_json::json!({
+                        "deleted": gone.len(),
+                        "token_ids": gone.iter().map(|t| t.id.to_string()).collect::<Vec<_>>(),
+                    }),
+                )
+            })
+            .await?;
+        for t in &deleted {
+            self.verifier.evict_token(t);
+        }
+        Ok(DeletedCount {
+            deleted: deleted.len() as u64,
+        })
+    }
+
+    pub async fn token_usage(
+        &self,
+        caller: &Caller,
+        id: &str,
+        q: UsageQuery,
+    ) -> ServiceResult<UsageView> {
+        caller.require(TOKENS_READ)?;
+        let t = self.load_token(caller, TokenScope::Own, id).await?;
+        let width = match q.bucket.as_deref() {
+            None => BucketWidth::Hour,
+            Some(b) => BucketWidth::parse(b)
+                .ok_or_else(|| ServiceError::field("bucket", "must be 1m, 1h or 1d"))?,
+        };
+        let until = q.until.unwrap_or_else(|| self.clock.now());
+        let since = q.since.unwrap_or(until - Duration::hours(24));
+        if since >= until {
+            return Err(ServiceError::field("since", "must be before until"));
+        }
+        if (until - since).num_milliseconds() / width.millis() > 10_000 {
+            return Err(ServiceError::field(
+                "bucket",
+                "the range holds more than 10000 buckets; use a wider bucket",
+            ));
+        }
+        let buckets = self.store.usage_buckets(&t.id, since, until, width).await?;
+        Ok(UsageView {
+            buckets: buckets
+                .into_iter()
+                .map(|b| UsageBucketView {
+                    start: b.start,
+                    allowed: b.allowed,
+                    denied: b.denied,
+                })
+                .collect(),
+        })
+    }
+
+    /// Introspection for other services: is this value good, and for what?
+    pub async fn introspect(
+        &self,
+        caller: &Caller,
+        req: VerifyRequest,
+    ) -> ServiceResult<VerifyResponse> {
+        caller.require(TOKENS_INTROSPECT)?;
+        let wanted = match &req.scopes {
+            Some(raw) => parse_permissions("scopes", raw)?,
+            None => vec![],
+        };
+        let carriers = Carriers {
+            x_api_key: Some(req.token.expose()),
+            ..Default::default()
+        };
+        let v = self.verifier.inspect(carriers).await;
+        let result = v
+            .result
+            .and_then(|ok| self.verifier.require(&ok, &wanted).map(|()| ok));
+        Ok(match result {
+            Ok(ok) => VerifyResponse {
+                valid: true,
+                code: "valid".into(),
+                token_id: Some(ok.token.record.id.to_string()),
+                account_id: Some(ok.account.id.to_string()),
+                scopes: ok
+                    .token
+                    .record
+                    .scopes
+                    .as_ref()
+                    .map(|s| s.iter().map(|p| p.to_string()).collect()),
+                expires_at: ok.token.record.expires_at,
+            },
+            Err(denial) => VerifyResponse {
+                valid: false,
+                code: denial.code().as_str().into(),
+                token_id: v.token_id.map(|t| t.to_string()),
+                account_id: v.account_id.map(|a| a.to_string()),
+                scopes: None,
+                expires_at: None,
+            },
+        })
+    }
+}

@@ -1,0 +1,512 @@
+//! The verifier: the hot path shared by the admin API's authentication and the gateway.
+//!
+//! `carriers → one credential → format and checksum → SHA-256 → cache → token state,
+//! account state, client address → rate limit`. A cache hit touches no database and takes
+//! no lock held across I/O. It knows nothing of HTTP: callers hand it the carriers' raw
+//! values and the client address.
+//!
+//! Revocation is strict: the service evicts affected entries after each narrowing change
+//! commits and before it answers. A fill that raced with such an eviction is not cached
+//! (see [`Verifier::epoch`]), so a revoked token can never be put back by a slow reader.
+
+pub mod recorder;
+
+use crate::metrics::{Metrics, OutcomeLabel};
+use governor::clock::{Clock as _, DefaultClock};
+use governor::middleware::StateInformationMiddleware;
+use governor::state::{InMemoryState, NotKeyed};
+use governor::{Quota, RateLimiter};
+use moka::sync::Cache;
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tessera_core::account::{resolve_permissions, AccountRecord};
+use tessera_core::error::ErrorCode;
+use tessera_core::ids::{AccountId, TokenId};
+use tessera_core::permission::{EffectivePermissions, Permission, PermissionSet};
+use tessera_core::store::{Store, StoreError};
+use tessera_core::token::{RateLimit, TokenHash, TokenRecord, TokenStatus, TokenValue};
+use tessera_core::usage::AccessRecord;
+use tessera_core::Clock;
+use tessera_store::AnyStore;
+
+pub use recorder::{RecorderShutdown, UsageRecorder};
+
+/// Where a request may carry a token, as raw header values.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Carriers<'a> {
+    /// `X-API-KEY` header.
+    pub x_api_key: Option<&'a str>,
+    /// The credential of `Authorization: Bearer …`.
+    pub bearer: Option<&'a str>,
+    /// The `X-API-KEY` cookie.
+    pub cookie: Option<&'a str>,
+}
+
+impl<'a> Carriers<'a> {
+    /// The one credential presented. Several carriers are fine when they agree; a
+    /// request that presents different values is refused rather than guessed at.
+    pub fn credential(&self) -> Result<Option<&'a str>, Denial> {
+        let mut found: Option<&'a str> = None;
+        for v in [self.x_api_key, self.bearer, self.cookie]
+            .into_iter()
+            .flatten()
+        {
+            match found {
+                Some(f) if f != v => return Err(Denial::ConflictingCredentials),
+                _ => found = Some(v),
+            }
+        }
+        Ok(found)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.x_api_key.is_none() && self.bearer.is_none() && self.cookie.is_none()
+    }
+}
+
+/// Why a request was refused, in the contract's terms.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum Denial {
+    #[error("no credential was presented")]
+    Unauthenticated,
+    #[error("the request presents different credentials in more than one place")]
+    ConflictingCredentials,
+    #[error("the token is not valid")]
+    InvalidToken,
+    #[error("the token has expired")]
+    TokenExpired,
+    #[error("the token is disabled")]
+    TokenDisabled,
+    #[error("the token's account is disabled")]
+    AccountDisabled,
+    #[error("the client address is not in the token's allowed_cidrs")]
+    IpNotAllowed,
+    #[error("the token's rate limit is exhausted")]
+    RateLimited(RateLimitState),
+    #[error("missing permission or scope: {}", .0.join(", "))]
+    Forbidden(Vec<String>),
+    #[error("the token store is unavailable")]
+    Unavailable,
+}
+
+impl Denial {
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Denial::Unauthenticated => ErrorCode::Unauthenticated,
+            Denial::ConflictingCredentials => ErrorCode::InvalidRequest,
+            Denial::InvalidToken => ErrorCode::InvalidToken,
+            Denial::TokenExpired => ErrorCode::TokenExpired,
+            Denial::TokenDisabled => ErrorCode::TokenDisabled,
+            Denial::AccountDisabled => ErrorCode::AccountDisabled,
+            Denial::IpNotAllowed => ErrorCode::IpNotAllowed,
+            Denial::RateLimited(_) => ErrorCode::RateLimited,
+            Denial::Forbidden(_) => ErrorCode::Forbidden,
+            Denial::Unavailable => ErrorCode::Unavailable,
+        }
+    }
+}
+
+/// A rate limit's state after a check: for `RateLimit-*` and `Retry-After` headers.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RateLimitState {
+    pub limit: u32,
+    pub remaining: u32,
+    /// Seconds until a request would be allowed again (0 when allowed now).
+    pub retry_after_secs: u64,
+    /// Seconds until the bucket is full again.
+    pub reset_secs: u64,
+}
+
+/// A token record with its scopes pre-built as a set.
+#[derive(Debug)]
+pub struct TokenEntry {
+    pub record: TokenRecord,
+    pub scopes: Option<PermissionSet>,
+}
+
+/// An account as the verifier needs it: its state and resolved permissions.
+#[derive(Debug, Clone)]
+pub struct AccountSnapshot {
+    pub id: AccountId,
+    pub username: String,
+    pub roles: Vec<String>,
+    pub permissions: PermissionSet,
+    pub disabled: bool,
+}
+
+/// A token that passed every check.
+#[derive(Debug, Clone)]
+pub struct Verified {
+    pub token: Arc<TokenEntry>,
+    pub account: Arc<AccountSnapshot>,
+    pub rate_limit: Option<RateLimitState>,
+}
+
+impl Verified {
+    pub fn permissions(&self) -> EffectivePermissions<'_> {
+        EffectivePermissions {
+            account: &self.account.permissions,
+            token_scopes: self.token.scopes.as_ref(),
+        }
+    }
+}
+
+/// The outcome of one verification, with whatever identity was learned along the way
+/// (the access log records a denied use against its token when the token was known).
+#[derive(Debug)]
+pub struct Verification {
+    pub result: Result<Verified, Denial>,
+    pub token_id: Option<TokenId>,
+    pub account_id: Option<AccountId>,
+}
+
+type Limiter = RateLimiter<NotKeyed, InMemoryState, DefaultClock, StateInformationMiddleware>;
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct LimiterKey {
+    token: TokenId,
+    /// `None` for the token's own limit; a route id for a route's limit on this token.
+    scope: Option<Arc<str>>,
+    limit: RateLimit,
+}
+
+/// How long cached records may live even without an eviction: a last safety net.
+const POSITIVE_TTL: Duration = Duration::from_secs(60);
+/// How long an unknown digest is remembered as unknown.
+const NEGATIVE_TTL: Duration = Duration::from_secs(10);
+
+pub struct Verifier {
+    store: AnyStore,
+    clock: Arc<dyn Clock>,
+    metrics: Arc<Metrics>,
+    tokens: Cache<TokenHash, Arc<TokenEntry>>,
+    unknown: Cache<TokenHash, ()>,
+    accounts: Cache<AccountId, Arc<AccountSnapshot>>,
+    limiters: Cache<LimiterKey, Arc<Limiter>>,
+    /// Bumped by every eviction. A cache fill reads it before going to the store and
+    /// caches its result only if it has not moved, so no fill can undo an eviction.
+    epoch: AtomicU64,
+    recorder: UsageRecorder,
+}
+
+impl std::fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Verifier")
+            .field("cached_tokens", &self.tokens.entry_count())
+            .finish()
+    }
+}
+
+impl Verifier {
+    pub fn new(
+        store: AnyStore,
+        clock: Arc<dyn Clock>,
+        metrics: Arc<Metrics>,
+        recorder: UsageRecorder,
+    ) -> Self {
+        Self {
+            store,
+            clock,
+            metrics,
+            tokens: Cache::builder()
+                .max_capacity(2_000_000)
+                .time_to_live(POSITIVE_TTL)
+                .build(),
+            unknown: Cache::builder()
+                .max_capacity(1_000_000)
+                .time_to_live(NEGATIVE_TTL)
+                .build(),
+            accounts: Cache::builder()
+                .max_capacity(200_000)
+                .time_to_live(POSITIVE_TTL)
+                .build(),
+            limiters: Cache::builder()
+                .max_capacity(2_000_000)
+                .time_to_idle(Duration::from_secs(86_400))
+                .build(),
+            epoch: AtomicU64::new(0),
+            recorder,
+        }
+    }
+
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
+    /// Verifies the credential in `carriers` for a client at `ip`: everything but the
+    /// scopes a particular route or handler needs (see [`Verified::permissions`]).
+    pub async fn verify(&self, carriers: Carriers<'_>, ip: IpAddr) -> Verification {
+        self.verify_with(carriers, Some(ip), true).await
+    }
+
+    /// Like [`Verifier::verify`] for introspection: no client address to check and no
+    /// rate limit spent, since the token is not being used.
+    pub async fn inspect(&self, carriers: Carriers<'_>) -> Verification {
+        self.verify_with(carriers, None, false).await
+    }
+
+    async fn verify_with(
+        &self,
+        carriers: Carriers<'_>,
+        ip: Option<IpAddr>,
+        spend: bool,
+    ) -> Verification {
+        let started = Instant::now();
+        let mut v = Verification {
+            result: Err(Denial::Unauthenticated),
+            token_id: None,
+            account_id: None,
+        };
+        v.result = self
+            .verify_inner(carriers, ip, spend, &mut v.token_id, &mut v.account_id)
+            .await;
+        self.metrics
+            .verification_seconds
+            .observe(started.elapsed().as_secs_f64());
+        let outcome = match &v.result {
+            Ok(_) => "ok",
+            Err(d) => d.code().as_str(),
+        };
+        self.metrics
+            .verifications
+            .get_or_create(&OutcomeLabel { outcome })
+            .inc();
+        v
+    }
+
+    async fn verify_inner(
+        &self,
+        carriers: Carriers<'_>,
+        ip: Option<IpAddr>,
+        spend: bool,
+        token_id: &mut Option<TokenId>,
+        account_id: &mut Option<AccountId>,
+    ) -> Result<Verified, Denial> {
+        let credential = carriers.credential()?.ok_or(Denial::Unauthenticated)?;
+        let value = TokenValue::parse(credential).map_err(|_| Denial::InvalidToken)?;
+        let hash = value.hash();
+        drop(value);
+        let token = self
+            .token_by_hash(&hash)
+            .await?
+            .ok_or(Denial::InvalidToken)?;
+        *token_id = Some(token.record.id.clone());
+        *account_id = Some(token.record.account_id.clone());
+        let now = self.clock.now();
+        if !token.record.accepts(&hash, now) {
+            return Err(Denial::InvalidToken);
+        }
+        match token.record.status(now) {
+            TokenStatus::Active => {}
+            TokenStatus::Disabled => return Err(Denial::TokenDisabled),
+            TokenStatus::Expired => return Err(Denial::TokenExpired),
+        }
+        let account = self
+            .account(&token.record.account_id)
+            .await?
+            .ok_or(Denial::InvalidToken)?;
+        if account.disabled {
+            return Err(Denial::AccountDisabled);
+        }
+        if ip.is_some_and(|ip| !token.record.allows_ip(ip)) {
+            return Err(Denial::IpNotAllowed);
+        }
+        let rate_limit = match token.record.rate_limit {
+            Some(limit) if spend => Some(self.check_rate(&token.record.id, None, limit)?),
+            _ => None,
+        };
+        Ok(Verified {
+            token,
+            account,
+            rate_limit,
+        })
+    }
+
+    /// Checks the scopes a caller needs, on top of a verified token.
+    pub fn require(&self, verified: &Verified, scopes: &[Permission]) -> Result<(), Denial> {
+        let missing = verified.permissions().missing(scopes);
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(Denial::Forbidden(
+                missing.into_iter().map(String::from).collect(),
+            ))
+        }
+    }
+
+    /// Takes one request from the `limit` of `token` (per route when `scope` is given).
+    pub fn check_rate(
+        &self,
+        token: &TokenId,
+        scope: Option<Arc<str>>,
+        limit: RateLimit,
+    ) -> Result<RateLimitState, Denial> {
+        let key = LimiterKey {
+            token: token.clone(),
+            scope,
+            limit,
+        };
+        let limiter = self.limiters.get_with(key, || Arc::new(new_limiter(limit)));
+        let clock = DefaultClock::default();
+        let period = f64::from(limit.per_seconds) / f64::from(limit.requests);
+        match limiter.check() {
+            Ok(snapshot) => {
+                let remaining = snapshot.remaining_burst_capacity();
+                Ok(RateLimitState {
+                    limit: limit.requests,
+                    remaining,
+                    retry_after_secs: 0,
+                    reset_secs: (f64::from(limit.requests - remaining) * period).ceil() as u64,
+                })
+            }
+            Err(not_until) => {
+                let wait = not_until.wait_time_from(clock.now());
+                Err(Denial::RateLimited(RateLimitState {
+                    limit: limit.requests,
+                    remaining: 0,
+                    retry_after_secs: wait.as_secs_f64().ceil().max(1.0) as u64,
+                    reset_secs: u64::from(limit.per_seconds),
+                }))
+            }
+        }
+    }
+
+    /// The token whose current or previous value has `hash`, from memory when possible.
+    pub async fn token_by_hash(&self, hash: &TokenHash) -> Result<Option<Arc<TokenEntry>>, Denial> {
+        if let Some(t) = self.tokens.get(hash) {
+            self.metrics.cache_result("hit");
+            return Ok(Some(t));
+        }
+        if self.unknown.contains_key(hash) {
+            self.metrics.cache_result("negative_hit");
+            return Ok(None);
+        }
+        self.metrics.cache_result("miss");
+        self.metrics.store_lookups.inc();
+        let epoch = self.epoch.load(Ordering::SeqCst);
+        let found = self
+            .store
+            .find_token_by_hash(hash)
+            .await
+            .map_err(unavailable)?;
+        let cacheable = self.epoch.load(Ordering::SeqCst) == epoch;
+        match found {
+            Some(record) => {
+                let entry = Arc::new(TokenEntry {
+                    scopes: record.scopes.clone().map(PermissionSet::new),
+                    record,
+                });
+                if cacheable {
+                    self.tokens.insert(*hash, entry.clone());
+                }
+                Ok(Some(entry))
+            }
+            None => {
+                if cacheable {
+                    self.unknown.insert(*hash, ());
+                }
+                Ok(None)
+            }
+        }
+    }
+
+    async fn account(&self, id: &AccountId) -> Result<Option<Arc<AccountSnapshot>>, Denial> {
+        if let Some(a) = self.accounts.get(id) {
+            return Ok(Some(a));
+        }
+        let epoch = self.epoch.load(Ordering::SeqCst);
+        let Some(record) = self.store.get_account(id).await.map_err(unavailable)? else {
+            return Ok(None);
+        };
+        let roles = self.store.list_roles().await.map_err(unavailable)?;
+        let snapshot = Arc::new(snapshot(&record, &roles));
+        if self.epoch.load(Ordering::SeqCst) == epoch {
+            self.accounts.insert(id.clone(), snapshot.clone());
+        }
+        Ok(Some(snapshot))
+    }
+
+    /// The account's state and permissions now, bypassing nothing but the cache's age.
+    pub async fn account_snapshot(
+        &self,
+        id: &AccountId,
+    ) -> Result<Option<Arc<AccountSnapshot>>, Denial> {
+        self.account(id).await
+    }
+
+    // --- invalidation: called after a narrowing change commits, before answering ----
+
+    fn bump(&self) {
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Forgets a token (every digest it answered to).
+    pub fn evict_token(&self, record: &TokenRecord) {
+        self.bump();
+        self.tokens.invalidate(&record.hash);
+        if let Some(p) = record.previous {
+            self.tokens.invalidate(&p.hash);
+        }
+    }
+
+    /// A new digest exists: make sure no negative entry hides it.
+    pub fn forget_unknown(&self, hash: &TokenHash) {
+        self.bump();
+        self.unknown.invalidate(hash);
+    }
+
+    pub fn evict_account(&self, id: &AccountId) {
+        self.bump();
+        self.accounts.invalidate(id);
+    }
+
+    /// A role changed: every account's permissions may have.
+    pub fn evict_all_accounts(&self) {
+        self.bump();
+        self.accounts.invalidate_all();
+    }
+
+    /// Drops everything cached (a missed change notification, say).
+    pub fn evict_everything(&self) {
+        self.bump();
+        self.tokens.invalidate_all();
+        self.unknown.invalidate_all();
+        self.accounts.invalidate_all();
+    }
+
+    pub fn record(&self, record: AccessRecord) {
+        self.recorder.record(record);
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+}
+
+fn new_limiter(limit: RateLimit) -> Limiter {
+    let burst = NonZeroU32::new(limit.requests).unwrap_or(NonZeroU32::MIN);
+    let period = Duration::from_secs_f64(f64::from(limit.per_seconds) / f64::from(limit.requests));
+    let quota = Quota::with_period(period)
+        .unwrap_or_else(|| Quota::per_second(burst))
+        .allow_burst(burst);
+    RateLimiter::direct(quota).with_middleware::<StateInformationMiddleware>()
+}
+
+fn unavailable(e: StoreError) -> Denial {
+    tracing::error!(error = %e, "token store lookup failed");
+    Denial::Unavailable
+}
+
+/// An account's state with its roles resolved against the current role definitions.
+pub fn snapshot(record: &AccountRecord, roles: &[tessera_core::account::Role]) -> AccountSnapshot {
+    AccountSnapshot {
+        id: record.id.clone(),
+        username: record.username.clone(),
+        roles: record.roles.clone(),
+        permissions: resolve_permissions(&record.roles, roles),
+        disabled: record.disabled,
+    }
+}

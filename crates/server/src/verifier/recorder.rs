@@ -1,0 +1,121 @@
+//! The usage recorder: token uses go into a bounded channel and a background task writes
+//! them in batches, with the per-token counters they add up to. The request path never
+//! waits: when the channel is full the record is counted as dropped.
+
+use crate::metrics::Metrics;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tessera_core::store::{Store, UsageDelta};
+use tessera_core::usage::AccessRecord;
+use tessera_store::AnyStore;
+use tokio::sync::{mpsc, oneshot};
+
+const CAPACITY: usize = 65_536;
+const FLUSH_EVERY: Duration = Duration::from_millis(250);
+const MAX_BATCH: usize = 5_000;
+
+#[derive(Debug, Clone)]
+pub struct UsageRecorder {
+    tx: mpsc::Sender<AccessRecord>,
+    metrics: Arc<Metrics>,
+}
+
+/// Stops the writer task after it has written everything buffered.
+#[derive(Debug)]
+pub struct RecorderShutdown {
+    stop: oneshot::Sender<()>,
+    done: tokio::task::JoinHandle<()>,
+}
+
+impl RecorderShutdown {
+    pub async fn flush_and_stop(self) {
+        let _ = self.stop.send(());
+        let _ = self.done.await;
+    }
+}
+
+impl UsageRecorder {
+    pub fn start(store: AnyStore, metrics: Arc<Metrics>) -> (Self, RecorderShutdown) {
+        let (tx, rx) = mpsc::channel(CAPACITY);
+        let (stop, stop_rx) = oneshot::channel();
+        let done = tokio::spawn(write_batches(store, metrics.clone(), rx, stop_rx));
+        (Self { tx, metrics }, RecorderShutdown { stop, done })
+    }
+
+    pub fn record(&self, record: AccessRecord) {
+        if self.tx.try_send(record).is_err() {
+            self.metrics.access_dropped.inc();
+        }
+    }
+}
+
+async fn write_batches(
+    store: AnyStore,
+    metrics: Arc<Metrics>,
+    mut rx: mpsc::Receiver<AccessRecord>,
+    mut stop: oneshot::Receiver<()>,
+) {
+    let mut ticker = tokio::time::interval(FLUSH_EVERY);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    loop {
+        let last = tokio::select! {
+            _ = ticker.tick() => false,
+            _ = &mut stop => true,
+        };
+        loop {
+            batch.clear();
+            while batch.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(r) => batch.push(r),
+                    Err(_) => break,
+                }
+            }
+            if batch.is_empty() {
+                break;
+            }
+            let usage = add_up(&batch);
+            match store.record_access(&batch, &usage).await {
+                Ok(()) => {
+                    metrics.access_written.inc_by(batch.len() as u64);
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, records = batch.len(), "could not write access-log batch");
+                    metrics.access_dropped.inc_by(batch.len() as u64);
+                }
+            }
+            if batch.len() < MAX_BATCH {
+                break;
+            }
+        }
+        if last {
+            return;
+        }
+    }
+}
+
+/// The per-token counters a batch adds up to.
+fn add_up(batch: &[AccessRecord]) -> Vec<UsageDelta> {
+    let mut by_token: HashMap<&str, UsageDelta> = HashMap::new();
+    for r in batch {
+        let Some(id) = &r.token_id else { continue };
+        let d = by_token.entry(id.as_str()).or_insert_with(|| UsageDelta {
+            token_id: id.clone(),
+            allowed: 0,
+            denied: 0,
+            last_used_at: r.time,
+            last_used_ip: r.ip.clone(),
+        });
+        if r.allowed() {
+            d.allowed += 1;
+        } else {
+            d.denied += 1;
+        }
+        if r.time >= d.last_used_at {
+            d.last_used_at = r.time;
+            d.last_used_ip.clone_from(&r.ip);
+        }
+    }
+    by_token.into_values().collect()
+}
