@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 //! Runs the conformance suite against each backend.
 
 #[tokio::test]

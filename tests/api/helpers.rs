@@ -1,0 +1,254 @@
+//! `TestApp`: a Tessera on two loopback ports over a fresh SQLite file, with a manual
+//! clock, an admin token, and a record of every token value it handed out, so that it
+//! can check on drop that none of them reached the database or the logs.
+
+use reqwest::{Method, RequestBuilder, Response, StatusCode};
+use serde_json::{json, Value};
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock};
+use tessera_core::{ManualClock, Timestamp};
+use tessera_server::{service::LoginLimits, App, ServerConfig};
+use tessera_store::AnyStore;
+
+pub const ADMIN_PASSWORD: &str = "correct-horse-battery-staple";
+
+/// Everything every test server logged, at debug level.
+pub fn captured_logs() -> &'static Arc<Mutex<Vec<u8>>> {
+    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+    LOGS.get_or_init(|| {
+        let buf = Arc::new(Mutex::new(Vec::new()));
+        let writer = buf.clone();
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter("debug")
+            .with_writer(move || CaptureWriter(writer.clone()))
+            .try_init();
+        buf
+    })
+}
+
+struct CaptureWriter(Arc<Mutex<Vec<u8>>>);
+
+impl Write for CaptureWriter {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+pub struct TestApp {
+    pub url: String,
+    pub gateway_url: String,
+    pub client: reqwest::Client,
+    pub clock: ManualClock,
+    pub dir: Arc<tempfile::TempDir>,
+    pub admin_token: String,
+    pub admin_id: String,
+    secrets: Mutex<Vec<String>>,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+pub fn start_time() -> Timestamp {
+    Timestamp::from_timestamp(1_800_000_000, 0).unwrap()
+}
+
+impl TestApp {
+    pub async fn spawn() -> Self {
+        Self::start(Arc::new(tempfile::tempdir().unwrap()), ManualClock::new(start_time()), "test-admin").await
+    }
+
+    /// A server over the database in `dir`, which an earlier one used: a restart.
+    pub async fn spawn_in(dir: Arc<tempfile::TempDir>, clock: ManualClock) -> Self {
+        Self::start(dir, clock, "test-admin-after-restart").await
+    }
+
+    async fn start(dir: Arc<tempfile::TempDir>, clock: ManualClock, admin_token_name: &str) -> Self {
+        captured_logs();
+        let url = format!("sqlite://{}", dir.path().join("tessera.db").display());
+        let store = AnyStore::connect(&url).await.unwrap();
+        let config = ServerConfig {
+            login_limits: LoginLimits { per_username_per_minute: 1000, per_ip_per_minute: 1000 },
+            ..Default::default()
+        };
+        let app = App::new(store, Arc::new(clock.clone()), config);
+        app.state.service.bootstrap(Some(ADMIN_PASSWORD.into())).await.unwrap();
+        let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let gateway = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", admin.local_addr().unwrap());
+        let gateway_url = format!("http://{}", gateway.local_addr().unwrap());
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(tessera_server::serve(app, admin, gateway, async {
+            let _ = rx.await;
+        }));
+        let mut app = TestApp {
+            url,
+            gateway_url,
+            client: reqwest::Client::new(),
+            clock,
+            dir,
+            admin_token: String::new(),
+            admin_id: String::new(),
+            secrets: Mutex::new(Vec::new()),
+            shutdown: Some(tx),
+            server: Some(server),
+        };
+        let session = app.login("admin", ADMIN_PASSWORD).await;
+        let (status, body) = send(app.session_req(&session, Method::POST, "/api/v1/tokens").json(&json!({"name": admin_token_name}))).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        app.admin_token = app.remember(&body);
+        app.admin_id = body["account_id"].as_str().unwrap().to_owned();
+        app
+    }
+
+    /// Stops the server the way SIGTERM does: in-flight requests finish, records are written.
+    pub async fn stop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server.await.unwrap().unwrap();
+        }
+    }
+
+    pub fn db_path(&self) -> PathBuf {
+        self.dir.path().join("tessera.db")
+    }
+
+    /// Remembers the token value in a create/regenerate answer, and returns it.
+    pub fn remember(&self, body: &Value) -> String {
+        let value = body["token"].as_str().expect("a token value").to_owned();
+        self.secrets.lock().unwrap().push(value.clone());
+        value
+    }
+
+    pub fn req(&self, method: Method, path: &str) -> RequestBuilder {
+        self.client.request(method, format!("{}{}", self.url, path))
+    }
+
+    /// A request carrying `token` in `X-API-KEY`.
+    pub fn with(&self, token: &str, method: Method, path: &str) -> RequestBuilder {
+        self.req(method, path).header("X-API-KEY", token)
+    }
+
+    pub fn admin(&self, method: Method, path: &str) -> RequestBuilder {
+        self.with(&self.admin_token, method, path)
+    }
+
+    /// A request on a session cookie, with the Origin that state-changing ones need.
+    pub fn session_req(&self, session: &str, method: Method, path: &str) -> RequestBuilder {
+        self.req(method, path)
+            .header("Cookie", format!("tessera_session={session}"))
+            .header("Origin", &self.url)
+    }
+
+    /// Logs in and answers the session cookie's value.
+    pub async fn login(&self, username: &str, password: &str) -> String {
+        let resp = self
+            .req(Method::POST, "/api/v1/login")
+            .json(&json!({"username": username, "password": password}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        let cookie = resp.headers()["set-cookie"].to_str().unwrap().to_owned();
+        assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict") && cookie.contains("Path=/"));
+        cookie.split(';').next().unwrap().trim_start_matches("tessera_session=").to_owned()
+    }
+
+    /// Creates a token with `body` using `token`, asserting 201; answers the whole object.
+    pub async fn create_token(&self, token: &str, body: Value) -> Value {
+        let (status, created) = send(self.with(token, Method::POST, "/api/v1/tokens").json(&body)).await;
+        assert_eq!(status, StatusCode::CREATED, "{created}");
+        self.remember(&created);
+        created
+    }
+
+    /// Creates an account with `roles` and a token for it (scopes as given); answers
+    /// (account id, token value). The account briefly holds `developer` too, so that it
+    /// can create its own token whatever its roles.
+    pub async fn account_with_token(&self, username: &str, roles: &[&str], token_body: Value) -> (String, String) {
+        let (status, acct) = send(self.admin(Method::POST, "/api/v1/accounts").json(&json!({
+            "username": username, "password": ADMIN_PASSWORD, "roles": ["developer"]
+        })))
+        .await;
+        assert_eq!(status, StatusCode::CREATED, "{acct}");
+        let id = acct["id"].as_str().unwrap().to_owned();
+        let session = self.login(username, ADMIN_PASSWORD).await;
+        let (status, tok) = send(self.session_req(&session, Method::POST, "/api/v1/tokens").json(&token_body)).await;
+        assert_eq!(status, StatusCode::CREATED, "{tok}");
+        let (status, set) = send(self.admin(Method::PATCH, &format!("/api/v1/accounts/{id}")).json(&json!({"roles": roles}))).await;
+        assert_eq!(status, StatusCode::OK, "{set}");
+        (id, self.remember(&tok))
+    }
+
+    /// Waits (polling, bounded) until the access-log writer has flushed.
+    pub async fn settle(&self) {
+        tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    }
+
+    /// Asserts that no token value this app handed out is in its database files or in
+    /// the captured logs.
+    pub fn assert_no_secret_leaked(&self) {
+        let secrets = self.secrets.lock().unwrap().clone();
+        assert!(!secrets.is_empty());
+        let mut haystacks: Vec<(String, Vec<u8>)> = Vec::new();
+        for suffix in ["", "-wal", "-shm"] {
+            let p = PathBuf::from(format!("{}{}", self.db_path().display(), suffix));
+            if let Ok(bytes) = std::fs::read(&p) {
+                haystacks.push((p.display().to_string(), bytes));
+            }
+        }
+        haystacks.push(("logs".into(), captured_logs().lock().unwrap().clone()));
+        for (name, bytes) in &haystacks {
+            for s in &secrets {
+                assert!(!contains(bytes, s.as_bytes()), "a token value is in {name}");
+            }
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if !std::thread::panicking() && !self.secrets.lock().unwrap().is_empty() {
+            self.assert_no_secret_leaked();
+        }
+    }
+}
+
+pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Sends and answers (status, JSON body or Null).
+pub async fn send(rb: RequestBuilder) -> (StatusCode, Value) {
+    let resp = rb.send().await.unwrap();
+    let status = resp.status();
+    let text = resp.text().await.unwrap();
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+/// Asserts the contract's error shape, status and code; answers the body.
+pub async fn expect_error(resp: Response, status: u16, code: &str) -> Value {
+    let got = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let body: Value = resp.json().await.unwrap_or(Value::Null);
+    assert_eq!((got, body["error"]["code"].as_str()), (status, Some(code)), "{body}");
+    assert!(body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
+    if status == 401 {
+        let challenge = headers["www-authenticate"].to_str().unwrap();
+        if code == "unauthenticated" {
+            assert_eq!(challenge, "Bearer");
+        } else {
+            assert_eq!(challenge, "Bearer error=\"invalid_token\"");
+        }
+    }
+    body
+}
+
+pub async fn error_of(rb: RequestBuilder, status: u16, code: &str) -> Value {
+    expect_error(rb.send().await.unwrap(), status, code).await
+}

@@ -1,0 +1,13 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+//! Integration tests: real servers on loopback ports, real SQLite files, real HTTP.
+//! One test binary (fast to link); each module covers one area of the contract.
+
+mod accounts;
+mod audit;
+mod auth;
+mod binary;
+mod helpers;
+mod limits;
+mod ops;
+mod restart;
+mod tokens;

@@ -1,0 +1,82 @@
+//! `/healthz`, `/readyz`, `/metrics` and the OpenAPI document.
+
+use crate::helpers::*;
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+#[tokio::test]
+async fn health_readiness_and_metrics() {
+    let app = TestApp::spawn().await;
+    assert_eq!(send(app.req(Method::GET, "/healthz")).await, (StatusCode::OK, json!({"status": "ok"})));
+    assert_eq!(send(app.req(Method::GET, "/readyz")).await, (StatusCode::OK, json!({"status": "ready"})));
+    let gw = app.client.get(format!("{}/_tessera/healthz", app.gateway_url)).send().await.unwrap();
+    assert_eq!(gw.status(), StatusCode::OK);
+
+    // A flood of well-formed unknown tokens reaches the database once, then the negative cache.
+    let fake = tessera_core::token::TokenValue::from_random_bytes(&[9u8; 32]);
+    for _ in 0..50 {
+        error_of(app.with(fake.expose_secret(), Method::GET, "/api/v1/user/me"), 401, "invalid_token").await;
+    }
+    send(app.admin(Method::GET, "/api/v1/user/me")).await;
+    app.settle().await;
+    let text = app.req(Method::GET, "/metrics").send().await.unwrap().text().await.unwrap();
+    let value = |name: &str| -> f64 {
+        text.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{name} not in\n{text}"))
+    };
+    assert_eq!(value("tessera_verifications_total{outcome=\"invalid_token\"}"), 50.0);
+    assert!(value("tessera_verifications_total{outcome=\"ok\"}") >= 1.0);
+    assert_eq!(value("tessera_token_cache_lookups_total{result=\"negative_hit\"}"), 49.0);
+    // One store read for the fake, one for the admin token after start-up.
+    assert!(value("tessera_token_store_lookups_total") <= 3.0);
+    assert!(value("tessera_token_cache_hit_ratio") > 0.5);
+    assert!(value("tessera_access_log_records_written_total") >= 51.0);
+    assert_eq!(value("tessera_access_log_records_dropped_total"), 0.0);
+    assert!(text.contains("tessera_verification_duration_seconds_bucket"));
+    assert!(text.contains("tessera_request_duration_seconds_bucket{le="));
+}
+
+#[tokio::test]
+async fn openapi_documents_every_route() {
+    let app = TestApp::spawn().await;
+    let (s, doc) = send(app.req(Method::GET, "/api/v1/openapi.json")).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
+    let expected = [
+        ("/api/v1/tokens", ["post", "get", "delete"].as_slice()),
+        ("/api/v1/tokens/{id}", &["get", "patch", "delete"]),
+        ("/api/v1/tokens/{id}/regenerate", &["post"]),
+        ("/api/v1/tokens/{id}/disable", &["post"]),
+        ("/api/v1/tokens/{id}/enable", &["post"]),
+        ("/api/v1/tokens/{id}/usage", &["get"]),
+        ("/api/v1/tokens/verify", &["post"]),
+        ("/api/v1/admin/tokens", &["get"]),
+        ("/api/v1/admin/tokens/{id}", &["get", "delete"]),
+        ("/api/v1/admin/tokens/{id}/disable", &["post"]),
+        ("/api/v1/login", &["post"]),
+        ("/api/v1/logout", &["post"]),
+        ("/api/v1/user/me", &["get"]),
+        ("/api/v1/accounts", &["post", "get"]),
+        ("/api/v1/accounts/{id}", &["get", "patch", "delete"]),
+        ("/api/v1/roles", &["get", "post"]),
+        ("/api/v1/roles/{name}", &["put", "delete"]),
+        ("/api/v1/settings/token-policy", &["get", "put"]),
+        ("/api/v1/audit-logs", &["get"]),
+        ("/api/v1/audit-logs/verify", &["get"]),
+        ("/api/v1/access-logs", &["get"]),
+    ];
+    for (path, methods) in expected {
+        for m in methods {
+            assert!(doc["paths"][path][m].is_object(), "{m} {path} is not documented");
+        }
+    }
+    assert_eq!(doc["paths"]["/api/v1/login"]["post"]["security"], json!([{}]));
+    for scheme in ["api_key", "bearer", "api_key_cookie", "session"] {
+        assert!(doc["components"]["securitySchemes"][scheme].is_object());
+    }
+    assert!(doc["components"]["schemas"]["TokenView"].is_object());
+    let _: &Value = &doc["paths"];
+}
