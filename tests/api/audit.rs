@@ -14,60 +14,127 @@ async fn entries(app: &TestApp, query: &str) -> Vec<Value> {
 #[tokio::test]
 async fn every_operation_is_audited() {
     let app = TestApp::spawn().await;
-    error_of(app.req(Method::POST, "/api/v1/login").json(&json!({"username": "admin", "password": "not-the-password"})), 401, "invalid_credentials").await;
-    let c = app.create_token(&app.admin_token, json!({"name": "audited"})).await;
+    error_of(
+        app.req(Method::POST, "/api/v1/login")
+            .json(&json!({"username": "admin", "password": "not-the-password"})),
+        401,
+        "invalid_credentials",
+    )
+    .await;
+    let c = app
+        .create_token(&app.admin_token, json!({"name": "audited"}))
+        .await;
     let id = c["id"].as_str().unwrap();
-    send(app.admin(Method::PATCH, &format!("/api/v1/tokens/{id}")).json(&json!({"name": "audited2"}))).await;
-    let r = send(app.admin(Method::POST, &format!("/api/v1/tokens/{id}/regenerate"))).await.1;
+    send(
+        app.admin(Method::PATCH, &format!("/api/v1/tokens/{id}"))
+            .json(&json!({"name": "audited2"})),
+    )
+    .await;
+    let r = send(app.admin(Method::POST, &format!("/api/v1/tokens/{id}/regenerate")))
+        .await
+        .1;
     app.remember(&r);
     send(app.admin(Method::POST, &format!("/api/v1/tokens/{id}/disable"))).await;
     send(app.admin(Method::POST, &format!("/api/v1/tokens/{id}/enable"))).await;
     send(app.admin(Method::DELETE, &format!("/api/v1/tokens/{id}"))).await;
-    send(app.admin(Method::POST, "/api/v1/roles").json(&json!({"name": "r1", "permissions": []}))).await;
-    send(app.admin(Method::PUT, "/api/v1/roles/r1").json(&json!({"permissions": ["a:b"]}))).await;
+    send(
+        app.admin(Method::POST, "/api/v1/roles")
+            .json(&json!({"name": "r1", "permissions": []})),
+    )
+    .await;
+    send(
+        app.admin(Method::PUT, "/api/v1/roles/r1")
+            .json(&json!({"permissions": ["a:b"]})),
+    )
+    .await;
     send(app.admin(Method::DELETE, "/api/v1/roles/r1")).await;
-    let (_, acct) = send(app.admin(Method::POST, "/api/v1/accounts").json(&json!({"username": "henry", "password": ADMIN_PASSWORD}))).await;
+    let (_, acct) = send(
+        app.admin(Method::POST, "/api/v1/accounts")
+            .json(&json!({"username": "henry", "password": ADMIN_PASSWORD})),
+    )
+    .await;
     let acct_id = acct["id"].as_str().unwrap();
-    send(app.admin(Method::PATCH, &format!("/api/v1/accounts/{acct_id}")).json(&json!({"roles": ["viewer"]}))).await;
+    send(
+        app.admin(Method::PATCH, &format!("/api/v1/accounts/{acct_id}"))
+            .json(&json!({"roles": ["viewer"]})),
+    )
+    .await;
     send(app.admin(Method::DELETE, &format!("/api/v1/accounts/{acct_id}"))).await;
     send(app.admin(Method::PUT, "/api/v1/settings/token-policy").json(&json!({"default_expiry_days": 30, "max_expiry_days": 365, "allow_never_expires": false, "max_tokens_per_account": 50}))).await;
     let session = app.login("admin", ADMIN_PASSWORD).await;
     send(app.session_req(&session, Method::POST, "/api/v1/logout")).await;
-    let t2 = app.create_token(&app.admin_token, json!({"name": "x"})).await;
+    let t2 = app
+        .create_token(&app.admin_token, json!({"name": "x"}))
+        .await;
     let _ = t2;
     send(app.admin(Method::DELETE, "/api/v1/tokens?confirm=true")).await;
 
     let all = {
-        let s = send(app.with(&app.login_token().await, Method::GET, "/api/v1/audit-logs?limit=1000")).await;
+        let s = send(app.with(
+            &app.login_token().await,
+            Method::GET,
+            "/api/v1/audit-logs?limit=1000",
+        ))
+        .await;
         s.1["items"].as_array().unwrap().clone()
     };
     let actions: Vec<&str> = all.iter().map(|e| e["action"].as_str().unwrap()).collect();
     for a in [
-        "auth.login", "auth.login_failed", "auth.logout", "token.create", "token.update", "token.regenerate",
-        "token.disable", "token.enable", "token.delete", "token.delete_all", "account.create", "account.update",
-        "account.delete", "role.create", "role.update", "role.delete", "settings.update",
+        "auth.login",
+        "auth.login_failed",
+        "auth.logout",
+        "token.create",
+        "token.update",
+        "token.regenerate",
+        "token.disable",
+        "token.enable",
+        "token.delete",
+        "token.delete_all",
+        "account.create",
+        "account.update",
+        "account.delete",
+        "role.create",
+        "role.update",
+        "role.delete",
+        "settings.update",
     ] {
         assert!(actions.contains(&a), "{a} missing from {actions:?}");
     }
-    let failed = all.iter().find(|e| e["action"] == "auth.login_failed").unwrap();
+    let failed = all
+        .iter()
+        .find(|e| e["action"] == "auth.login_failed")
+        .unwrap();
     assert_eq!(failed["outcome"], "failure");
     assert_eq!(failed["actor"]["username"], "admin");
-    let create = all.iter().find(|e| e["action"] == "token.create" && e["target"]["name"] == "audited").unwrap();
+    let create = all
+        .iter()
+        .find(|e| e["action"] == "token.create" && e["target"]["name"] == "audited")
+        .unwrap();
     assert_eq!(create["target"]["type"], "token");
     assert_eq!(create["target"]["id"].as_str(), Some(id));
     assert_eq!(create["actor"]["username"], "admin");
-    assert!(create["actor"]["token_id"].as_str().unwrap().starts_with("tok_"));
+    assert!(create["actor"]["token_id"]
+        .as_str()
+        .unwrap()
+        .starts_with("tok_"));
     assert_eq!(create["ip"], "127.0.0.1");
     assert_eq!(create["hash"].as_str().unwrap().len(), 64);
     let seqs: Vec<i64> = all.iter().map(|e| e["seq"].as_i64().unwrap()).collect();
-    assert!(seqs.windows(2).all(|w| w[0] == w[1] + 1), "newest first, no gaps");
+    assert!(
+        seqs.windows(2).all(|w| w[0] == w[1] + 1),
+        "newest first, no gaps"
+    );
 }
 
 impl TestApp {
     /// A fresh super_admin token (the test's own admin token may have been deleted).
     pub async fn login_token(&self) -> String {
         let session = self.login("admin", ADMIN_PASSWORD).await;
-        let (s, t) = send(self.session_req(&session, Method::POST, "/api/v1/tokens").json(&json!({"name": format!("relogin-{}", rand_suffix())}))).await;
+        let (s, t) = send(
+            self.session_req(&session, Method::POST, "/api/v1/tokens")
+                .json(&json!({"name": format!("relogin-{}", rand_suffix())})),
+        )
+        .await;
         assert_eq!(s, StatusCode::CREATED, "{t}");
         self.remember(&t)
     }
@@ -83,7 +150,8 @@ fn rand_suffix() -> u32 {
 async fn filters_pages_and_exports() {
     let app = TestApp::spawn().await;
     for i in 0..5 {
-        app.create_token(&app.admin_token, json!({"name": format!("f{i}")})).await;
+        app.create_token(&app.admin_token, json!({"name": format!("f{i}")}))
+            .await;
     }
     let creates = entries(&app, "?action=token.create").await;
     assert_eq!(creates.len(), 6);
@@ -94,38 +162,93 @@ async fn filters_pages_and_exports() {
     assert_eq!(by_id.len(), 1);
     let target = creates[0]["target"]["id"].as_str().unwrap();
     assert_eq!(entries(&app, &format!("?target={target}")).await.len(), 1);
-    let future = (start_time() + chrono::Duration::days(1)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let future = (start_time() + chrono::Duration::days(1))
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     assert!(entries(&app, &format!("?since={future}")).await.is_empty());
-    assert_eq!(entries(&app, &format!("?until={future}")).await.len(), creates.len() + 2);
+    assert_eq!(
+        entries(&app, &format!("?until={future}")).await.len(),
+        creates.len() + 2
+    );
 
     let (_, p1) = send(app.admin(Method::GET, "/api/v1/audit-logs?limit=3")).await;
     let cursor = p1["next_cursor"].as_str().unwrap();
-    let (_, p2) = send(app.admin(Method::GET, &format!("/api/v1/audit-logs?limit=3&cursor={cursor}"))).await;
-    assert_eq!(p2["items"][0]["seq"].as_i64().unwrap(), p1["items"][2]["seq"].as_i64().unwrap() - 1);
-    error_of(app.admin(Method::GET, "/api/v1/audit-logs?limit=1001"), 422, "validation_failed").await;
-    error_of(app.admin(Method::GET, "/api/v1/audit-logs?action=token.explode"), 422, "validation_failed").await;
-    error_of(app.admin(Method::GET, "/api/v1/audit-logs?format=xml"), 422, "validation_failed").await;
+    let (_, p2) = send(app.admin(
+        Method::GET,
+        &format!("/api/v1/audit-logs?limit=3&cursor={cursor}"),
+    ))
+    .await;
+    assert_eq!(
+        p2["items"][0]["seq"].as_i64().unwrap(),
+        p1["items"][2]["seq"].as_i64().unwrap() - 1
+    );
+    error_of(
+        app.admin(Method::GET, "/api/v1/audit-logs?limit=1001"),
+        422,
+        "validation_failed",
+    )
+    .await;
+    error_of(
+        app.admin(Method::GET, "/api/v1/audit-logs?action=token.explode"),
+        422,
+        "validation_failed",
+    )
+    .await;
+    error_of(
+        app.admin(Method::GET, "/api/v1/audit-logs?format=xml"),
+        422,
+        "validation_failed",
+    )
+    .await;
 
-    let resp = app.admin(Method::GET, "/api/v1/audit-logs?format=ndjson").send().await.unwrap();
+    let resp = app
+        .admin(Method::GET, "/api/v1/audit-logs?format=ndjson")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.headers()["content-type"], "application/x-ndjson");
     let text = resp.text().await.unwrap();
-    let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    assert_eq!(lines.len(), creates.len() + 2, "every entry: create x6, login, account.create");
-    let resp = app.admin(Method::GET, "/api/v1/audit-logs?format=csv&action=token.create").send().await.unwrap();
-    assert!(resp.headers()["content-type"].to_str().unwrap().starts_with("text/csv"));
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(
+        lines.len(),
+        creates.len() + 2,
+        "every entry: create x6, login, account.create"
+    );
+    let resp = app
+        .admin(
+            Method::GET,
+            "/api/v1/audit-logs?format=csv&action=token.create",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/csv"));
     let csv = resp.text().await.unwrap();
     assert!(csv.starts_with("seq,time,action,outcome,"));
     assert_eq!(csv.lines().count(), 7);
 
-    let (_, denied_user) = app.account_with_token("ivy", &["developer"], json!({"name": "i"})).await;
-    error_of(app.with(&denied_user, Method::GET, "/api/v1/audit-logs"), 403, "forbidden").await;
+    let (_, denied_user) = app
+        .account_with_token("ivy", &["developer"], json!({"name": "i"}))
+        .await;
+    error_of(
+        app.with(&denied_user, Method::GET, "/api/v1/audit-logs"),
+        403,
+        "forbidden",
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn the_chain_detects_tampering() {
     let mut app = TestApp::spawn().await;
     for i in 0..3 {
-        app.create_token(&app.admin_token, json!({"name": format!("c{i}")})).await;
+        app.create_token(&app.admin_token, json!({"name": format!("c{i}")}))
+            .await;
     }
     let (s, v) = send(app.admin(Method::GET, "/api/v1/audit-logs/verify")).await;
     assert_eq!(s, StatusCode::OK);
@@ -137,7 +260,10 @@ async fn the_chain_detects_tampering() {
     // Someone edits an old entry directly in the database.
     let url = format!("sqlite://{}", app.db_path().display());
     let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
-    sqlx::query("UPDATE audit_log SET target_name = 'forged' WHERE seq = 3").execute(&pool).await.unwrap();
+    sqlx::query("UPDATE audit_log SET target_name = 'forged' WHERE seq = 3")
+        .execute(&pool)
+        .await
+        .unwrap();
     pool.close().await;
 
     let app2 = TestApp::spawn_in(app.dir.clone(), app.clock.clone()).await;
@@ -150,14 +276,33 @@ async fn the_chain_detects_tampering() {
 #[tokio::test]
 async fn access_log_records_every_token_use() {
     let app = TestApp::spawn().await;
-    let c = app.create_token(&app.admin_token, json!({"name": "logged", "scopes": ["tokens:read"]})).await;
+    let c = app
+        .create_token(
+            &app.admin_token,
+            json!({"name": "logged", "scopes": ["tokens:read"]}),
+        )
+        .await;
     let v = c["token"].as_str().unwrap();
     send(app.with(v, Method::GET, "/api/v1/tokens")).await;
-    error_of(app.with(v, Method::GET, "/api/v1/accounts"), 403, "forbidden").await;
-    error_of(app.with("tsr_garbage", Method::GET, "/api/v1/tokens"), 401, "invalid_token").await;
+    error_of(
+        app.with(v, Method::GET, "/api/v1/accounts"),
+        403,
+        "forbidden",
+    )
+    .await;
+    error_of(
+        app.with("tsr_garbage", Method::GET, "/api/v1/tokens"),
+        401,
+        "invalid_token",
+    )
+    .await;
     app.settle().await;
 
-    let (s, mine) = send(app.admin(Method::GET, &format!("/api/v1/access-logs?token_id={}", c["id"].as_str().unwrap()))).await;
+    let (s, mine) = send(app.admin(
+        Method::GET,
+        &format!("/api/v1/access-logs?token_id={}", c["id"].as_str().unwrap()),
+    ))
+    .await;
     assert_eq!(s, StatusCode::OK);
     let items = mine["items"].as_array().unwrap();
     assert_eq!(items.len(), 2);
@@ -166,7 +311,18 @@ async fn access_log_records_every_token_use() {
     assert_eq!(items[0]["path"], "/api/v1/accounts");
     assert_eq!(items[1]["code"], "ok");
     assert_eq!(items[1]["listener"], "admin");
-    for k in ["time", "token_id", "account_id", "listener", "method", "path", "status", "code", "ip", "latency_ms"] {
+    for k in [
+        "time",
+        "token_id",
+        "account_id",
+        "listener",
+        "method",
+        "path",
+        "status",
+        "code",
+        "ip",
+        "latency_ms",
+    ] {
         assert!(items[0].get(k).is_some(), "{k}");
     }
     let (_, unknown) = send(app.admin(Method::GET, "/api/v1/access-logs?status=401")).await;
@@ -174,11 +330,20 @@ async fn access_log_records_every_token_use() {
     assert_eq!(unknown.len(), 1);
     assert_eq!(unknown[0]["token_id"], Value::Null);
 
-    let ndjson = app.admin(Method::GET, "/api/v1/access-logs?format=ndjson").send().await.unwrap().text().await.unwrap();
+    let ndjson = app
+        .admin(Method::GET, "/api/v1/access-logs?format=ndjson")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(ndjson.lines().count() >= 3);
 
     // Without audit:read, a caller sees only its own account's records.
-    let (_, dev) = app.account_with_token("jack", &["developer"], json!({"name": "j"})).await;
+    let (_, dev) = app
+        .account_with_token("jack", &["developer"], json!({"name": "j"}))
+        .await;
     send(app.with(&dev, Method::GET, "/api/v1/tokens")).await;
     app.settle().await;
     let (s, own) = send(app.with(&dev, Method::GET, "/api/v1/access-logs")).await;

@@ -10,39 +10,108 @@ async fn every_carrier_works_and_conflicts_are_refused() {
     let app = TestApp::spawn().await;
     let t = app.admin_token.clone();
     let me = |rb: reqwest::RequestBuilder| async move { send(rb).await };
-    let (s, b) = me(app.req(Method::GET, "/api/v1/user/me").header("X-API-KEY", &t)).await;
-    assert_eq!((s, b["auth"]["method"].as_str()), (StatusCode::OK, Some("token")));
+    let (s, b) = me(app
+        .req(Method::GET, "/api/v1/user/me")
+        .header("X-API-KEY", &t))
+    .await;
+    assert_eq!(
+        (s, b["auth"]["method"].as_str()),
+        (StatusCode::OK, Some("token"))
+    );
     assert_eq!(b["auth"]["token_name"], "test-admin");
     assert_eq!(b["account"]["username"], "admin");
     assert_eq!(b["account"]["permissions"], json!(["*"]));
     let (s, _) = me(app.req(Method::GET, "/api/v1/user/me").bearer_auth(&t)).await;
     assert_eq!(s, StatusCode::OK);
-    let (s, _) = me(app.req(Method::GET, "/api/v1/user/me").header("Cookie", format!("theme=dark; X-API-KEY={t}"))).await;
+    let (s, _) = me(app
+        .req(Method::GET, "/api/v1/user/me")
+        .header("Cookie", format!("theme=dark; X-API-KEY={t}")))
+    .await;
     assert_eq!(s, StatusCode::OK);
     // The same value in two carriers is fine; different values are not.
-    let (s, _) = me(app.req(Method::GET, "/api/v1/user/me").header("X-API-KEY", &t).bearer_auth(&t)).await;
+    let (s, _) = me(app
+        .req(Method::GET, "/api/v1/user/me")
+        .header("X-API-KEY", &t)
+        .bearer_auth(&t))
+    .await;
     assert_eq!(s, StatusCode::OK);
-    let other = app.create_token(&t, json!({"name": "other"})).await["token"].as_str().unwrap().to_owned();
-    error_of(app.req(Method::GET, "/api/v1/user/me").header("X-API-KEY", &t).bearer_auth(&other), 400, "invalid_request").await;
-    error_of(app.req(Method::GET, "/api/v1/user/me").bearer_auth(&t).header("Cookie", format!("X-API-KEY={other}")), 400, "invalid_request").await;
+    let other = app.create_token(&t, json!({"name": "other"})).await["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    error_of(
+        app.req(Method::GET, "/api/v1/user/me")
+            .header("X-API-KEY", &t)
+            .bearer_auth(&other),
+        400,
+        "invalid_request",
+    )
+    .await;
+    error_of(
+        app.req(Method::GET, "/api/v1/user/me")
+            .bearer_auth(&t)
+            .header("Cookie", format!("X-API-KEY={other}")),
+        400,
+        "invalid_request",
+    )
+    .await;
     // Query-string tokens are not accepted.
-    error_of(app.req(Method::GET, &format!("/api/v1/user/me?token={t}")), 401, "unauthenticated").await;
+    error_of(
+        app.req(Method::GET, &format!("/api/v1/user/me?token={t}")),
+        401,
+        "unauthenticated",
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn bad_credentials_get_precise_codes() {
     let app = TestApp::spawn().await;
-    error_of(app.req(Method::GET, "/api/v1/tokens"), 401, "unauthenticated").await;
-    error_of(app.req(Method::GET, "/api/v1/tokens").header("Authorization", "Basic YTpi"), 401, "unauthenticated").await;
+    error_of(
+        app.req(Method::GET, "/api/v1/tokens"),
+        401,
+        "unauthenticated",
+    )
+    .await;
+    error_of(
+        app.req(Method::GET, "/api/v1/tokens")
+            .header("Authorization", "Basic YTpi"),
+        401,
+        "unauthenticated",
+    )
+    .await;
     let t = app.admin_token.clone();
     let mut typo = t.clone();
     typo.replace_range(10..11, if &t[10..11] == "a" { "b" } else { "a" });
     let made_up = tessera_core::token::TokenValue::from_random_bytes(&[7u8; 32]);
-    for bad in ["x", "tsr_", typo.as_str(), &t[..52], made_up.expose_secret()] {
-        error_of(app.with(bad, Method::GET, "/api/v1/tokens"), 401, "invalid_token").await;
+    for bad in [
+        "x",
+        "tsr_",
+        typo.as_str(),
+        &t[..52],
+        made_up.expose_secret(),
+    ] {
+        error_of(
+            app.with(bad, Method::GET, "/api/v1/tokens"),
+            401,
+            "invalid_token",
+        )
+        .await;
     }
-    error_of(app.req(Method::POST, "/api/v1/login").json(&json!({"username": "admin", "password": "wrong-password!"})), 401, "invalid_credentials").await;
-    error_of(app.req(Method::POST, "/api/v1/login").json(&json!({"username": "nobody", "password": "wrong-password!"})), 401, "invalid_credentials").await;
+    error_of(
+        app.req(Method::POST, "/api/v1/login")
+            .json(&json!({"username": "admin", "password": "wrong-password!"})),
+        401,
+        "invalid_credentials",
+    )
+    .await;
+    error_of(
+        app.req(Method::POST, "/api/v1/login")
+            .json(&json!({"username": "nobody", "password": "wrong-password!"})),
+        401,
+        "invalid_credentials",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -50,38 +119,129 @@ async fn sessions_need_a_matching_origin_to_change_things() {
     let app = TestApp::spawn().await;
     let session = app.login("admin", ADMIN_PASSWORD).await;
     let cookie = format!("tessera_session={session}");
-    let (s, me) = send(app.req(Method::GET, "/api/v1/user/me").header("Cookie", &cookie)).await;
-    assert_eq!((s, me["auth"]["method"].as_str()), (StatusCode::OK, Some("session")));
-    error_of(app.req(Method::POST, "/api/v1/tokens").header("Cookie", &cookie).json(&json!({"name": "x"})), 403, "csrf").await;
-    error_of(app.req(Method::POST, "/api/v1/tokens").header("Cookie", &cookie).header("Origin", "http://evil.example").json(&json!({"name": "x"})), 403, "csrf").await;
-    let (s, created) = send(app.session_req(&session, Method::POST, "/api/v1/tokens").json(&json!({"name": "x"}))).await;
+    let (s, me) = send(
+        app.req(Method::GET, "/api/v1/user/me")
+            .header("Cookie", &cookie),
+    )
+    .await;
+    assert_eq!(
+        (s, me["auth"]["method"].as_str()),
+        (StatusCode::OK, Some("session"))
+    );
+    error_of(
+        app.req(Method::POST, "/api/v1/tokens")
+            .header("Cookie", &cookie)
+            .json(&json!({"name": "x"})),
+        403,
+        "csrf",
+    )
+    .await;
+    error_of(
+        app.req(Method::POST, "/api/v1/tokens")
+            .header("Cookie", &cookie)
+            .header("Origin", "http://evil.example")
+            .json(&json!({"name": "x"})),
+        403,
+        "csrf",
+    )
+    .await;
+    let (s, created) = send(
+        app.session_req(&session, Method::POST, "/api/v1/tokens")
+            .json(&json!({"name": "x"})),
+    )
+    .await;
     assert_eq!(s, StatusCode::CREATED);
     app.remember(&created);
     let (s, _) = send(app.session_req(&session, Method::POST, "/api/v1/logout")).await;
     assert_eq!(s, StatusCode::NO_CONTENT);
-    error_of(app.req(Method::GET, "/api/v1/user/me").header("Cookie", &cookie), 401, "unauthenticated").await;
+    error_of(
+        app.req(Method::GET, "/api/v1/user/me")
+            .header("Cookie", &cookie),
+        401,
+        "unauthenticated",
+    )
+    .await;
     // A bogus session is simply no credential.
-    error_of(app.req(Method::GET, "/api/v1/user/me").header("Cookie", "tessera_session=forged"), 401, "unauthenticated").await;
+    error_of(
+        app.req(Method::GET, "/api/v1/user/me")
+            .header("Cookie", "tessera_session=forged"),
+        401,
+        "unauthenticated",
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn ip_allowlists_and_rate_limits() {
     let app = TestApp::spawn().await;
-    let far = app.create_token(&app.admin_token, json!({"name": "far", "allowed_cidrs": ["10.0.0.0/8"]})).await;
-    error_of(app.with(far["token"].as_str().unwrap(), Method::GET, "/api/v1/user/me"), 403, "ip_not_allowed").await;
-    let near = app.create_token(&app.admin_token, json!({"name": "near", "allowed_cidrs": ["127.0.0.0/8", "::1"]})).await;
-    assert_eq!(send(app.with(near["token"].as_str().unwrap(), Method::GET, "/api/v1/user/me")).await.0, StatusCode::OK);
+    let far = app
+        .create_token(
+            &app.admin_token,
+            json!({"name": "far", "allowed_cidrs": ["10.0.0.0/8"]}),
+        )
+        .await;
+    error_of(
+        app.with(
+            far["token"].as_str().unwrap(),
+            Method::GET,
+            "/api/v1/user/me",
+        ),
+        403,
+        "ip_not_allowed",
+    )
+    .await;
+    let near = app
+        .create_token(
+            &app.admin_token,
+            json!({"name": "near", "allowed_cidrs": ["127.0.0.0/8", "::1"]}),
+        )
+        .await;
+    assert_eq!(
+        send(app.with(
+            near["token"].as_str().unwrap(),
+            Method::GET,
+            "/api/v1/user/me"
+        ))
+        .await
+        .0,
+        StatusCode::OK
+    );
     // X-Forwarded-For from an untrusted peer is ignored.
-    let resp = app.with(far["token"].as_str().unwrap(), Method::GET, "/api/v1/user/me").header("X-Forwarded-For", "10.1.2.3").send().await.unwrap();
+    let resp = app
+        .with(
+            far["token"].as_str().unwrap(),
+            Method::GET,
+            "/api/v1/user/me",
+        )
+        .header("X-Forwarded-For", "10.1.2.3")
+        .send()
+        .await
+        .unwrap();
     expect_error(resp, 403, "ip_not_allowed").await;
 
-    let limited = app.create_token(&app.admin_token, json!({"name": "limited", "rate_limit": {"requests": 3, "per_seconds": 3600}})).await;
+    let limited = app
+        .create_token(
+            &app.admin_token,
+            json!({"name": "limited", "rate_limit": {"requests": 3, "per_seconds": 3600}}),
+        )
+        .await;
     let v = limited["token"].as_str().unwrap();
     for _ in 0..3 {
-        assert_eq!(send(app.with(v, Method::GET, "/api/v1/user/me")).await.0, StatusCode::OK);
+        assert_eq!(
+            send(app.with(v, Method::GET, "/api/v1/user/me")).await.0,
+            StatusCode::OK
+        );
     }
-    let resp = app.with(v, Method::GET, "/api/v1/user/me").send().await.unwrap();
-    let retry: u64 = resp.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    let resp = app
+        .with(v, Method::GET, "/api/v1/user/me")
+        .send()
+        .await
+        .unwrap();
+    let retry: u64 = resp.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!((1..=1200).contains(&retry), "{retry}");
     expect_error(resp, 429, "rate_limited").await;
 }
@@ -89,50 +249,142 @@ async fn ip_allowlists_and_rate_limits() {
 #[tokio::test]
 async fn permissions_follow_roles_on_the_next_request() {
     let app = TestApp::spawn().await;
-    let (acct, t) = app.account_with_token("alice", &["viewer"], json!({"name": "alice"})).await;
-    assert_eq!(send(app.with(&t, Method::GET, "/api/v1/tokens")).await.0, StatusCode::OK);
-    let e = error_of(app.with(&t, Method::POST, "/api/v1/tokens").json(&json!({"name": "n"})), 403, "forbidden").await;
+    let (acct, t) = app
+        .account_with_token("alice", &["viewer"], json!({"name": "alice"}))
+        .await;
+    assert_eq!(
+        send(app.with(&t, Method::GET, "/api/v1/tokens")).await.0,
+        StatusCode::OK
+    );
+    let e = error_of(
+        app.with(&t, Method::POST, "/api/v1/tokens")
+            .json(&json!({"name": "n"})),
+        403,
+        "forbidden",
+    )
+    .await;
     assert_eq!(e["error"]["details"]["missing"], json!(["tokens:write"]));
 
     // Promote: the very next request may write.
-    let (s, _) = send(app.admin(Method::PATCH, &format!("/api/v1/accounts/{acct}")).json(&json!({"roles": ["developer"]}))).await;
+    let (s, _) = send(
+        app.admin(Method::PATCH, &format!("/api/v1/accounts/{acct}"))
+            .json(&json!({"roles": ["developer"]})),
+    )
+    .await;
     assert_eq!(s, StatusCode::OK);
     let c = app.create_token(&t, json!({"name": "n"})).await;
     assert!(c["token"].is_string());
 
     // A custom role, changed: the change applies at once.
-    let (s, _) = send(app.admin(Method::POST, "/api/v1/roles").json(&json!({"name": "auditing", "permissions": ["audit:read"]}))).await;
+    let (s, _) = send(
+        app.admin(Method::POST, "/api/v1/roles")
+            .json(&json!({"name": "auditing", "permissions": ["audit:read"]})),
+    )
+    .await;
     assert_eq!(s, StatusCode::CREATED);
-    send(app.admin(Method::PATCH, &format!("/api/v1/accounts/{acct}")).json(&json!({"roles": ["developer", "auditing"]}))).await;
-    assert_eq!(send(app.with(&t, Method::GET, "/api/v1/audit-logs?limit=1")).await.0, StatusCode::OK);
-    let (s, _) = send(app.admin(Method::PUT, "/api/v1/roles/auditing").json(&json!({"permissions": ["billing:read"]}))).await;
+    send(
+        app.admin(Method::PATCH, &format!("/api/v1/accounts/{acct}"))
+            .json(&json!({"roles": ["developer", "auditing"]})),
+    )
+    .await;
+    assert_eq!(
+        send(app.with(&t, Method::GET, "/api/v1/audit-logs?limit=1"))
+            .await
+            .0,
+        StatusCode::OK
+    );
+    let (s, _) = send(
+        app.admin(Method::PUT, "/api/v1/roles/auditing")
+            .json(&json!({"permissions": ["billing:read"]})),
+    )
+    .await;
     assert_eq!(s, StatusCode::OK);
-    error_of(app.with(&t, Method::GET, "/api/v1/audit-logs?limit=1"), 403, "forbidden").await;
+    error_of(
+        app.with(&t, Method::GET, "/api/v1/audit-logs?limit=1"),
+        403,
+        "forbidden",
+    )
+    .await;
 
     // Demote and disable: the next request sees it.
-    send(app.admin(Method::PATCH, &format!("/api/v1/accounts/{acct}")).json(&json!({"roles": []}))).await;
-    error_of(app.with(&t, Method::GET, "/api/v1/tokens"), 403, "forbidden").await;
-    send(app.admin(Method::PATCH, &format!("/api/v1/accounts/{acct}")).json(&json!({"disabled": true}))).await;
-    error_of(app.with(&t, Method::GET, "/api/v1/user/me"), 401, "account_disabled").await;
-    error_of(app.req(Method::POST, "/api/v1/login").json(&json!({"username": "alice", "password": ADMIN_PASSWORD})), 401, "account_disabled").await;
-    send(app.admin(Method::PATCH, &format!("/api/v1/accounts/{acct}")).json(&json!({"disabled": false}))).await;
-    assert_eq!(send(app.with(&t, Method::GET, "/api/v1/user/me")).await.0, StatusCode::OK);
+    send(
+        app.admin(Method::PATCH, &format!("/api/v1/accounts/{acct}"))
+            .json(&json!({"roles": []})),
+    )
+    .await;
+    error_of(
+        app.with(&t, Method::GET, "/api/v1/tokens"),
+        403,
+        "forbidden",
+    )
+    .await;
+    send(
+        app.admin(Method::PATCH, &format!("/api/v1/accounts/{acct}"))
+            .json(&json!({"disabled": true})),
+    )
+    .await;
+    error_of(
+        app.with(&t, Method::GET, "/api/v1/user/me"),
+        401,
+        "account_disabled",
+    )
+    .await;
+    error_of(
+        app.req(Method::POST, "/api/v1/login")
+            .json(&json!({"username": "alice", "password": ADMIN_PASSWORD})),
+        401,
+        "account_disabled",
+    )
+    .await;
+    send(
+        app.admin(Method::PATCH, &format!("/api/v1/accounts/{acct}"))
+            .json(&json!({"disabled": false})),
+    )
+    .await;
+    assert_eq!(
+        send(app.with(&t, Method::GET, "/api/v1/user/me")).await.0,
+        StatusCode::OK
+    );
 
     // Deleting the account stops its tokens at once.
     let (s, _) = send(app.admin(Method::DELETE, &format!("/api/v1/accounts/{acct}"))).await;
     assert_eq!(s, StatusCode::NO_CONTENT);
-    error_of(app.with(&t, Method::GET, "/api/v1/user/me"), 401, "invalid_token").await;
+    error_of(
+        app.with(&t, Method::GET, "/api/v1/user/me"),
+        401,
+        "invalid_token",
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn a_token_is_limited_by_its_scopes() {
     let app = TestApp::spawn().await;
-    let ro = app.create_token(&app.admin_token, json!({"name": "ro", "scopes": ["tokens:read"]})).await;
+    let ro = app
+        .create_token(
+            &app.admin_token,
+            json!({"name": "ro", "scopes": ["tokens:read"]}),
+        )
+        .await;
     let v = ro["token"].as_str().unwrap();
-    assert_eq!(send(app.with(v, Method::GET, "/api/v1/tokens")).await.0, StatusCode::OK);
+    assert_eq!(
+        send(app.with(v, Method::GET, "/api/v1/tokens")).await.0,
+        StatusCode::OK
+    );
     let (_, me) = send(app.with(v, Method::GET, "/api/v1/user/me")).await;
     assert_eq!(me["auth"]["scopes"], json!(["tokens:read"]));
-    let e = error_of(app.with(v, Method::GET, "/api/v1/accounts"), 403, "forbidden").await;
+    let e = error_of(
+        app.with(v, Method::GET, "/api/v1/accounts"),
+        403,
+        "forbidden",
+    )
+    .await;
     assert_eq!(e["error"]["details"]["missing"], json!(["accounts:read"]));
-    error_of(app.with(v, Method::POST, "/api/v1/tokens").json(&json!({"name": "n"})), 403, "forbidden").await;
+    error_of(
+        app.with(v, Method::POST, "/api/v1/tokens")
+            .json(&json!({"name": "n"})),
+        403,
+        "forbidden",
+    )
+    .await;
 }

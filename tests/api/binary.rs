@@ -7,7 +7,11 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 #[tokio::test]
@@ -37,19 +41,40 @@ async fn serve_bootstraps_logs_safely_and_stops_cleanly() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(up, "server did not come up: {}", std::fs::read_to_string(&stderr_path).unwrap());
+    assert!(
+        up,
+        "server did not come up: {}",
+        std::fs::read_to_string(&stderr_path).unwrap()
+    );
     let banner = std::fs::read_to_string(&stderr_path).unwrap();
-    assert!(banner.contains(&format!("http://127.0.0.1:{admin_port}")), "{banner}");
+    assert!(
+        banner.contains(&format!("http://127.0.0.1:{admin_port}")),
+        "{banner}"
+    );
     assert!(banner.contains(&format!("http://127.0.0.1:{gateway_port}")));
     assert!(banner.contains(&db.display().to_string()));
     let lines: Vec<&str> = banner.lines().collect();
-    let idx = lines.iter().position(|l| l.contains("created the account 'admin'")).expect("first-start notice");
+    let idx = lines
+        .iter()
+        .position(|l| l.contains("created the account 'admin'"))
+        .expect("first-start notice");
     let password = lines[idx + 1].trim().to_owned();
     assert!(password.len() >= 16);
 
-    let resp = client.post(format!("{base}/api/v1/login")).json(&json!({"username": "admin", "password": password})).send().await.unwrap();
+    let resp = client
+        .post(format!("{base}/api/v1/login"))
+        .json(&json!({"username": "admin", "password": password}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200);
-    let session = resp.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_owned();
+    let session = resp.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
     let created: serde_json::Value = client
         .post(format!("{base}/api/v1/tokens"))
         .header("Cookie", &session)
@@ -65,11 +90,35 @@ async fn serve_bootstraps_logs_safely_and_stops_cleanly() {
     let id = created["id"].as_str().unwrap().to_owned();
     // Uses, good and bad, with the value in every carrier and in a failing body.
     for _ in 0..3 {
-        client.get(format!("{base}/api/v1/user/me")).header("X-API-KEY", &value).send().await.unwrap();
+        client
+            .get(format!("{base}/api/v1/user/me"))
+            .header("X-API-KEY", &value)
+            .send()
+            .await
+            .unwrap();
     }
-    client.get(format!("{base}/api/v1/user/me")).bearer_auth(&value).header("X-API-KEY", "tsr_other").send().await.unwrap();
-    client.post(format!("{base}/api/v1/tokens/verify")).bearer_auth(&value).json(&json!({"token": value, "bogus": true})).send().await.unwrap();
-    client.post(format!("{base}/api/v1/tokens")).bearer_auth(&value).header("Content-Type", "application/json").body(format!("{{\"name\": \"{value}")).send().await.unwrap();
+    client
+        .get(format!("{base}/api/v1/user/me"))
+        .bearer_auth(&value)
+        .header("X-API-KEY", "tsr_other")
+        .send()
+        .await
+        .unwrap();
+    client
+        .post(format!("{base}/api/v1/tokens/verify"))
+        .bearer_auth(&value)
+        .json(&json!({"token": value, "bogus": true}))
+        .send()
+        .await
+        .unwrap();
+    client
+        .post(format!("{base}/api/v1/tokens"))
+        .bearer_auth(&value)
+        .header("Content-Type", "application/json")
+        .body(format!("{{\"name\": \"{value}"))
+        .send()
+        .await
+        .unwrap();
 
     // SIGTERM with a request in flight (a login hashes a password for a while).
     let inflight = {
@@ -77,29 +126,63 @@ async fn serve_bootstraps_logs_safely_and_stops_cleanly() {
         let base = base.clone();
         let password = password.clone();
         tokio::spawn(async move {
-            client.post(format!("{base}/api/v1/login")).json(&json!({"username": "admin", "password": password})).send().await.map(|r| r.status().as_u16())
+            client
+                .post(format!("{base}/api/v1/login"))
+                .json(&json!({"username": "admin", "password": password}))
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
         })
     };
     tokio::time::sleep(Duration::from_millis(5)).await;
-    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
-    let status = tokio::task::spawn_blocking(move || child.wait()).await.unwrap().unwrap();
+    assert!(Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
     assert!(status.success(), "exit status {status}");
-    assert_eq!(inflight.await.unwrap().unwrap(), 200, "the in-flight request finished");
+    assert_eq!(
+        inflight.await.unwrap().unwrap(),
+        200,
+        "the in-flight request finished"
+    );
     let stderr = std::fs::read_to_string(&stderr_path).unwrap();
     assert!(stderr.contains("Tessera stopped."), "{stderr}");
 
     // Buffered records were written before exit.
-    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display())).await.unwrap();
-    let (uses,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM access_log WHERE token_id = ?").bind(&id).fetch_one(&pool).await.unwrap();
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display()))
+        .await
+        .unwrap();
+    let (uses,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM access_log WHERE token_id = ?")
+        .bind(&id)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
     assert!(uses >= 5, "{uses}");
     pool.close().await;
 
     for suffix in ["", "-wal", "-shm"] {
         if let Ok(bytes) = std::fs::read(format!("{}{}", db.display(), suffix)) {
-            assert!(!contains(&bytes, value.as_bytes()), "token value in bin.db{suffix}");
+            assert!(
+                !contains(&bytes, value.as_bytes()),
+                "token value in bin.db{suffix}"
+            );
         }
     }
-    assert!(!stderr.contains(&value), "token value in the server's output");
-    assert!(!stderr.contains(&session["tessera_session=".len()..]), "session id in the server's output");
-    assert!(stderr.contains("\"level\":\"DEBUG\"") || stderr.contains("DEBUG"), "debug logging was on");
+    assert!(
+        !stderr.contains(&value),
+        "token value in the server's output"
+    );
+    assert!(
+        !stderr.contains(&session["tessera_session=".len()..]),
+        "session id in the server's output"
+    );
+    assert!(
+        stderr.contains("\"level\":\"DEBUG\"") || stderr.contains("DEBUG"),
+        "debug logging was on"
+    );
 }

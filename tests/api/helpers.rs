@@ -58,7 +58,12 @@ pub fn start_time() -> Timestamp {
 
 impl TestApp {
     pub async fn spawn() -> Self {
-        Self::start(Arc::new(tempfile::tempdir().unwrap()), ManualClock::new(start_time()), "test-admin").await
+        Self::start(
+            Arc::new(tempfile::tempdir().unwrap()),
+            ManualClock::new(start_time()),
+            "test-admin",
+        )
+        .await
     }
 
     /// A server over the database in `dir`, which an earlier one used: a restart.
@@ -66,16 +71,27 @@ impl TestApp {
         Self::start(dir, clock, "test-admin-after-restart").await
     }
 
-    async fn start(dir: Arc<tempfile::TempDir>, clock: ManualClock, admin_token_name: &str) -> Self {
+    async fn start(
+        dir: Arc<tempfile::TempDir>,
+        clock: ManualClock,
+        admin_token_name: &str,
+    ) -> Self {
         captured_logs();
         let url = format!("sqlite://{}", dir.path().join("tessera.db").display());
         let store = AnyStore::connect(&url).await.unwrap();
         let config = ServerConfig {
-            login_limits: LoginLimits { per_username_per_minute: 1000, per_ip_per_minute: 1000 },
+            login_limits: LoginLimits {
+                per_username_per_minute: 1000,
+                per_ip_per_minute: 1000,
+            },
             ..Default::default()
         };
         let app = App::new(store, Arc::new(clock.clone()), config);
-        app.state.service.bootstrap(Some(ADMIN_PASSWORD.into())).await.unwrap();
+        app.state
+            .service
+            .bootstrap(Some(ADMIN_PASSWORD.into()))
+            .await
+            .unwrap();
         let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let gateway = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", admin.local_addr().unwrap());
@@ -97,7 +113,11 @@ impl TestApp {
             server: Some(server),
         };
         let session = app.login("admin", ADMIN_PASSWORD).await;
-        let (status, body) = send(app.session_req(&session, Method::POST, "/api/v1/tokens").json(&json!({"name": admin_token_name}))).await;
+        let (status, body) = send(
+            app.session_req(&session, Method::POST, "/api/v1/tokens")
+                .json(&json!({"name": admin_token_name})),
+        )
+        .await;
         assert_eq!(status, StatusCode::CREATED, "{body}");
         app.admin_token = app.remember(&body);
         app.admin_id = body["account_id"].as_str().unwrap().to_owned();
@@ -155,13 +175,23 @@ impl TestApp {
             .unwrap();
         assert_eq!(resp.status(), StatusCode::OK);
         let cookie = resp.headers()["set-cookie"].to_str().unwrap().to_owned();
-        assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict") && cookie.contains("Path=/"));
-        cookie.split(';').next().unwrap().trim_start_matches("tessera_session=").to_owned()
+        assert!(
+            cookie.contains("HttpOnly")
+                && cookie.contains("SameSite=Strict")
+                && cookie.contains("Path=/")
+        );
+        cookie
+            .split(';')
+            .next()
+            .unwrap()
+            .trim_start_matches("tessera_session=")
+            .to_owned()
     }
 
     /// Creates a token with `body` using `token`, asserting 201; answers the whole object.
     pub async fn create_token(&self, token: &str, body: Value) -> Value {
-        let (status, created) = send(self.with(token, Method::POST, "/api/v1/tokens").json(&body)).await;
+        let (status, created) =
+            send(self.with(token, Method::POST, "/api/v1/tokens").json(&body)).await;
         assert_eq!(status, StatusCode::CREATED, "{created}");
         self.remember(&created);
         created
@@ -170,7 +200,12 @@ impl TestApp {
     /// Creates an account with `roles` and a token for it (scopes as given); answers
     /// (account id, token value). The account briefly holds `developer` too, so that it
     /// can create its own token whatever its roles.
-    pub async fn account_with_token(&self, username: &str, roles: &[&str], token_body: Value) -> (String, String) {
+    pub async fn account_with_token(
+        &self,
+        username: &str,
+        roles: &[&str],
+        token_body: Value,
+    ) -> (String, String) {
         let (status, acct) = send(self.admin(Method::POST, "/api/v1/accounts").json(&json!({
             "username": username, "password": ADMIN_PASSWORD, "roles": ["developer"]
         })))
@@ -178,9 +213,17 @@ impl TestApp {
         assert_eq!(status, StatusCode::CREATED, "{acct}");
         let id = acct["id"].as_str().unwrap().to_owned();
         let session = self.login(username, ADMIN_PASSWORD).await;
-        let (status, tok) = send(self.session_req(&session, Method::POST, "/api/v1/tokens").json(&token_body)).await;
+        let (status, tok) = send(
+            self.session_req(&session, Method::POST, "/api/v1/tokens")
+                .json(&token_body),
+        )
+        .await;
         assert_eq!(status, StatusCode::CREATED, "{tok}");
-        let (status, set) = send(self.admin(Method::PATCH, &format!("/api/v1/accounts/{id}")).json(&json!({"roles": roles}))).await;
+        let (status, set) = send(
+            self.admin(Method::PATCH, &format!("/api/v1/accounts/{id}"))
+                .json(&json!({"roles": roles})),
+        )
+        .await;
         assert_eq!(status, StatusCode::OK, "{set}");
         (id, self.remember(&tok))
     }
@@ -236,8 +279,17 @@ pub async fn expect_error(resp: Response, status: u16, code: &str) -> Value {
     let got = resp.status().as_u16();
     let headers = resp.headers().clone();
     let body: Value = resp.json().await.unwrap_or(Value::Null);
-    assert_eq!((got, body["error"]["code"].as_str()), (status, Some(code)), "{body}");
-    assert!(body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
+    assert_eq!(
+        (got, body["error"]["code"].as_str()),
+        (status, Some(code)),
+        "{body}"
+    );
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
     if status == 401 {
         let challenge = headers["www-authenticate"].to_str().unwrap();
         if code == "unauthenticated" {

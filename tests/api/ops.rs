@@ -7,19 +7,42 @@ use serde_json::{json, Value};
 #[tokio::test]
 async fn health_readiness_and_metrics() {
     let app = TestApp::spawn().await;
-    assert_eq!(send(app.req(Method::GET, "/healthz")).await, (StatusCode::OK, json!({"status": "ok"})));
-    assert_eq!(send(app.req(Method::GET, "/readyz")).await, (StatusCode::OK, json!({"status": "ready"})));
-    let gw = app.client.get(format!("{}/_tessera/healthz", app.gateway_url)).send().await.unwrap();
+    assert_eq!(
+        send(app.req(Method::GET, "/healthz")).await,
+        (StatusCode::OK, json!({"status": "ok"}))
+    );
+    assert_eq!(
+        send(app.req(Method::GET, "/readyz")).await,
+        (StatusCode::OK, json!({"status": "ready"}))
+    );
+    let gw = app
+        .client
+        .get(format!("{}/_tessera/healthz", app.gateway_url))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(gw.status(), StatusCode::OK);
 
     // A flood of well-formed unknown tokens reaches the database once, then the negative cache.
     let fake = tessera_core::token::TokenValue::from_random_bytes(&[9u8; 32]);
     for _ in 0..50 {
-        error_of(app.with(fake.expose_secret(), Method::GET, "/api/v1/user/me"), 401, "invalid_token").await;
+        error_of(
+            app.with(fake.expose_secret(), Method::GET, "/api/v1/user/me"),
+            401,
+            "invalid_token",
+        )
+        .await;
     }
     send(app.admin(Method::GET, "/api/v1/user/me")).await;
     app.settle().await;
-    let text = app.req(Method::GET, "/metrics").send().await.unwrap().text().await.unwrap();
+    let text = app
+        .req(Method::GET, "/metrics")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     let value = |name: &str| -> f64 {
         text.lines()
             .find(|l| l.starts_with(name))
@@ -27,9 +50,15 @@ async fn health_readiness_and_metrics() {
             .and_then(|v| v.parse().ok())
             .unwrap_or_else(|| panic!("{name} not in\n{text}"))
     };
-    assert_eq!(value("tessera_verifications_total{outcome=\"invalid_token\"}"), 50.0);
+    assert_eq!(
+        value("tessera_verifications_total{outcome=\"invalid_token\"}"),
+        50.0
+    );
     assert!(value("tessera_verifications_total{outcome=\"ok\"}") >= 1.0);
-    assert_eq!(value("tessera_token_cache_lookups_total{result=\"negative_hit\"}"), 49.0);
+    assert_eq!(
+        value("tessera_token_cache_lookups_total{result=\"negative_hit\"}"),
+        49.0
+    );
     // One store read for the fake, one for the admin token after start-up.
     assert!(value("tessera_token_store_lookups_total") <= 3.0);
     assert!(value("tessera_token_cache_hit_ratio") > 0.5);
@@ -70,10 +99,16 @@ async fn openapi_documents_every_route() {
     ];
     for (path, methods) in expected {
         for m in methods {
-            assert!(doc["paths"][path][m].is_object(), "{m} {path} is not documented");
+            assert!(
+                doc["paths"][path][m].is_object(),
+                "{m} {path} is not documented"
+            );
         }
     }
-    assert_eq!(doc["paths"]["/api/v1/login"]["post"]["security"], json!([{}]));
+    assert_eq!(
+        doc["paths"]["/api/v1/login"]["post"]["security"],
+        json!([{}])
+    );
     for scheme in ["api_key", "bearer", "api_key_cookie", "session"] {
         assert!(doc["components"]["securitySchemes"][scheme].is_object());
     }

@@ -72,26 +72,15 @@ impl TokenValue {
 
     /// Checks length, prefix, alphabet and checksum; costs no lookup.
     pub fn parse(candidate: &str) -> Result<Self, FormatError> {
-        if candidate.len() != TOKEN_LEN {
-            return Err(FormatError::Length);
-        }
-        let Some(rest) = candidate.strip_prefix(PREFIX) else {
-            return Err(FormatError::Prefix);
-        };
-        if !rest.bytes().all(|b| b.is_ascii_alphanumeric()) {
-            return Err(FormatError::Alphabet);
-        }
-        let (head, checksum) = candidate.split_at(TOKEN_LEN - CHECKSUM_LEN);
-        let mut expected = String::with_capacity(CHECKSUM_LEN);
-        push_base62(
-            &mut expected,
-            &crc32fast::hash(head.as_bytes()).to_be_bytes(),
-            CHECKSUM_LEN,
-        );
-        if expected != checksum {
-            return Err(FormatError::Checksum);
-        }
+        check_format(candidate)?;
         Ok(Self(candidate.to_owned()))
+    }
+
+    /// The digest of a well-formed `candidate`, without copying the secret anywhere:
+    /// the verifier's path from a header value to a cache key.
+    pub fn digest_of(candidate: &str) -> Result<TokenHash, FormatError> {
+        check_format(candidate)?;
+        Ok(TokenHash(Sha256::digest(candidate.as_bytes()).into()))
     }
 
     /// The secret itself, for the one response that returns it and for hashing.
@@ -106,6 +95,37 @@ impl TokenValue {
     /// `tsr_…` plus the last four characters: enough for people to tell tokens apart.
     pub fn display(&self) -> String {
         format!("{PREFIX}…{}", &self.0[TOKEN_LEN - 4..])
+    }
+}
+
+/// Length, prefix, alphabet and checksum.
+fn check_format(candidate: &str) -> Result<(), FormatError> {
+    if candidate.len() != TOKEN_LEN {
+        return Err(FormatError::Length);
+    }
+    let Some(rest) = candidate.strip_prefix(PREFIX) else {
+        return Err(FormatError::Prefix);
+    };
+    if !rest.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return Err(FormatError::Alphabet);
+    }
+    // Decode the checksum rather than encode the CRC: no allocation on the hot path.
+    let (head, checksum) = candidate.split_at(TOKEN_LEN - CHECKSUM_LEN);
+    let stated = checksum
+        .bytes()
+        .fold(0u64, |n, b| n * 62 + u64::from(base62_digit(b)));
+    if stated != u64::from(crc32fast::hash(head.as_bytes())) {
+        return Err(FormatError::Checksum);
+    }
+    Ok(())
+}
+
+/// The value of one base62 digit (the caller has checked it is alphanumeric).
+fn base62_digit(b: u8) -> u8 {
+    match b {
+        b'0'..=b'9' => b - b'0',
+        b'A'..=b'Z' => b - b'A' + 10,
+        _ => b.wrapping_sub(b'a').wrapping_add(36),
     }
 }
 

@@ -218,8 +218,8 @@ impl FromRequestParts<AppState> for Caller {
             if let Some(slot) = parts.extensions.get::<TokenUseSlot>() {
                 if let Ok(mut s) = slot.0.lock() {
                     *s = Some(TokenUse {
-                        token_id: v.token_id.clone(),
-                        account_id: v.account_id.clone(),
+                        token_id: v.token_id().cloned(),
+                        account_id: v.account_id().cloned(),
                         ip: Some(client.ip),
                     });
                 }

@@ -539,6 +539,7 @@ impl Service {
             ..Default::default()
         };
         let v = self.verifier.inspect(carriers).await;
+        let matched = v.token.clone();
         let result = v
             .result
             .and_then(|ok| self.verifier.require(&ok, &wanted).map(|()| ok));
@@ -559,8 +560,8 @@ impl Service {
             Err(denial) => VerifyResponse {
                 valid: false,
                 code: denial.code().as_str().into(),
-                token_id: v.token_id.map(|t| t.to_string()),
-                account_id: v.account_id.map(|a| a.to_string()),
+                token_id: matched.as_ref().map(|t| t.record.id.to_string()),
+                account_id: matched.as_ref().map(|t| t.record.account_id.to_string()),
                 scopes: None,
                 expires_at: None,
             },

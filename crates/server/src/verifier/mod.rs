@@ -159,8 +159,18 @@ impl Verified {
 #[derive(Debug)]
 pub struct Verification {
     pub result: Result<Verified, Denial>,
-    pub token_id: Option<TokenId>,
-    pub account_id: Option<AccountId>,
+    /// The token the credential matched, if any (for the access log, even on denial).
+    pub token: Option<Arc<TokenEntry>>,
+}
+
+impl Verification {
+    pub fn token_id(&self) -> Option<&TokenId> {
+        self.token.as_ref().map(|t| &t.record.id)
+    }
+
+    pub fn account_id(&self) -> Option<&AccountId> {
+        self.token.as_ref().map(|t| &t.record.account_id)
+    }
 }
 
 type Limiter = RateLimiter<NotKeyed, InMemoryState, DefaultClock, StateInformationMiddleware>;
@@ -173,6 +183,34 @@ struct LimiterKey {
     limit: RateLimit,
 }
 
+/// Hashes a [`TokenHash`] by taking 8 of its bytes: a SHA-256 digest is already
+/// uniformly random, so hashing it again (SipHash) would only cost time.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DigestHasher;
+
+#[derive(Debug, Default)]
+pub struct DigestHashState(u64);
+
+impl std::hash::BuildHasher for DigestHasher {
+    type Hasher = DigestHashState;
+    fn build_hasher(&self) -> DigestHashState {
+        DigestHashState(0)
+    }
+}
+
+impl std::hash::Hasher for DigestHashState {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        // `TokenHash` derives `Hash`, which writes its 32 bytes in one call.
+        let mut first = [0u8; 8];
+        let n = bytes.len().min(8);
+        first[..n].copy_from_slice(&bytes[..n]);
+        self.0 ^= u64::from_le_bytes(first);
+    }
+}
+
 /// How long cached records may live even without an eviction: a last safety net.
 const POSITIVE_TTL: Duration = Duration::from_secs(60);
 /// How long an unknown digest is remembered as unknown.
@@ -182,8 +220,8 @@ pub struct Verifier {
     store: AnyStore,
     clock: Arc<dyn Clock>,
     metrics: Arc<Metrics>,
-    tokens: Cache<TokenHash, Arc<TokenEntry>>,
-    unknown: Cache<TokenHash, ()>,
+    tokens: Cache<TokenHash, Arc<TokenEntry>, DigestHasher>,
+    unknown: Cache<TokenHash, (), DigestHasher>,
     accounts: Cache<AccountId, Arc<AccountSnapshot>>,
     limiters: Cache<LimiterKey, Arc<Limiter>>,
     /// Bumped by every eviction. A cache fill reads it before going to the store and
@@ -214,11 +252,11 @@ impl Verifier {
             tokens: Cache::builder()
                 .max_capacity(2_000_000)
                 .time_to_live(POSITIVE_TTL)
-                .build(),
+                .build_with_hasher(DigestHasher),
             unknown: Cache::builder()
                 .max_capacity(1_000_000)
                 .time_to_live(NEGATIVE_TTL)
-                .build(),
+                .build_with_hasher(DigestHasher),
             accounts: Cache::builder()
                 .max_capacity(200_000)
                 .time_to_live(POSITIVE_TTL)
@@ -257,11 +295,10 @@ impl Verifier {
         let started = Instant::now();
         let mut v = Verification {
             result: Err(Denial::Unauthenticated),
-            token_id: None,
-            account_id: None,
+            token: None,
         };
         v.result = self
-            .verify_inner(carriers, ip, spend, &mut v.token_id, &mut v.account_id)
+            .verify_inner(carriers, ip, spend, &mut v.token)
             .await;
         self.metrics
             .verification_seconds
@@ -282,19 +319,15 @@ impl Verifier {
         carriers: Carriers<'_>,
         ip: Option<IpAddr>,
         spend: bool,
-        token_id: &mut Option<TokenId>,
-        account_id: &mut Option<AccountId>,
+        matched: &mut Option<Arc<TokenEntry>>,
     ) -> Result<Verified, Denial> {
         let credential = carriers.credential()?.ok_or(Denial::Unauthenticated)?;
-        let value = TokenValue::parse(credential).map_err(|_| Denial::InvalidToken)?;
-        let hash = value.hash();
-        drop(value);
+        let hash = TokenValue::digest_of(credential).map_err(|_| Denial::InvalidToken)?;
         let token = self
             .token_by_hash(&hash)
             .await?
             .ok_or(Denial::InvalidToken)?;
-        *token_id = Some(token.record.id.clone());
-        *account_id = Some(token.record.account_id.clone());
+        *matched = Some(token.clone());
         let now = self.clock.now();
         if !token.record.accepts(&hash, now) {
             return Err(Denial::InvalidToken);
@@ -377,14 +410,14 @@ impl Verifier {
     /// The token whose current or previous value has `hash`, from memory when possible.
     pub async fn token_by_hash(&self, hash: &TokenHash) -> Result<Option<Arc<TokenEntry>>, Denial> {
         if let Some(t) = self.tokens.get(hash) {
-            self.metrics.cache_result("hit");
+            self.metrics.cache_hit();
             return Ok(Some(t));
         }
         if self.unknown.contains_key(hash) {
-            self.metrics.cache_result("negative_hit");
+            self.metrics.cache_negative_hit();
             return Ok(None);
         }
-        self.metrics.cache_result("miss");
+        self.metrics.cache_miss();
         self.metrics.store_lookups.inc();
         let epoch = self.epoch.load(Ordering::SeqCst);
         let found = self
