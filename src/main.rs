@@ -95,9 +95,13 @@ fn init_logging(format: LogFormat) {
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     init_logging(args.log_format);
-    if args.tls_cert.is_some() {
-        anyhow::bail!("--tls-cert/--tls-key are not supported by this build yet; terminate TLS in front of Tessera");
-    }
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(
+            tessera_server::http::listen::tls_acceptor(cert, key).map_err(anyhow::Error::msg)?,
+        ),
+        _ => None,
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let store = AnyStore::connect(&args.database_url)
         .await
         .with_context(|| {
@@ -127,12 +131,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let gateway = tokio::net::TcpListener::bind(args.gateway_addr)
         .await
         .with_context(|| format!("cannot listen on {} (gateway)", args.gateway_addr))?;
-    let admin_url = format!("http://{}", admin.local_addr()?);
+    let admin_url = format!("{scheme}://{}", admin.local_addr()?);
     eprintln!("Tessera {} is running.", env!("CARGO_PKG_VERSION"));
     eprintln!(
         "  Admin API:  {admin_url}/api/v1   (OpenAPI document: {admin_url}/api/v1/openapi.json)"
     );
-    eprintln!("  Gateway:    http://{}", gateway.local_addr()?);
+    eprintln!("  Gateway:    {scheme}://{}", gateway.local_addr()?);
     eprintln!("  Database:   {}", describe_database(&args.database_url));
     match generated {
         Some(password) => {
@@ -144,7 +148,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         None => eprintln!("  Sign in as 'admin' (or any account) at {admin_url}/api/v1/login"),
     }
     eprintln!("  Stop with Ctrl-C.");
-    tessera_server::serve(app, admin, gateway, shutdown_signal())
+    tessera_server::serve(app, admin, gateway, tls, shutdown_signal())
         .await
         .context("server error")?;
     eprintln!("Tessera stopped.");

@@ -10,4 +10,5 @@ mod helpers;
 mod limits;
 mod ops;
 mod restart;
+mod tls;
 mod tokens;

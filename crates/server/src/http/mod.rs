@@ -3,6 +3,7 @@
 
 pub mod error;
 pub mod extract;
+pub mod listen;
 pub mod routes;
 
 use crate::metrics::{ListenerLabel, Metrics};
@@ -16,7 +17,7 @@ use axum::Router;
 use error::ApiError;
 use extract::{client_ip, TokenUseSlot};
 use ipnet::IpNet;
-use std::future::{Future, IntoFuture};
+use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
@@ -318,33 +319,23 @@ async fn record_token_use(State(state): State<AppState>, mut req: Request, next:
 
 /// Runs the admin and gateway listeners until `shutdown` resolves; then lets in-flight
 /// requests finish and writes every buffered access-log record before returning.
+/// With `tls`, both listeners speak HTTPS.
 pub async fn serve(
     app: App,
     admin: TcpListener,
     gateway: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|s| *s).await;
-    };
-    let admin_server = axum::serve(
-        admin,
-        app.admin_router()
-            .into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(stopped(stop_rx.clone()));
-    let gateway_server = axum::serve(
-        gateway,
-        app.gateway_router()
-            .into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(stopped(stop_rx));
     tokio::spawn(async move {
         shutdown.await;
         let _ = stop_tx.send(true);
     });
-    let (a, g) = tokio::join!(admin_server.into_future(), gateway_server.into_future());
+    tokio::join!(
+        listen::run(admin, app.admin_router(), tls.clone(), stop_rx.clone()),
+        listen::run(gateway, app.gateway_router(), tls, stop_rx),
+    );
     app.recorder.flush_and_stop().await;
-    a.and(g)
+    Ok(())
 }

@@ -297,9 +297,7 @@ impl Verifier {
             result: Err(Denial::Unauthenticated),
             token: None,
         };
-        v.result = self
-            .verify_inner(carriers, ip, spend, &mut v.token)
-            .await;
+        v.result = self.verify_inner(carriers, ip, spend, &mut v.token).await;
         self.metrics
             .verification_seconds
             .observe(started.elapsed().as_secs_f64());
