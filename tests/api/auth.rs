@@ -388,3 +388,48 @@ async fn a_token_is_limited_by_its_scopes() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn failed_logins_are_rate_limited_per_username_and_audited() {
+    let app = TestApp::spawn_with(tessera_server::service::LoginLimits {
+        per_username_per_minute: 3,
+        per_ip_per_minute: 100,
+    })
+    .await;
+    // The set-up's own login used one of admin's three.
+    for _ in 0..2 {
+        error_of(
+            app.req(Method::POST, "/api/v1/login")
+                .json(&json!({"username": "admin", "password": "wrong-password!!"})),
+            401,
+            "invalid_credentials",
+        )
+        .await;
+    }
+    let resp = app
+        .req(Method::POST, "/api/v1/login")
+        .json(&json!({"username": "admin", "password": ADMIN_PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.headers().contains_key("retry-after"));
+    expect_error(resp, 429, "rate_limited").await;
+    // Other usernames are not held up by admin's limit.
+    error_of(
+        app.req(Method::POST, "/api/v1/login")
+            .json(&json!({"username": "someone", "password": "wrong-password!!"})),
+        401,
+        "invalid_credentials",
+    )
+    .await;
+    let (_, log) =
+        send(app.admin(Method::GET, "/api/v1/audit-logs?action=auth.login_failed")).await;
+    let reasons: Vec<&str> = log["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["details"]["reason"].as_str().unwrap())
+        .collect();
+    assert_eq!(reasons.iter().filter(|r| **r == "rate_limited").count(), 1);
+    assert_eq!(reasons.len(), 4);
+}

@@ -11,6 +11,12 @@ use tessera_core::{ManualClock, Timestamp};
 use tessera_server::{service::LoginLimits, App, ServerConfig};
 use tessera_store::AnyStore;
 
+/// Login limits no test trips over unless it means to.
+const GENEROUS: LoginLimits = LoginLimits {
+    per_username_per_minute: 1000,
+    per_ip_per_minute: 1000,
+};
+
 pub const ADMIN_PASSWORD: &str = "correct-horse-battery-staple";
 
 /// Everything every test server logged, at debug level.
@@ -58,32 +64,36 @@ pub fn start_time() -> Timestamp {
 
 impl TestApp {
     pub async fn spawn() -> Self {
+        Self::spawn_with(GENEROUS).await
+    }
+
+    pub async fn spawn_with(login_limits: LoginLimits) -> Self {
+        let dir = Arc::new(tempfile::tempdir().unwrap());
         Self::start(
-            Arc::new(tempfile::tempdir().unwrap()),
+            dir,
             ManualClock::new(start_time()),
             "test-admin",
+            login_limits,
         )
         .await
     }
 
     /// A server over the database in `dir`, which an earlier one used: a restart.
     pub async fn spawn_in(dir: Arc<tempfile::TempDir>, clock: ManualClock) -> Self {
-        Self::start(dir, clock, "test-admin-after-restart").await
+        Self::start(dir, clock, "test-admin-after-restart", GENEROUS).await
     }
 
     async fn start(
         dir: Arc<tempfile::TempDir>,
         clock: ManualClock,
         admin_token_name: &str,
+        login_limits: LoginLimits,
     ) -> Self {
         captured_logs();
         let url = format!("sqlite://{}", dir.path().join("tessera.db").display());
         let store = AnyStore::connect(&url).await.unwrap();
         let config = ServerConfig {
-            login_limits: LoginLimits {
-                per_username_per_minute: 1000,
-                per_ip_per_minute: 1000,
-            },
+            login_limits,
             ..Default::default()
         };
         let app = App::new(store, Arc::new(clock.clone()), config);
