@@ -74,7 +74,7 @@ impl Service {
         role_names.sort();
         role_names.dedup();
         let roles = self.check_roles_exist(&role_names).await?;
-        self.ensure_may_assign(caller, &role_names, &roles)?;
+        caller.ensure_holds(&role_permissions(&role_names, &roles))?;
         let now = self.clock.now();
         let account = AccountRecord {
             id: AccountId::generate(now),
@@ -93,28 +93,6 @@ impl Service {
         );
         self.store.insert_account(&account, audit).await?;
         Ok(self.account_view(&account, &roles))
-    }
-
-    /// Nobody hands out permissions they do not hold themselves.
-    fn ensure_may_assign(
-        &self,
-        caller: &Caller,
-        role_names: &[String],
-        roles: &[Role],
-    ) -> ServiceResult<()> {
-        let wanted: Vec<_> = roles
-            .iter()
-            .filter(|r| role_names.contains(&r.name))
-            .flat_map(|r| r.permissions.iter().cloned())
-            .collect();
-        let missing = caller.permissions().missing(&wanted);
-        if missing.is_empty() {
-            Ok(())
-        } else {
-            Err(ServiceError::Forbidden(
-                missing.into_iter().map(String::from).collect(),
-            ))
-        }
     }
 
     pub async fn list_accounts(
@@ -168,7 +146,7 @@ impl Service {
                 names.sort();
                 names.dedup();
                 let roles = self.check_roles_exist(&names).await?;
-                self.ensure_may_assign(caller, &names, &roles)?;
+                caller.ensure_holds(&role_permissions(&names, &roles))?;
                 changed.insert(
                     "roles".into(),
                     serde_json::json!({"from": a.roles, "to": names}),
@@ -241,7 +219,7 @@ impl Service {
         caller.require(ROLES_WRITE)?;
         validate_role_name(&req.name).map_err(|m| ServiceError::field("name", m))?;
         let permissions = parse_permissions("permissions", &req.permissions)?;
-        self.ensure_may_grant_permissions(caller, &permissions)?;
+        caller.ensure_holds(&permissions)?;
         let role = Role {
             name: req.name,
             permissions,
@@ -255,21 +233,6 @@ impl Service {
         );
         self.store.insert_role(&role, audit).await?;
         Ok(Self::role_view(&role))
-    }
-
-    fn ensure_may_grant_permissions(
-        &self,
-        caller: &Caller,
-        perms: &[tessera_core::permission::Permission],
-    ) -> ServiceResult<()> {
-        let missing = caller.permissions().missing(perms);
-        if missing.is_empty() {
-            Ok(())
-        } else {
-            Err(ServiceError::Forbidden(
-                missing.into_iter().map(String::from).collect(),
-            ))
-        }
     }
 
     async fn load_custom_role(&self, name: &str) -> ServiceResult<Role> {
@@ -303,7 +266,7 @@ impl Service {
         }
         let mut role = self.load_custom_role(name).await?;
         let permissions = parse_permissions("permissions", &req.permissions)?;
-        self.ensure_may_grant_permissions(caller, &permissions)?;
+        caller.ensure_holds(&permissions)?;
         let audit = self.draft(
             caller,
             AuditAction::RoleUpdate,
@@ -373,4 +336,13 @@ fn policy_body(p: TokenPolicy) -> TokenPolicyBody {
         allow_never_expires: p.allow_never_expires,
         max_tokens_per_account: p.max_tokens_per_account,
     }
+}
+
+/// Every permission the named roles grant: what assigning them hands out.
+fn role_permissions(names: &[String], roles: &[Role]) -> Vec<tessera_core::permission::Permission> {
+    roles
+        .iter()
+        .filter(|r| names.contains(&r.name))
+        .flat_map(|r| r.permissions.iter().cloned())
+        .collect()
 }

@@ -68,6 +68,18 @@ impl Caller {
         }
     }
 
+    /// Nobody hands out permissions they do not hold themselves: 403 naming the missing.
+    pub fn ensure_holds(&self, wanted: &[Permission]) -> Result<(), ServiceError> {
+        let missing = self.permissions().missing(wanted);
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(ServiceError::Forbidden(
+                missing.into_iter().map(String::from).collect(),
+            ))
+        }
+    }
+
     pub fn actor(&self) -> Actor {
         Actor {
             account_id: Some(self.account.id.to_string()),

@@ -122,16 +122,7 @@ impl Service {
         scopes: Option<&[Permission]>,
     ) -> ServiceResult<()> {
         match scopes {
-            Some(wanted) => {
-                let missing = caller.permissions().missing(wanted);
-                if missing.is_empty() {
-                    Ok(())
-                } else {
-                    Err(ServiceError::Forbidden(
-                        missing.into_iter().map(String::from).collect(),
-                    ))
-                }
-            }
+            Some(wanted) => caller.ensure_holds(wanted),
             None if caller.token_scopes().is_some() => {
                 Err(ServiceError::Forbidden(vec!["*".to_owned()]))
             }
