@@ -8,6 +8,7 @@ pub mod account;
 pub mod audit;
 pub mod clock;
 pub mod error;
+pub mod gateway;
 pub mod ids;
 pub mod permission;
 pub mod policy;

@@ -1,0 +1,334 @@
+//! The gateway's configuration and its rules: upstream services, routes, path
+//! normalization and route matching. Pure: the proxy that applies them lives in the
+//! server crate.
+
+use crate::clock::Timestamp;
+use crate::permission::Permission;
+use crate::policy::FieldError;
+use crate::token::RateLimit;
+use serde::{Deserialize, Serialize};
+
+/// An upstream service: base URLs picked round-robin, and a timeout.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpstreamService {
+    pub id: String,
+    pub name: String,
+    pub upstreams: Vec<String>,
+    pub timeout_ms: u32,
+    pub created_at: Timestamp,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RouteAuth {
+    Token,
+    None,
+}
+
+/// A route: requests whose path starts with `path_prefix` (at a `/` boundary) and whose
+/// method is in `methods` (all when `None`) go to `service_id`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Route {
+    pub id: String,
+    pub name: String,
+    pub service_id: String,
+    pub path_prefix: String,
+    pub methods: Option<Vec<String>>,
+    pub auth: RouteAuth,
+    /// Every one of these is required.
+    pub scopes: Vec<Permission>,
+    pub rate_limit: Option<RateLimit>,
+    pub strip_prefix: bool,
+    pub created_at: Timestamp,
+}
+
+pub const DEFAULT_TIMEOUT_MS: u32 = 30_000;
+const MAX_UPSTREAMS: usize = 64;
+
+/// Names of services and routes: 1–100 characters of `A-Z a-z 0-9 . _ -`.
+pub fn validate_name(field: &'static str, s: &str) -> Result<(), FieldError> {
+    let ok = (1..=100).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(FieldError::new(
+            field,
+            "must be 1-100 characters of A-Z, a-z, 0-9, '.', '_' and '-'",
+        ))
+    }
+}
+
+/// An upstream base URL: `http://host:port` with an optional base path; no query,
+/// fragment or user info. Answers it without a trailing `/`.
+pub fn parse_upstream(s: &str) -> Result<String, String> {
+    let bad = |why: &str| format!("'{}' {why}", s.chars().take(100).collect::<String>());
+    let rest = s
+        .strip_prefix("http://")
+        .ok_or_else(|| bad("must start with http://"))?;
+    if rest.contains(['?', '#', '@', ' ']) {
+        return Err(bad("must not have a query, fragment, user info or spaces"));
+    }
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, ""),
+    };
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => (h, Some(p)),
+        _ => (authority, None),
+    };
+    if host.is_empty() {
+        return Err(bad("has no host"));
+    }
+    if let Some(p) = port {
+        if p.parse::<u16>().map_or(true, |p| p == 0) {
+            return Err(bad("has a bad port"));
+        }
+    }
+    Ok(format!("http://{authority}{}", path.trim_end_matches('/')))
+}
+
+pub fn validate_upstreams(list: &[String]) -> Result<Vec<String>, FieldError> {
+    if list.is_empty() || list.len() > MAX_UPSTREAMS {
+        return Err(FieldError::new("upstreams", "must hold 1 to 64 base URLs"));
+    }
+    list.iter()
+        .map(|u| parse_upstream(u).map_err(|m| FieldError::new("upstreams", m)))
+        .collect()
+}
+
+pub fn validate_timeout(ms: u32) -> Result<(), FieldError> {
+    if (1..=600_000).contains(&ms) {
+        Ok(())
+    } else {
+        Err(FieldError::new(
+            "timeout_ms",
+            "must be between 1 and 600000",
+        ))
+    }
+}
+
+/// A route's prefix: starts with `/`, already normalized, no trailing `/` except `/` itself.
+pub fn validate_prefix(s: &str) -> Result<String, FieldError> {
+    let err = |m: &str| FieldError::new("path_prefix", m);
+    if !s.starts_with('/') || s.len() > 1000 {
+        return Err(err("must start with '/' and be at most 1000 characters"));
+    }
+    let normalized = normalize_path(s).map_err(|e| err(&e.to_string()))?;
+    if normalized != s.trim_end_matches('/') && !(s == "/" && normalized == "/") {
+        return Err(err(
+            "must be a normalized path (no '.', '..' or '//' segments)",
+        ));
+    }
+    Ok(normalized)
+}
+
+pub fn validate_methods(list: &[String]) -> Result<Vec<String>, FieldError> {
+    const KNOWN: &[&str] = &["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
+    let mut out: Vec<String> = list.iter().map(|m| m.to_ascii_uppercase()).collect();
+    if out.is_empty() || out.iter().any(|m| !KNOWN.contains(&m.as_str())) {
+        return Err(FieldError::new(
+            "methods",
+            "must be null or a non-empty list of GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS",
+        ));
+    }
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PathError {
+    #[error("the path has a percent-encoded '.', '/' or '\\'")]
+    EncodedSeparator,
+    #[error("the path does not start with '/'")]
+    NotAbsolute,
+}
+
+/// RFC 3986 dot-segment removal and `//` collapsing. A percent-encoded `.`, `/` or `\`
+/// is refused outright, so that no route can be reached through another.
+/// Answers no trailing `/` unless the path is `/` or ended in one (kept).
+pub fn normalize_path(raw: &str) -> Result<String, PathError> {
+    if !raw.starts_with('/') {
+        return Err(PathError::NotAbsolute);
+    }
+    let lower = raw.to_ascii_lowercase();
+    if ["%2e", "%2f", "%5c"].iter().any(|e| lower.contains(e)) {
+        return Err(PathError::EncodedSeparator);
+    }
+    let mut out: Vec<&str> = Vec::new();
+    let segments: Vec<&str> = raw.split('/').collect();
+    let last = segments.len() - 1;
+    let mut trailing = false;
+    for (i, seg) in segments.iter().enumerate() {
+        match *seg {
+            "" => trailing = i == last && i > 0,
+            "." => trailing = i == last,
+            ".." => {
+                out.pop();
+                trailing = i == last;
+            }
+            s => {
+                out.push(s);
+                trailing = false;
+            }
+        }
+    }
+    let mut path = String::with_capacity(raw.len());
+    for s in &out {
+        path.push('/');
+        path.push_str(s);
+    }
+    if path.is_empty() || trailing {
+        path.push('/');
+    }
+    Ok(path)
+}
+
+/// Whether `path` is under `prefix` at a `/` boundary (`/api` matches `/api` and
+/// `/api/x`, not `/apix`).
+pub fn prefix_matches(prefix: &str, path: &str) -> bool {
+    if prefix == "/" {
+        return true;
+    }
+    path.strip_prefix(prefix)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
+
+/// What is left of `path` once `prefix` is stripped; always starts with `/`.
+pub fn strip(prefix: &str, path: &str) -> String {
+    if prefix == "/" {
+        return path.to_owned();
+    }
+    match path.strip_prefix(prefix) {
+        Some("") | None => "/".to_owned(),
+        Some(rest) => rest.to_owned(),
+    }
+}
+
+/// Routes ordered for matching: longest prefix first.
+#[derive(Debug, Clone, Default)]
+pub struct RouteTable<R> {
+    routes: Vec<(String, Option<Vec<String>>, R)>,
+}
+
+impl<R> RouteTable<R> {
+    pub fn new(mut routes: Vec<(String, Option<Vec<String>>, R)>) -> Self {
+        routes.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+        Self { routes }
+    }
+
+    /// The route with the longest matching prefix whose methods allow `method`.
+    pub fn find(&self, path: &str, method: &str) -> Option<&R> {
+        self.routes
+            .iter()
+            .find(|(prefix, methods, _)| {
+                prefix_matches(prefix, path)
+                    && methods
+                        .as_ref()
+                        .is_none_or(|m| m.iter().any(|x| x == method))
+            })
+            .map(|(_, _, r)| r)
+    }
+
+    pub fn len(&self) -> usize {
+        self.routes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.routes.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn normalization() {
+        let n = |s| normalize_path(s).unwrap();
+        assert_eq!(n("/"), "/");
+        assert_eq!(n("/a/b"), "/a/b");
+        assert_eq!(n("/a//b"), "/a/b");
+        assert_eq!(n("/a/./b"), "/a/b");
+        assert_eq!(n("/a/../b"), "/b");
+        assert_eq!(n("/../../etc/passwd"), "/etc/passwd");
+        assert_eq!(n("/a/b/"), "/a/b/");
+        assert_eq!(n("/a/b/.."), "/a/");
+        assert_eq!(n("//"), "/");
+        assert_eq!(
+            normalize_path("/a/%2e%2e/b"),
+            Err(PathError::EncodedSeparator)
+        );
+        assert_eq!(normalize_path("/a%2Fb"), Err(PathError::EncodedSeparator));
+        assert_eq!(normalize_path("/a%5cb"), Err(PathError::EncodedSeparator));
+        assert_eq!(normalize_path("a"), Err(PathError::NotAbsolute));
+    }
+
+    #[test]
+    fn matching_is_at_a_slash_boundary_and_longest_wins() {
+        assert!(prefix_matches("/api", "/api"));
+        assert!(prefix_matches("/api", "/api/x"));
+        assert!(!prefix_matches("/api", "/apix"));
+        assert!(prefix_matches("/", "/anything"));
+        let t = RouteTable::new(vec![
+            ("/".into(), None, "root"),
+            ("/api".into(), None, "api"),
+            ("/api/admin".into(), Some(vec!["POST".into()]), "admin-post"),
+        ]);
+        assert_eq!(t.find("/api/admin/x", "POST"), Some(&"admin-post"));
+        assert_eq!(t.find("/api/admin/x", "GET"), Some(&"api"));
+        assert_eq!(t.find("/apix", "GET"), Some(&"root"));
+        assert_eq!(strip("/api", "/api/x?"), "/x?");
+        assert_eq!(strip("/api", "/api"), "/");
+    }
+
+    #[test]
+    fn upstreams() {
+        assert_eq!(
+            parse_upstream("http://127.0.0.1:9000/"),
+            Ok("http://127.0.0.1:9000".into())
+        );
+        assert_eq!(
+            parse_upstream("http://svc:80/base/"),
+            Ok("http://svc:80/base".into())
+        );
+        assert_eq!(
+            parse_upstream("http://[::1]:8080"),
+            Ok("http://[::1]:8080".into())
+        );
+        for bad in [
+            "https://x",
+            "ftp://x",
+            "http://",
+            "http://x:0",
+            "http://x:99999",
+            "http://u@x",
+            "http://x/?q",
+        ] {
+            assert!(parse_upstream(bad).is_err(), "{bad}");
+        }
+        assert!(validate_prefix("/api").is_ok());
+        assert!(validate_prefix("/").is_ok());
+        assert!(validate_prefix("/a/../b").is_err());
+        assert!(validate_prefix("api").is_err());
+        assert_eq!(
+            validate_methods(&["get".into(), "GET".into()]).unwrap(),
+            vec!["GET"]
+        );
+        assert!(validate_methods(&["BREW".into()]).is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn normalized_paths_are_fixed_points_without_dot_segments(segs in proptest::collection::vec(prop_oneof![Just("".to_string()), Just(".".to_string()), Just("..".to_string()), "[a-z]{1,3}"], 0..8)) {
+            let raw = format!("/{}", segs.join("/"));
+            let once = normalize_path(&raw).unwrap();
+            prop_assert_eq!(normalize_path(&once).unwrap(), once.clone());
+            prop_assert!(!once.contains("//"));
+            prop_assert!(!once.split('/').any(|s| s == "." || s == ".."));
+        }
+    }
+}
