@@ -80,6 +80,17 @@ prefixed_id!(
     "acc_"
 );
 
+prefixed_id!(
+    /// A gateway upstream service's id.
+    ServiceId,
+    "svc_"
+);
+prefixed_id!(
+    /// A gateway route's id.
+    RouteId,
+    "rte_"
+);
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,6 +8,7 @@
 use crate::account::{AccountRecord, Role};
 use crate::audit::{AuditAction, AuditDraft, AuditEntry};
 use crate::clock::Timestamp;
+use crate::gateway::{Route, UpstreamService};
 use crate::ids::{AccountId, TokenId};
 use crate::policy::TokenPolicy;
 use crate::token::{TokenHash, TokenRecord, TokenStatus};
@@ -85,6 +86,16 @@ pub struct UsageDelta {
     pub denied: u64,
     pub last_used_at: Timestamp,
     pub last_used_ip: String,
+}
+
+/// A change to the gateway's configuration, applied all at once: services upserted,
+/// then routes upserted, then routes deleted, then services deleted.
+#[derive(Debug, Clone, Default)]
+pub struct GatewayChange {
+    pub upsert_services: Vec<UpstreamService>,
+    pub upsert_routes: Vec<Route>,
+    pub delete_routes: Vec<String>,
+    pub delete_services: Vec<String>,
 }
 
 /// Everything Tessera stores. SQLite and PostgreSQL implement it; the conformance suite
@@ -213,6 +224,19 @@ pub trait Store: Send + Sync {
         account_id: &AccountId,
         audit: impl FnOnce(&[TokenRecord]) -> AuditDraft + Send,
     ) -> impl Future<Output = StoreResult<Vec<TokenRecord>>> + Send;
+
+    // --- gateway configuration ----------------------------------------------------------
+    fn list_services(&self) -> impl Future<Output = StoreResult<Vec<UpstreamService>>> + Send;
+    fn list_routes(&self) -> impl Future<Output = StoreResult<Vec<Route>>> + Send;
+    /// Applies `change` and appends `audits`, in one transaction. A service that a route
+    /// still uses cannot be deleted (`Conflict`); names are unique (`Conflict`).
+    fn save_gateway(
+        &self,
+        change: &GatewayChange,
+        audits: Vec<AuditDraft>,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+    /// Grows with every saved change: nodes poll it to learn of other nodes' changes.
+    fn gateway_version(&self) -> impl Future<Output = StoreResult<i64>> + Send;
 
     // --- audit -----------------------------------------------------------------------
     /// Appends an entry that goes with no change (a failed login, say).

@@ -5,6 +5,7 @@ use crate::sqlite::SqliteStore;
 use tessera_core::account::{AccountRecord, Role};
 use tessera_core::audit::{AuditDraft, AuditEntry};
 use tessera_core::clock::Timestamp;
+use tessera_core::gateway::{Route, UpstreamService};
 use tessera_core::ids::{AccountId, TokenId};
 use tessera_core::policy::TokenPolicy;
 use tessera_core::store::*;
@@ -124,6 +125,22 @@ impl Store for AnyStore {
         audit: impl FnOnce(&[TokenRecord]) -> AuditDraft + Send,
     ) -> StoreResult<Vec<TokenRecord>> {
         delegate!(self.delete_all_tokens(a, audit))
+    }
+    async fn list_services(&self) -> StoreResult<Vec<UpstreamService>> {
+        delegate!(self.list_services())
+    }
+    async fn list_routes(&self) -> StoreResult<Vec<Route>> {
+        delegate!(self.list_routes())
+    }
+    async fn save_gateway(
+        &self,
+        change: &GatewayChange,
+        audits: Vec<AuditDraft>,
+    ) -> StoreResult<()> {
+        delegate!(self.save_gateway(change, audits))
+    }
+    async fn gateway_version(&self) -> StoreResult<i64> {
+        delegate!(self.gateway_version())
     }
     async fn append_audit(&self, audit: AuditDraft) -> StoreResult<AuditEntry> {
         delegate!(self.append_audit(audit))
