@@ -96,6 +96,11 @@ async fn openapi_documents_every_route() {
         ("/api/v1/audit-logs", &["get"]),
         ("/api/v1/audit-logs/verify", &["get"]),
         ("/api/v1/access-logs", &["get"]),
+        ("/api/v1/services", &["post", "get"]),
+        ("/api/v1/services/{id}", &["get", "put", "delete"]),
+        ("/api/v1/routes", &["post", "get"]),
+        ("/api/v1/routes/{id}", &["get", "put", "delete"]),
+        ("/api/v1/gateway/config", &["put"]),
     ];
     for (path, methods) in expected {
         for m in methods {

@@ -208,14 +208,14 @@ pub fn strip(prefix: &str, path: &str) -> String {
 }
 
 /// Routes ordered for matching: longest prefix first.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct RouteTable<R> {
     routes: Vec<(String, Option<Vec<String>>, R)>,
 }
 
 impl<R> RouteTable<R> {
     pub fn new(mut routes: Vec<(String, Option<Vec<String>>, R)>) -> Self {
-        routes.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+        routes.sort_by_key(|r| std::cmp::Reverse(r.0.len()));
         Self { routes }
     }
 

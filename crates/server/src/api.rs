@@ -512,3 +512,103 @@ pub struct ErrorDetail {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub details: Option<serde_json::Value>,
 }
+
+// --- gateway configuration -----------------------------------------------------------
+
+/// An upstream service: base URLs (`http://host:port[/base]`) used round-robin.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceBody {
+    /// 1–100 of `A-Z a-z 0-9 . _ -`, unique.
+    pub name: String,
+    pub upstreams: Vec<String>,
+    /// 1–600000, default 30000.
+    pub timeout_ms: Option<u32>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ServiceView {
+    pub id: String,
+    pub name: String,
+    pub upstreams: Vec<String>,
+    pub timeout_ms: u32,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A route to a service. The gateway picks the longest matching `path_prefix` (at a
+/// `/` boundary) whose `methods` (null: all) include the request's.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RouteBody {
+    pub name: String,
+    pub service_id: String,
+    pub path_prefix: String,
+    pub methods: Option<Vec<String>>,
+    /// `token` (default) or `none`.
+    pub auth: Option<String>,
+    /// Scopes a token needs, all of them.
+    pub scopes: Option<Vec<String>>,
+    /// Per token, on top of the token's own limit.
+    pub rate_limit: Option<RateLimitBody>,
+    /// Forward the path without `path_prefix` (default false).
+    pub strip_prefix: Option<bool>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct RouteView {
+    pub id: String,
+    pub name: String,
+    pub service_id: String,
+    pub path_prefix: String,
+    pub methods: Option<Vec<String>>,
+    pub auth: String,
+    pub scopes: Vec<String>,
+    pub rate_limit: Option<RateLimitBody>,
+    pub strip_prefix: bool,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A route in a whole desired configuration: it names its service by `service` (name).
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigRoute {
+    pub name: String,
+    pub service: String,
+    pub path_prefix: String,
+    pub methods: Option<Vec<String>>,
+    pub auth: Option<String>,
+    pub scopes: Option<Vec<String>>,
+    pub rate_limit: Option<RateLimitBody>,
+    pub strip_prefix: Option<bool>,
+}
+
+/// The whole desired gateway configuration, matched to the current one by name.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayConfig {
+    #[serde(default)]
+    pub services: Vec<ServiceBody>,
+    #[serde(default)]
+    pub routes: Vec<ConfigRoute>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, ToSchema, PartialEq, Eq)]
+pub struct DiffLists {
+    pub create: Vec<String>,
+    pub update: Vec<String>,
+    pub delete: Vec<String>,
+}
+
+/// What applying a configuration changes (or, with `dry_run`, would change), by name.
+#[derive(Debug, Clone, Default, Serialize, ToSchema, PartialEq, Eq)]
+pub struct GatewayDiff {
+    pub services: DiffLists,
+    pub routes: DiffLists,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ApplyQuery {
+    /// Answer the diff without applying it.
+    pub dry_run: Option<bool>,
+}

@@ -6,6 +6,8 @@ pub mod extract;
 pub mod listen;
 pub mod routes;
 
+use crate::gateway::proxy::Proxy;
+use crate::gateway::Routing;
 use crate::metrics::{ListenerLabel, Metrics};
 use crate::service::{LoginLimits, Service};
 use crate::verifier::{RecorderShutdown, UsageRecorder, Verifier};
@@ -47,6 +49,7 @@ pub struct ServerConfig {
 #[derive(Clone)]
 pub struct AppState {
     pub service: Arc<Service>,
+    pub proxy: Arc<crate::gateway::proxy::Proxy>,
     pub verifier: Arc<Verifier>,
     pub metrics: Arc<Metrics>,
     pub config: Arc<ServerConfig>,
@@ -56,6 +59,7 @@ pub struct AppState {
 /// A ready-to-serve Tessera: state built, background writer running.
 pub struct App {
     pub state: AppState,
+    routing: Arc<Routing>,
     recorder: RecorderShutdown,
 }
 
@@ -64,7 +68,7 @@ pub struct App {
     info(title = "Tessera", description = "Self-hosted API token service. Every /api/v1 route but /login takes a token in `X-API-KEY`, `Authorization: Bearer` or the `X-API-KEY` cookie, or the `tessera_session` cookie from /login. Errors are `{\"error\": {\"code\", \"message\", \"details\"?}}`. Lists answer `{\"items\", \"next_cursor\"}`, newest first."),
     modifiers(&SecuritySchemes),
     security(("api_key" = []), ("bearer" = []), ("api_key_cookie" = []), ("session" = [])),
-    tags((name = "tokens"), (name = "admin"), (name = "session"), (name = "accounts"), (name = "roles"), (name = "settings"), (name = "audit"))
+    tags((name = "tokens"), (name = "admin"), (name = "gateway"), (name = "session"), (name = "accounts"), (name = "roles"), (name = "settings"), (name = "audit"))
 )]
 struct ApiDoc;
 
@@ -93,7 +97,7 @@ impl Modify for SecuritySchemes {
 }
 
 fn api_routes() -> OpenApiRouter<AppState> {
-    use routes::{accounts, logs, tokens};
+    use routes::{accounts, gateway, logs, tokens};
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(tokens::create, tokens::list, tokens::delete_all))
         .routes(routes!(tokens::get, tokens::update, tokens::delete))
@@ -120,6 +124,19 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(logs::audit))
         .routes(routes!(logs::verify))
         .routes(routes!(logs::access))
+        .routes(routes!(gateway::create_service, gateway::list_services))
+        .routes(routes!(
+            gateway::get_service,
+            gateway::put_service,
+            gateway::delete_service
+        ))
+        .routes(routes!(gateway::create_route, gateway::list_routes))
+        .routes(routes!(
+            gateway::get_route,
+            gateway::put_route,
+            gateway::delete_route
+        ))
+        .routes(routes!(gateway::apply_config))
 }
 
 /// The OpenAPI 3.1 document of the admin API, as served at `/api/v1/openapi.json`.
@@ -138,14 +155,23 @@ impl App {
             metrics.clone(),
             recorder,
         ));
+        let routing = Arc::new(Routing::new(store.clone()));
         let service = Arc::new(Service::new(
             store,
             clock,
             verifier.clone(),
+            routing.clone(),
             config.login_limits,
+        ));
+        let proxy = Arc::new(Proxy::new(
+            routing.clone(),
+            verifier.clone(),
+            config.trusted_proxies.clone(),
+            config.tls,
         ));
         let state = AppState {
             service,
+            proxy,
             verifier,
             metrics,
             config: Arc::new(config),
@@ -153,6 +179,7 @@ impl App {
         };
         Self {
             state,
+            routing,
             recorder: recorder_shutdown,
         }
     }
@@ -187,15 +214,20 @@ impl App {
             .layer(middleware::from_fn(limit_headers))
     }
 
-    /// The gateway listener's router. Routing to upstream services arrives with the
-    /// gateway; until then it answers its health check and `not_found`.
+    /// The gateway listener's router: its own endpoints under the reserved `/_tessera/`,
+    /// and the proxy for everything else.
     pub fn gateway_router(&self) -> Router {
         Router::new()
             .route(
                 "/_tessera/healthz",
                 axum::routing::get(routes::ops::healthz),
             )
-            .fallback(not_found)
+            .route(
+                "/_tessera/verify",
+                axum::routing::any(routes::gateway::forward_auth),
+            )
+            .route("/_tessera/{*rest}", axum::routing::any(not_found))
+            .fallback(routes::gateway::proxy)
             .with_state(self.state.clone())
             .layer(middleware::from_fn_with_state(
                 self.state.clone(),
@@ -327,6 +359,11 @@ pub async fn serve(
     tls: Option<tokio_rustls::TlsAcceptor>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    app.routing
+        .reload()
+        .await
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    let poller = app.routing.spawn_poller();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         shutdown.await;
@@ -336,6 +373,7 @@ pub async fn serve(
         listen::run(admin, app.admin_router(), tls.clone(), stop_rx.clone()),
         listen::run(gateway, app.gateway_router(), tls, stop_rx),
     );
+    poller.abort();
     app.recorder.flush_and_stop().await;
     Ok(())
 }

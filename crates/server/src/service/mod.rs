@@ -4,6 +4,7 @@
 
 mod accounts;
 mod auth;
+mod gateway;
 mod logs;
 mod tokens;
 
@@ -185,6 +186,7 @@ pub struct Service {
     store: AnyStore,
     clock: Arc<dyn Clock>,
     verifier: Arc<Verifier>,
+    routing: Arc<crate::gateway::Routing>,
     login_by_username: DefaultKeyedRateLimiter<String>,
     login_by_ip: DefaultKeyedRateLimiter<IpAddr>,
 }
@@ -200,6 +202,7 @@ impl Service {
         store: AnyStore,
         clock: Arc<dyn Clock>,
         verifier: Arc<Verifier>,
+        routing: Arc<crate::gateway::Routing>,
         limits: LoginLimits,
     ) -> Self {
         let per_minute = |n: u32| Quota::per_minute(NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN));
@@ -207,6 +210,7 @@ impl Service {
             store,
             clock,
             verifier,
+            routing,
             login_by_username: DefaultKeyedRateLimiter::keyed(per_minute(
                 limits.per_username_per_minute,
             )),

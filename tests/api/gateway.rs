@@ -1,0 +1,548 @@
+//! The gateway over real upstream HTTP servers started here.
+
+use crate::helpers::*;
+use axum::extract::Request;
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// An upstream that answers what it received; `/slow` waits 3 s; `/count` counts the body.
+async fn upstream(tag: &'static str) -> String {
+    async fn echo(tag: &'static str, req: Request) -> axum::Json<Value> {
+        let headers: serde_json::Map<String, Value> = req
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.to_string(), json!(v.to_str().unwrap_or(""))))
+            .collect();
+        axum::Json(
+            json!({"upstream": tag, "method": req.method().as_str(), "path": req.uri().path(), "query": req.uri().query(), "headers": headers}),
+        )
+    }
+    let app = axum::Router::new()
+        .route(
+            "/slow",
+            axum::routing::get(|| async {
+                tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+                "late"
+            }),
+        )
+        .route(
+            "/count",
+            axum::routing::post(|req: Request| async move {
+                use futures_util::StreamExt;
+                let mut n = 0;
+                let mut stream = req.into_body().into_data_stream();
+                while let Some(chunk) = stream.next().await {
+                    n += chunk.unwrap().len();
+                }
+                n.to_string()
+            }),
+        )
+        .fallback(move |req: Request| echo(tag, req));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    url
+}
+
+/// Sends a request line exactly as given, and answers the whole response as text.
+async fn raw_get(base: &str, path: &str) -> String {
+    let addr = base.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
+    let mut out = String::new();
+    stream.read_to_string(&mut out).await.unwrap();
+    out
+}
+
+fn dead_upstream() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    format!("http://{}", l.local_addr().unwrap())
+}
+
+impl TestApp {
+    pub fn gw(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
+        self.client
+            .request(method, format!("{}{}", self.gateway_url, path))
+    }
+
+    async fn apply(&self, config: Value, dry_run: bool) -> Value {
+        let q = if dry_run { "?dry_run=true" } else { "" };
+        let (s, diff) = send(
+            self.admin(Method::PUT, &format!("/api/v1/gateway/config{q}"))
+                .json(&config),
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK, "{diff}");
+        diff
+    }
+}
+
+async fn echo_of(rb: reqwest::RequestBuilder) -> (StatusCode, Value) {
+    send(rb).await
+}
+
+#[tokio::test]
+async fn routes_check_tokens_and_forward() {
+    let app = TestApp::spawn().await;
+    let (a, b) = (upstream("a").await, upstream("b").await);
+    app.apply(json!({
+        "services": [{"name": "orders", "upstreams": [a, b]}, {"name": "public", "upstreams": [a]}],
+        "routes": [
+            {"name": "orders", "service": "orders", "path_prefix": "/orders", "scopes": ["orders:read"], "strip_prefix": true},
+            {"name": "orders-admin", "service": "orders", "path_prefix": "/orders/admin", "methods": ["POST"], "scopes": ["orders:write"]},
+            {"name": "open", "service": "public", "path_prefix": "/public", "auth": "none"}
+        ]
+    }), false).await;
+    let reader = app
+        .create_token(
+            &app.admin_token,
+            json!({"name": "reader", "scopes": ["orders:read"]}),
+        )
+        .await;
+    let (rid, rv) = (
+        reader["id"].as_str().unwrap(),
+        reader["token"].as_str().unwrap(),
+    );
+
+    // Allowed: prefix stripped, query kept, identity added, credential removed.
+    let (s, e) = echo_of(
+        app.gw(Method::GET, "/orders/42?x=1")
+            .header("X-API-KEY", rv)
+            .header("Cookie", format!("a=1; X-API-KEY={rv}")),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{e}");
+    assert_eq!(
+        (e["path"].as_str(), e["query"].as_str()),
+        (Some("/42"), Some("x=1"))
+    );
+    assert_eq!(e["headers"]["x-tessera-token-id"].as_str(), Some(rid));
+    assert_eq!(e["headers"]["x-tessera-account-id"], reader["account_id"]);
+    assert!(e["headers"].get("x-api-key").is_none());
+    assert_eq!(e["headers"]["cookie"], "a=1");
+    assert_eq!(e["headers"]["x-forwarded-for"], "127.0.0.1");
+    assert_eq!(e["headers"]["x-forwarded-proto"], "http");
+    assert!(
+        !e.to_string().contains(rv),
+        "the value never reaches the upstream"
+    );
+    let (_, e) = echo_of(app.gw(Method::GET, "/orders").bearer_auth(rv)).await;
+    assert_eq!(e["path"], "/");
+    assert!(e["headers"].get("authorization").is_none());
+    // Round robin over the two upstreams.
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..4 {
+        seen.insert(
+            echo_of(app.gw(Method::GET, "/orders/x").bearer_auth(rv))
+                .await
+                .1["upstream"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    assert_eq!(seen.len(), 2);
+
+    // Refused: no token, a bad one, a missing scope (longest prefix wins), spoofed identity.
+    error_of(app.gw(Method::GET, "/orders/1"), 401, "unauthenticated").await;
+    error_of(
+        app.gw(Method::GET, "/orders/1")
+            .header("X-API-KEY", "tsr_nope"),
+        401,
+        "invalid_token",
+    )
+    .await;
+    let e = error_of(
+        app.gw(Method::POST, "/orders/admin/x")
+            .header("X-API-KEY", rv),
+        403,
+        "forbidden",
+    )
+    .await;
+    assert_eq!(e["error"]["details"]["missing"], json!(["orders:write"]));
+    let (s, _) = echo_of(
+        app.gw(Method::GET, "/orders/admin/x")
+            .header("X-API-KEY", rv),
+    )
+    .await;
+    assert_eq!(
+        s,
+        StatusCode::OK,
+        "GET is not in orders-admin's methods, so /orders serves it"
+    );
+
+    // auth: none forwards without a token, and strips forged identity headers.
+    let (s, e) = echo_of(
+        app.gw(Method::GET, "/public/page")
+            .header("X-Tessera-Token-Id", "tok_forged"),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(e["path"], "/public/page");
+    assert!(e["headers"].get("x-tessera-token-id").is_none());
+
+    // Paths are normalized before matching; encoded separators are refused.
+    let (s, e) = echo_of(app.gw(Method::GET, "/public/../public/./a//b")).await;
+    assert_eq!(
+        (s, e["path"].as_str()),
+        (StatusCode::OK, Some("/public/a/b"))
+    );
+    // (Sent raw: an HTTP client library would resolve `%2e%2e` itself.)
+    for raw in [
+        "/public/%2e%2e/orders/1",
+        "/public/%2E%2E/orders/1",
+        "/public%2Forders/1",
+        "/public/..%2forders/1",
+    ] {
+        let answer = raw_get(&app.gateway_url, raw).await;
+        assert!(answer.starts_with("HTTP/1.1 400"), "{raw}: {answer}");
+        assert!(answer.contains("invalid_request"));
+    }
+    error_of(app.gw(Method::GET, "/nowhere"), 404, "not_found").await;
+    error_of(app.gw(Method::GET, "/_tessera/anything"), 404, "not_found").await;
+
+    // Revocation is strict here too.
+    send(app.admin(Method::POST, &format!("/api/v1/tokens/{rid}/disable"))).await;
+    error_of(
+        app.gw(Method::GET, "/orders/1").header("X-API-KEY", rv),
+        401,
+        "token_disabled",
+    )
+    .await;
+
+    // Uses are in the access log, as gateway uses.
+    app.settle().await;
+    let (_, log) =
+        send(app.admin(Method::GET, &format!("/api/v1/access-logs?token_id={rid}"))).await;
+    let items = log["items"].as_array().unwrap();
+    assert!(items.len() >= 8);
+    assert!(items.iter().all(|r| r["listener"] == "gateway"));
+    assert_eq!(items[0]["code"], "token_disabled");
+}
+
+#[tokio::test]
+async fn dead_slow_and_large() {
+    let app = TestApp::spawn().await;
+    let up = upstream("a").await;
+    app.apply(json!({
+        "services": [{"name": "dead", "upstreams": [dead_upstream()]}, {"name": "slow", "upstreams": [up], "timeout_ms": 300}],
+        "routes": [
+            {"name": "dead", "service": "dead", "path_prefix": "/dead", "auth": "none"},
+            {"name": "slow", "service": "slow", "path_prefix": "/", "auth": "none"}
+        ]
+    }), false).await;
+    error_of(app.gw(Method::GET, "/dead/x"), 502, "bad_gateway").await;
+    error_of(app.gw(Method::GET, "/slow"), 504, "gateway_timeout").await;
+    let big = vec![b'x'; 5 * 1024 * 1024];
+    let resp = app
+        .gw(Method::POST, "/count")
+        .body(big)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.text().await.unwrap(), (5 * 1024 * 1024).to_string());
+}
+
+#[tokio::test]
+async fn rate_limits_per_token_and_route() {
+    let app = TestApp::spawn().await;
+    let up = upstream("a").await;
+    app.apply(json!({
+        "services": [{"name": "s", "upstreams": [up]}],
+        "routes": [{"name": "r", "service": "s", "path_prefix": "/r", "rate_limit": {"requests": 2, "per_seconds": 3600}}]
+    }), false).await;
+    let t = app
+        .create_token(
+            &app.admin_token,
+            json!({"name": "rl", "rate_limit": {"requests": 5, "per_seconds": 3600}}),
+        )
+        .await;
+    let v = t["token"].as_str().unwrap();
+    let first = app
+        .gw(Method::GET, "/r")
+        .header("X-API-KEY", v)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(first.status(), 200);
+    assert_eq!(first.headers()["ratelimit-limit"], "2");
+    assert_eq!(first.headers()["ratelimit-remaining"], "1");
+    assert_eq!(
+        app.gw(Method::GET, "/r")
+            .header("X-API-KEY", v)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let third = app
+        .gw(Method::GET, "/r")
+        .header("X-API-KEY", v)
+        .send()
+        .await
+        .unwrap();
+    assert!(third.headers().contains_key("retry-after"));
+    assert_eq!(third.headers()["ratelimit-remaining"], "0");
+    expect_error(third, 429, "rate_limited").await;
+    // Another token has its own allowance on the route.
+    let other = app
+        .create_token(&app.admin_token, json!({"name": "other"}))
+        .await;
+    assert_eq!(
+        app.gw(Method::GET, "/r")
+            .header("X-API-KEY", other["token"].as_str().unwrap())
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+}
+
+#[tokio::test]
+async fn forward_auth() {
+    let app = TestApp::spawn().await;
+    let t = app
+        .create_token(
+            &app.admin_token,
+            json!({"name": "fa", "scopes": ["orders:read"]}),
+        )
+        .await;
+    let v = t["token"].as_str().unwrap();
+    let ok = app
+        .gw(Method::GET, "/_tessera/verify?scope=orders%3Aread")
+        .header("X-API-KEY", v)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), StatusCode::NO_CONTENT);
+    assert_eq!(
+        ok.headers()["x-tessera-token-id"].to_str().unwrap(),
+        t["id"].as_str().unwrap()
+    );
+    assert_eq!(
+        ok.headers()["x-tessera-account-id"].to_str().unwrap(),
+        t["account_id"].as_str().unwrap()
+    );
+    assert_eq!(
+        app.gw(Method::GET, "/_tessera/verify")
+            .bearer_auth(v)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        204
+    );
+    error_of(
+        app.gw(
+            Method::GET,
+            "/_tessera/verify?scope=orders:read&scope=orders:write",
+        )
+        .header("X-API-KEY", v),
+        403,
+        "forbidden",
+    )
+    .await;
+    error_of(
+        app.gw(Method::GET, "/_tessera/verify"),
+        401,
+        "unauthenticated",
+    )
+    .await;
+    error_of(
+        app.gw(Method::GET, "/_tessera/verify?scope=BAD")
+            .header("X-API-KEY", v),
+        400,
+        "invalid_request",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn configuration_api_and_apply() {
+    let app = TestApp::spawn().await;
+    let up = upstream("a").await;
+    let (s, svc) = send(
+        app.admin(Method::POST, "/api/v1/services")
+            .json(&json!({"name": "svc", "upstreams": [format!("{up}/")]})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{svc}");
+    assert_eq!(svc["upstreams"], json!([up]));
+    assert_eq!(svc["timeout_ms"], 30000);
+    let sid = svc["id"].as_str().unwrap();
+    let (s, route) = send(
+        app.admin(Method::POST, "/api/v1/routes")
+            .json(&json!({"name": "rt", "service_id": sid, "path_prefix": "/x", "auth": "none"})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{route}");
+    for k in [
+        "id",
+        "name",
+        "service_id",
+        "path_prefix",
+        "methods",
+        "auth",
+        "scopes",
+        "rate_limit",
+        "strip_prefix",
+        "created_at",
+    ] {
+        assert!(route.get(k).is_some(), "{k}");
+    }
+    // Effective at once, without a restart.
+    assert_eq!(
+        app.gw(Method::GET, "/x/1").send().await.unwrap().status(),
+        200
+    );
+    error_of(
+        app.admin(Method::DELETE, &format!("/api/v1/services/{sid}")),
+        409,
+        "conflict",
+    )
+    .await;
+    error_of(
+        app.admin(Method::POST, "/api/v1/services")
+            .json(&json!({"name": "svc", "upstreams": [up]})),
+        409,
+        "conflict",
+    )
+    .await;
+    for bad in [
+        json!({"name": "x", "upstreams": []}),
+        json!({"name": "x", "upstreams": ["https://x"]}),
+        json!({"name": "bad name", "upstreams": [up]}),
+        json!({"name": "x", "upstreams": [up], "timeout_ms": 0}),
+    ] {
+        error_of(
+            app.admin(Method::POST, "/api/v1/services").json(&bad),
+            422,
+            "validation_failed",
+        )
+        .await;
+    }
+    error_of(
+        app.admin(Method::POST, "/api/v1/routes")
+            .json(&json!({"name": "r2", "service_id": sid, "path_prefix": "/a/../b"})),
+        422,
+        "validation_failed",
+    )
+    .await;
+    error_of(
+        app.admin(Method::POST, "/api/v1/routes")
+            .json(&json!({"name": "r2", "service_id": "svc_nope", "path_prefix": "/b"})),
+        422,
+        "validation_failed",
+    )
+    .await;
+    let (s, listed) = send(app.admin(Method::GET, "/api/v1/routes")).await;
+    assert_eq!(
+        (s, listed["items"].as_array().unwrap().len()),
+        (StatusCode::OK, 1)
+    );
+    let rid = route["id"].as_str().unwrap();
+    let (s, _) = send(
+        app.admin(Method::PUT, &format!("/api/v1/routes/{rid}"))
+            .json(&json!({"name": "rt", "service_id": sid, "path_prefix": "/y", "auth": "none"})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    error_of(app.gw(Method::GET, "/x/1"), 404, "not_found").await;
+    assert_eq!(
+        app.gw(Method::GET, "/y/1").send().await.unwrap().status(),
+        200
+    );
+
+    // The whole desired state, by name: dry run, apply, apply again.
+    let desired = json!({
+        "services": [{"name": "svc", "upstreams": [up], "timeout_ms": 5000}, {"name": "new", "upstreams": [up]}],
+        "routes": [{"name": "fresh", "service": "new", "path_prefix": "/fresh", "auth": "none"}]
+    });
+    let expected = json!({
+        "services": {"create": ["new"], "update": ["svc"], "delete": []},
+        "routes": {"create": ["fresh"], "update": [], "delete": ["rt"]}
+    });
+    assert_eq!(app.apply(desired.clone(), true).await, expected);
+    assert_eq!(
+        app.gw(Method::GET, "/y/1").send().await.unwrap().status(),
+        200,
+        "a dry run changes nothing"
+    );
+    assert_eq!(app.apply(desired.clone(), false).await, expected);
+    assert_eq!(
+        app.gw(Method::GET, "/fresh/1")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    error_of(app.gw(Method::GET, "/y/1"), 404, "not_found").await;
+    let empty = json!({"services": {"create": [], "update": [], "delete": []}, "routes": {"create": [], "update": [], "delete": []}});
+    assert_eq!(
+        app.apply(desired.clone(), false).await,
+        empty,
+        "applying twice changes nothing"
+    );
+
+    // All or nothing: a bad route leaves everything as it was.
+    let broken =
+        json!({"services": [], "routes": [{"name": "r", "service": "ghost", "path_prefix": "/g"}]});
+    error_of(
+        app.admin(Method::PUT, "/api/v1/gateway/config")
+            .json(&broken),
+        422,
+        "validation_failed",
+    )
+    .await;
+    assert_eq!(
+        app.gw(Method::GET, "/fresh/1")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+
+    let (_, audit) = send(app.admin(Method::GET, "/api/v1/audit-logs?limit=1000")).await;
+    let actions: Vec<&str> = audit["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    for a in [
+        "gateway.service.create",
+        "gateway.service.update",
+        "gateway.route.create",
+        "gateway.route.update",
+        "gateway.route.delete",
+    ] {
+        assert!(actions.contains(&a), "{a}");
+    }
+    let (_, dev) = app
+        .account_with_token("gw-dev", &["developer"], json!({"name": "d"}))
+        .await;
+    assert_eq!(
+        send(app.with(&dev, Method::GET, "/api/v1/services"))
+            .await
+            .0,
+        StatusCode::OK
+    );
+    error_of(
+        app.with(&dev, Method::POST, "/api/v1/services")
+            .json(&json!({"name": "z", "upstreams": [up]})),
+        403,
+        "forbidden",
+    )
+    .await;
+}
