@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// An upstream that answers what it received; `/slow` waits 3 s; `/count` counts the body.
-async fn upstream(tag: &'static str) -> String {
+pub async fn upstream(tag: &'static str) -> String {
     async fn echo(tag: &'static str, req: Request) -> axum::Json<Value> {
         let headers: serde_json::Map<String, Value> = req
             .headers()

@@ -9,6 +9,7 @@ mod binary;
 mod gateway;
 mod helpers;
 mod limits;
+mod nginx;
 mod ops;
 mod restart;
 mod tls;
