@@ -1,0 +1,134 @@
+#!/usr/bin/env bash
+# Gateway load benchmark on loopback, in one run:
+#   1. the raw upstream (nginx answering 200 "ok");
+#   2. nginx as a proxy checking X-API-KEY against a `map` of 1,000 keys;
+#   3. the Tessera gateway with the same 1,000 tokens (auth: token route);
+#   4. the Tessera gateway on an auth: none route;
+#   5. the Tessera gateway again with 1,000,000 tokens in the database;
+# and the memory per cached token (RSS growth while 100,000 distinct tokens get cached).
+# The server under test is pinned to core 0 (taskset), wrk and the upstream to core 1;
+# nginx runs with worker_processes 1. 64 connections, DURATION seconds each.
+# Needs: nginx, wrk (apt-get install nginx-light wrk), 2 cores.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DURATION=${DURATION:-10}
+CONNS=64
+WORK=$(mktemp -d /tmp/tessera-bench.XXXXXX)
+UP_PORT=19001 NGX_PORT=19002 ADMIN_PORT=19080 GW_PORT=19000
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+trap cleanup EXIT
+
+command -v wrk >/dev/null || { echo "wrk is missing: apt-get install wrk" >&2; exit 1; }
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+[ -x "$NGINX" ] || { echo "nginx is missing: apt-get install nginx-light" >&2; exit 1; }
+
+echo "building (release)…" >&2
+cargo build --release --quiet --bin tessera --example seed_tokens
+BIN=target/release/tessera SEED=target/release/examples/seed_tokens
+
+wait_port() { for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; exit 1; }
+
+nginx_conf() { # $1 = name, $2 = body of http { }
+  mkdir -p "$WORK/$1/tmp"
+  cat > "$WORK/$1/nginx.conf" <<CONF
+daemon off; master_process off; worker_processes 1;
+pid $WORK/$1/nginx.pid; error_log $WORK/$1/error.log crit;
+events { worker_connections 4096; }
+http { access_log off; client_body_temp_path $WORK/$1/tmp; proxy_temp_path $WORK/$1/tmp;
+       fastcgi_temp_path $WORK/$1/tmp; uwsgi_temp_path $WORK/$1/tmp; scgi_temp_path $WORK/$1/tmp;
+$2
+}
+CONF
+}
+
+# The upstream, on core 1 (with the load generator), the same for every run.
+nginx_conf upstream "server { listen 127.0.0.1:$UP_PORT; location / { return 200 'ok'; } }"
+taskset -c 1 "$NGINX" -p "$WORK/upstream" -c "$WORK/upstream/nginx.conf" & PIDS+=($!)
+wait_port $UP_PORT
+
+# Tessera on core 0.
+start_tessera() {
+  TESSERA_ADMIN_PASSWORD=benchmark-password taskset -c 0 "$BIN" serve --database-url "sqlite://$WORK/tessera.db" \
+    --admin-addr 127.0.0.1:$ADMIN_PORT --gateway-addr 127.0.0.1:$GW_PORT 2>>"$WORK/tessera.log" &
+  TESSERA_PID=$!; PIDS+=($TESSERA_PID)
+  wait_port $ADMIN_PORT; wait_port $GW_PORT
+}
+start_tessera
+A=http://127.0.0.1:$ADMIN_PORT
+curl -sf -c "$WORK/jar" -H 'Content-Type: application/json' -d '{"username":"admin","password":"benchmark-password"}' $A/api/v1/login >/dev/null
+curl -sf -b "$WORK/jar" -H "Origin: $A" -X PUT -H 'Content-Type: application/json' $A/api/v1/gateway/config -d "{
+  \"services\": [{\"name\": \"up\", \"upstreams\": [\"http://127.0.0.1:$UP_PORT\"]}],
+  \"routes\": [{\"name\": \"checked\", \"service\": \"up\", \"path_prefix\": \"/checked\"},
+               {\"name\": \"open\", \"service\": \"up\", \"path_prefix\": \"/open\", \"auth\": \"none\"}]}" >/dev/null
+"$SEED" "$WORK/tessera.db" 1000 "$WORK/keys.txt" 1000 2>>"$WORK/tessera.log"
+
+# nginx as a key-checking proxy, with a map of the same 1,000 keys, on core 0.
+{ echo "map \$http_x_api_key \$api_client { default \"\";"; awk '{ printf "  \"%s\" \"1\";\n", $1 }' "$WORK/keys.txt"; echo "}"; } > "$WORK/map.conf"
+nginx_conf proxy "include $WORK/map.conf;
+upstream up { server 127.0.0.1:$UP_PORT; keepalive 64; }
+server { listen 127.0.0.1:$NGX_PORT;
+  location / { if (\$api_client = \"\") { return 401; }
+    proxy_set_header X-API-KEY \"\"; proxy_http_version 1.1; proxy_set_header Connection \"\"; proxy_pass http://up; } }"
+taskset -c 0 "$NGINX" -p "$WORK/proxy" -c "$WORK/proxy/nginx.conf" & PIDS+=($!)
+wait_port $NGX_PORT
+
+# wrk rotates over the keys, one a request.
+lua() { cat > "$WORK/$1.lua" <<LUA
+local keys = {}
+for line in io.lines("$2") do keys[#keys + 1] = line end
+local i = 0
+request = function()
+  i = i + 1
+  return wrk.format("GET", nil, { ["X-API-KEY"] = keys[(i % #keys) + 1] })
+end
+LUA
+}
+lua keys "$WORK/keys.txt"
+
+# Prints "req/s p50_ms p99_ms" for one run.
+run() { # $1 = url, $2 = lua script or ""
+  local args=(-t1 -c$CONNS -d${DURATION}s --latency)
+  [ -n "$2" ] && args+=(-s "$2")
+  taskset -c 1 wrk "${args[@]}" "$1" > "$WORK/wrk.out"
+  if grep -q "Non-2xx" "$WORK/wrk.out"; then echo "non-2xx answers from $1:" >&2; cat "$WORK/wrk.out" >&2; exit 1; fi
+  awk '
+    function ms(v) { if (v ~ /us$/) return v/1000; if (v ~ /ms$/) return v+0; if (v ~ /s$/) return v*1000; return v }
+    /Requests\/sec/ { rps = $2 } $1 == "50%" { p50 = ms($2) } $1 == "99%" { p99 = ms($2) }
+    END { printf "%.0f %.3f %.3f\n", rps, p50, p99 }' "$WORK/wrk.out"
+}
+
+# Warm the caches and pools, then measure.
+run "http://127.0.0.1:$GW_PORT/checked" "$WORK/keys.lua" >/dev/null
+read -r RAW_RPS RAW_P50 RAW_P99 < <(run "http://127.0.0.1:$UP_PORT/" "")
+read -r NGX_RPS NGX_P50 NGX_P99 < <(run "http://127.0.0.1:$NGX_PORT/" "$WORK/keys.lua")
+read -r TSR_RPS TSR_P50 TSR_P99 < <(run "http://127.0.0.1:$GW_PORT/checked" "$WORK/keys.lua")
+read -r OPEN_RPS OPEN_P50 OPEN_P99 < <(run "http://127.0.0.1:$GW_PORT/open" "")
+
+# 1,000,000 tokens in the database; the same 1,000 in use.
+kill "$TESSERA_PID"; wait "$TESSERA_PID" 2>/dev/null || true
+"$SEED" "$WORK/tessera.db" 1000000 "$WORK/keys100k.txt" 100000 2>>"$WORK/tessera.log"
+start_tessera
+run "http://127.0.0.1:$GW_PORT/checked" "$WORK/keys.lua" >/dev/null
+read -r BIG_RPS BIG_P50 BIG_P99 < <(run "http://127.0.0.1:$GW_PORT/checked" "$WORK/keys.lua")
+
+# Memory per cached token: RSS before and after 100,000 distinct tokens are cached.
+rss() { awk '/VmRSS/ { print $2 }' /proc/"$TESSERA_PID"/status; }
+BEFORE=$(rss)
+lua keys100k "$WORK/keys100k.txt"
+taskset -c 1 wrk -t1 -c$CONNS -d$((DURATION / 2 + 5))s -s "$WORK/keys100k.lua" "http://127.0.0.1:$GW_PORT/checked" >/dev/null
+AFTER=$(rss)
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
+printf '\n%-44s %10s %9s %9s\n' "run ($CONNS connections, ${DURATION}s, wrk on core 1)" "req/s" "p50 ms" "p99 ms"
+printf '%-44s %10s %9s %9s\n' "raw upstream (nginx return 200)" "$RAW_RPS" "$RAW_P50" "$RAW_P99"
+printf '%-44s %10s %9s %9s\n' "nginx proxy + map of 1,000 keys (core 0)" "$NGX_RPS" "$NGX_P50" "$NGX_P99"
+printf '%-44s %10s %9s %9s\n' "tessera gateway, 1,000 tokens (core 0)" "$TSR_RPS" "$TSR_P50" "$TSR_P99"
+printf '%-44s %10s %9s %9s\n' "tessera gateway, auth: none (core 0)" "$OPEN_RPS" "$OPEN_P50" "$OPEN_P99"
+printf '%-44s %10s %9s %9s\n' "tessera gateway, 1,000,000 tokens in db" "$BIG_RPS" "$BIG_P50" "$BIG_P99"
+echo
+echo "throughput  tessera / nginx:               $(ratio "$TSR_RPS" "$NGX_RPS")   (goal >= 1.0)"
+echo "p99         tessera / nginx:               $(ratio "$TSR_P99" "$NGX_P99")   (goal <= 1.2)"
+echo "throughput  checks / auth none:            $(ratio "$TSR_RPS" "$OPEN_RPS")   (goal >= 0.9)"
+echo "throughput  1,000,000 / 1,000 tokens:      $(ratio "$BIG_RPS" "$TSR_RPS")   (goal >= 0.9)"
+echo "memory per cached token:                   $(( (AFTER - BEFORE) * 1024 / 100000 )) bytes (RSS $BEFORE -> $AFTER KiB over 100,000 tokens)"
