@@ -15,12 +15,25 @@ async fn main() {
         eprintln!("usage: seed_tokens DB COUNT KEYS_OUT KEYS_N [ACCOUNT]");
         std::process::exit(2);
     }
-    let (db, count, keys_out, keys_n) = (&args[1], args[2].parse::<u64>().unwrap(), &args[3], args[4].parse::<u64>().unwrap());
+    let (db, count, keys_out, keys_n) = (
+        &args[1],
+        args[2].parse::<u64>().unwrap(),
+        &args[3],
+        args[4].parse::<u64>().unwrap(),
+    );
     let account = args.get(5).map_or("admin", String::as_str);
-    let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{db}")).await.unwrap();
-    let (account_id,): (String,) =
-        sqlx::query_as("SELECT id FROM accounts WHERE username = ?").bind(account).fetch_one(&mut conn).await.unwrap();
-    let (already,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM tokens WHERE name LIKE 'seed-%'").fetch_one(&mut conn).await.unwrap();
+    let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{db}"))
+        .await
+        .unwrap();
+    let (account_id,): (String,) = sqlx::query_as("SELECT id FROM accounts WHERE username = ?")
+        .bind(account)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    let (already,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM tokens WHERE name LIKE 'seed-%'")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
     let mut keys = String::new();
     let now = chrono::Utc::now().timestamp_millis();
     let expires = now + 365 * 86_400_000;

@@ -1031,44 +1031,47 @@ impl Store for SqliteStore {
         let usage = usage.to_vec();
         self.write(move |conn| {
             Box::pin(async move {
-                for r in &records {
-                    sqlx::query(
-                        "INSERT INTO access_log (time, token_id, account_id, listener, method, path, status, code, ip, latency_ms) \
-                         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    )
-                    .bind(ms(r.time))
-                    .bind(r.token_id.as_ref().map(TokenId::as_str))
-                    .bind(r.account_id.as_ref().map(AccountId::as_str))
-                    .bind(match r.listener {
-                        Listener::Admin => "admin",
-                        Listener::Gateway => "gateway",
-                    })
-                    .bind(&r.method)
-                    .bind(&r.path)
-                    .bind(i64::from(r.status))
-                    .bind(&r.code)
-                    .bind(&r.ip)
-                    .bind(r.latency_ms)
-                    .execute(&mut *conn)
-                    .await
-                    .map_err(backend)?;
+                // Many rows a statement: per-statement overhead, not per-row work, is
+                // what limits an embedded database here (999 variables a statement).
+                for chunk in records.chunks(90) {
+                    let mut qb = QueryBuilder::<Sqlite>::new(
+                        "INSERT INTO access_log (time, token_id, account_id, listener, method, path, status, code, ip, latency_ms) ",
+                    );
+                    qb.push_values(chunk, |mut row, r| {
+                        row.push_bind(ms(r.time))
+                            .push_bind(r.token_id.as_ref().map(|t| t.as_str().to_owned()))
+                            .push_bind(r.account_id.as_ref().map(|a| a.as_str().to_owned()))
+                            .push_bind(match r.listener {
+                                Listener::Admin => "admin",
+                                Listener::Gateway => "gateway",
+                            })
+                            .push_bind(r.method.clone())
+                            .push_bind(r.path.clone())
+                            .push_bind(i64::from(r.status))
+                            .push_bind(r.code.clone())
+                            .push_bind(r.ip.clone())
+                            .push_bind(r.latency_ms);
+                    });
+                    qb.build().execute(&mut *conn).await.map_err(backend)?;
                 }
-                for u in &usage {
-                    sqlx::query(
-                        "UPDATE tokens SET usage_allowed = usage_allowed + ?, usage_denied = usage_denied + ?, \
-                         last_used_at = MAX(COALESCE(last_used_at, 0), ?), \
-                         last_used_ip = CASE WHEN COALESCE(last_used_at, 0) <= ? THEN ? ELSE last_used_ip END \
-                         WHERE id = ?",
-                    )
-                    .bind(i64::try_from(u.allowed).unwrap_or(i64::MAX))
-                    .bind(i64::try_from(u.denied).unwrap_or(i64::MAX))
-                    .bind(ms(u.last_used_at))
-                    .bind(ms(u.last_used_at))
-                    .bind(&u.last_used_ip)
-                    .bind(u.token_id.as_str())
-                    .execute(&mut *conn)
-                    .await
-                    .map_err(backend)?;
+                for chunk in usage.chunks(150) {
+                    // One UPDATE … FROM (VALUES …) for many tokens at once.
+                    let mut qb = QueryBuilder::<Sqlite>::new(
+                        "WITH d(id, allowed, denied, at, ip) AS (",
+                    );
+                    qb.push_values(chunk, |mut row, u| {
+                        row.push_bind(u.token_id.as_str().to_owned())
+                            .push_bind(i64::try_from(u.allowed).unwrap_or(i64::MAX))
+                            .push_bind(i64::try_from(u.denied).unwrap_or(i64::MAX))
+                            .push_bind(ms(u.last_used_at))
+                            .push_bind(u.last_used_ip.clone());
+                    });
+                    qb.push(
+                        ") UPDATE tokens SET usage_allowed = usage_allowed + d.allowed, usage_denied = usage_denied + d.denied, \
+                         last_used_ip = CASE WHEN COALESCE(tokens.last_used_at, 0) <= d.at THEN d.ip ELSE tokens.last_used_ip END, \
+                         last_used_at = MAX(COALESCE(tokens.last_used_at, 0), d.at) FROM d WHERE tokens.id = d.id",
+                    );
+                    qb.build().execute(&mut *conn).await.map_err(backend)?;
                 }
                 Ok(())
             })
