@@ -35,7 +35,7 @@ async fn main() {
         .await
         .unwrap();
     let mut keys = String::new();
-    let now = chrono::Utc::now().timestamp_millis();
+    let now = tessera_core::Clock::now(&tessera_core::SystemClock).timestamp_millis();
     let expires = now + 365 * 86_400_000;
     let mut i = 0u64;
     while i < count {
