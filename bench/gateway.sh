@@ -64,7 +64,7 @@ curl -sf -b "$WORK/jar" -H "Origin: $A" -X PUT -H 'Content-Type: application/jso
 "$SEED" "$WORK/tessera.db" 1000 "$WORK/keys.txt" 1000 2>>"$WORK/tessera.log"
 
 # nginx as a key-checking proxy, with a map of the same 1,000 keys, on core 0.
-{ echo "map_hash_bucket_size 128; map_hash_max_size 4096;"; echo "map \$http_x_api_key \$api_client { default \"\";"; awk '{ printf "  \"%s\" \"1\";\n", $1 }' "$WORK/keys.txt"; echo "}"; } > "$WORK/map.conf"
+{ echo "map_hash_bucket_size 128; map_hash_max_size 16384;"; echo "map \$http_x_api_key \$api_client { default \"\";"; awk '{ printf "  \"%s\" \"1\";\n", $1 }' "$WORK/keys.txt"; echo "}"; } > "$WORK/map.conf"
 nginx_conf proxy "include $WORK/map.conf;
 upstream up { server 127.0.0.1:$UP_PORT; keepalive 64; }
 server { listen 127.0.0.1:$NGX_PORT;
