@@ -546,3 +546,81 @@ async fn configuration_api_and_apply() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn configuration_changes_under_load_are_never_half_applied() {
+    let app = TestApp::spawn().await;
+    let (a, b) = (upstream("a").await, upstream("b").await);
+    let config = |up: &str, timeout: u32| {
+        json!({
+            "services": [{"name": "live", "upstreams": [up], "timeout_ms": timeout}],
+            "routes": [{"name": "live", "service": "live", "path_prefix": "/live", "auth": "none"},
+                       {"name": "checked", "service": "live", "path_prefix": "/checked", "scopes": ["live:read"]}]
+        })
+    };
+    app.apply(config(&a, 5000), false).await;
+    let t = app
+        .create_token(
+            &app.admin_token,
+            json!({"name": "load", "scopes": ["live:read"]}),
+        )
+        .await;
+    let token = t["token"].as_str().unwrap().to_owned();
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut clients = Vec::new();
+    for i in 0..8 {
+        let (client, base, token, stop) = (
+            app.client.clone(),
+            app.gateway_url.clone(),
+            token.clone(),
+            stop.clone(),
+        );
+        clients.push(tokio::spawn(async move {
+            let mut seen = std::collections::HashMap::<String, u32>::new();
+            let path = if i % 2 == 0 { "/live/x" } else { "/checked/x" };
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let resp = client
+                    .get(format!("{base}{path}"))
+                    .header("X-API-KEY", &token)
+                    .send()
+                    .await
+                    .unwrap();
+                let status = resp.status();
+                let body: Value = resp.json().await.unwrap_or(Value::Null);
+                assert_eq!(status, StatusCode::OK, "{path}: {body}");
+                *seen
+                    .entry(body["upstream"].as_str().unwrap().to_owned())
+                    .or_default() += 1;
+            }
+            seen
+        }));
+    }
+    for round in 0..20 {
+        let (up, timeout) = if round % 2 == 0 {
+            (&b, 4000)
+        } else {
+            (&a, 5000)
+        };
+        app.apply(config(up, timeout), false).await;
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut total = std::collections::HashMap::<String, u32>::new();
+    for c in clients {
+        for (k, v) in c.await.unwrap() {
+            *total.entry(k).or_default() += v;
+        }
+    }
+    assert!(
+        total.get("a").copied().unwrap_or(0) > 0 && total.get("b").copied().unwrap_or(0) > 0,
+        "{total:?}"
+    );
+    // The last apply pointed at `a`: every request now goes there.
+    for _ in 0..5 {
+        assert_eq!(
+            echo_of(app.gw(Method::GET, "/live/y")).await.1["upstream"],
+            "a"
+        );
+    }
+}
