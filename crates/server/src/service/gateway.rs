@@ -116,7 +116,48 @@ fn route_fields(
     })
 }
 
+/// One newest-first page of a list held in memory (gateway configuration is small).
+fn page_of<T, V>(
+    all: Vec<T>,
+    q: PageQuery,
+    id_of: impl Fn(&T) -> &str,
+    view: impl Fn(&T) -> V,
+) -> ServiceResult<Paged<V>>
+where
+    V: utoipa::ToSchema,
+{
+    let (limit, page) = page(q.limit, q.cursor)?;
+    let items: Vec<T> = all
+        .into_iter()
+        .filter(|t| page.after.as_deref().is_none_or(|a| id_of(t) < a))
+        .take(page.limit as usize)
+        .collect();
+    let (items, next_cursor) = finish_page(items, limit, |t| id_of(t).to_owned());
+    Ok(Paged {
+        items: items.iter().map(view).collect(),
+        next_cursor,
+    })
+}
+
 impl Service {
+    /// A route as `body` describes it, naming a service that exists.
+    async fn route_from_body(&self, body: &RouteBody) -> ServiceResult<Route> {
+        let r = route_fields(
+            &body.name,
+            body.service_id.clone(),
+            &body.path_prefix,
+            &body.methods,
+            &body.auth,
+            &body.scopes,
+            body.rate_limit,
+            body.strip_prefix,
+        )?;
+        self.find_service(&r.service_id)
+            .await
+            .map_err(|_| ServiceError::field("service_id", "no such service"))?;
+        Ok(r)
+    }
+
     async fn save_and_reload(
         &self,
         change: GatewayChange,
@@ -201,20 +242,12 @@ impl Service {
         q: PageQuery,
     ) -> ServiceResult<Paged<ServiceView>> {
         caller.require(GATEWAY_READ)?;
-        let (limit, page) = page(q.limit, q.cursor)?;
-        let items: Vec<UpstreamService> = self
-            .store
-            .list_services()
-            .await?
-            .into_iter()
-            .filter(|s| page.after.as_ref().is_none_or(|a| s.id < *a))
-            .take(page.limit as usize)
-            .collect();
-        let (items, next_cursor) = finish_page(items, limit, |s| s.id.clone());
-        Ok(Paged {
-            items: items.iter().map(service_view).collect(),
-            next_cursor,
-        })
+        page_of(
+            self.store.list_services().await?,
+            q,
+            |s| &s.id,
+            service_view,
+        )
     }
 
     pub async fn get_service(&self, caller: &Caller, id: &str) -> ServiceResult<ServiceView> {
@@ -259,19 +292,7 @@ impl Service {
 
     pub async fn create_route(&self, caller: &Caller, body: RouteBody) -> ServiceResult<RouteView> {
         caller.require(GATEWAY_WRITE)?;
-        let mut r = route_fields(
-            &body.name,
-            body.service_id.clone(),
-            &body.path_prefix,
-            &body.methods,
-            &body.auth,
-            &body.scopes,
-            body.rate_limit,
-            body.strip_prefix,
-        )?;
-        self.find_service(&r.service_id)
-            .await
-            .map_err(|_| ServiceError::field("service_id", "no such service"))?;
+        let mut r = self.route_from_body(&body).await?;
         let now = self.clock.now();
         r.id = RouteId::generate(now).to_string();
         r.created_at = now;
@@ -293,20 +314,7 @@ impl Service {
         q: PageQuery,
     ) -> ServiceResult<Paged<RouteView>> {
         caller.require(GATEWAY_READ)?;
-        let (limit, page) = page(q.limit, q.cursor)?;
-        let items: Vec<Route> = self
-            .store
-            .list_routes()
-            .await?
-            .into_iter()
-            .filter(|r| page.after.as_ref().is_none_or(|a| r.id < *a))
-            .take(page.limit as usize)
-            .collect();
-        let (items, next_cursor) = finish_page(items, limit, |r| r.id.clone());
-        Ok(Paged {
-            items: items.iter().map(route_view).collect(),
-            next_cursor,
-        })
+        page_of(self.store.list_routes().await?, q, |r| &r.id, route_view)
     }
 
     pub async fn get_route(&self, caller: &Caller, id: &str) -> ServiceResult<RouteView> {
@@ -322,19 +330,7 @@ impl Service {
     ) -> ServiceResult<RouteView> {
         caller.require(GATEWAY_WRITE)?;
         let before = self.find_route(id).await?;
-        let mut r = route_fields(
-            &body.name,
-            body.service_id.clone(),
-            &body.path_prefix,
-            &body.methods,
-            &body.auth,
-            &body.scopes,
-            body.rate_limit,
-            body.strip_prefix,
-        )?;
-        self.find_service(&r.service_id)
-            .await
-            .map_err(|_| ServiceError::field("service_id", "no such service"))?;
+        let mut r = self.route_from_body(&body).await?;
         r.id = before.id;
         r.created_at = before.created_at;
         let audit = self.route_audit(caller, AuditAction::RouteUpdate, &r);
