@@ -289,6 +289,28 @@ async fn ensure_a_super_admin_remains(conn: &mut SqliteConnection) -> StoreResul
     }
 }
 
+/// Binds a token's changeable columns, in the order both INSERT and UPDATE list them:
+/// name, note, hash, display, prev_hash, prev_valid_until, scopes, allowed_cidrs,
+/// rate_limit_requests, rate_limit_per_seconds, disabled, updated_at, expires_at.
+fn bind_token_fields<'q>(
+    q: sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments<'q>>,
+    t: &'q TokenRecord,
+) -> StoreResult<sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments<'q>>> {
+    Ok(q.bind(t.name.as_str())
+        .bind(&t.note)
+        .bind(t.hash.to_hex())
+        .bind(&t.display)
+        .bind(t.previous.map(|p| p.hash.to_hex()))
+        .bind(t.previous.map(|p| ms(p.valid_until)))
+        .bind(t.scopes.as_ref().map(json_text).transpose()?)
+        .bind(t.allowed_cidrs.as_ref().map(json_text).transpose()?)
+        .bind(t.rate_limit.map(|r| i64::from(r.requests)))
+        .bind(t.rate_limit.map(|r| i64::from(r.per_seconds)))
+        .bind(i64::from(t.disabled))
+        .bind(ms(t.updated_at))
+        .bind(opt_ms(t.expires_at)))
+}
+
 fn name_conflict(e: sqlx::Error, what: &str) -> StoreError {
     if is_unique_violation(&e) {
         StoreError::Conflict(what.to_owned())
@@ -659,27 +681,15 @@ impl Store for SqliteStore {
                 if held >= i64::from(max_per_account) {
                     return Err(StoreError::TokenLimitReached);
                 }
-                sqlx::query(
-                    "INSERT INTO tokens (id, account_id, name, note, hash, display, prev_hash, prev_valid_until, \
-                     scopes, allowed_cidrs, rate_limit_requests, rate_limit_per_seconds, disabled, created_at, \
-                     updated_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                )
-                .bind(t.id.as_str())
-                .bind(t.account_id.as_str())
-                .bind(t.name.as_str())
-                .bind(&t.note)
-                .bind(t.hash.to_hex())
-                .bind(&t.display)
-                .bind(t.previous.map(|p| p.hash.to_hex()))
-                .bind(t.previous.map(|p| ms(p.valid_until)))
-                .bind(t.scopes.as_ref().map(json_text).transpose()?)
-                .bind(t.allowed_cidrs.as_ref().map(json_text).transpose()?)
-                .bind(t.rate_limit.map(|r| i64::from(r.requests)))
-                .bind(t.rate_limit.map(|r| i64::from(r.per_seconds)))
-                .bind(i64::from(t.disabled))
-                .bind(ms(t.created_at))
-                .bind(ms(t.updated_at))
-                .bind(opt_ms(t.expires_at))
+                let insert = sqlx::query(
+                    "INSERT INTO tokens (name, note, hash, display, prev_hash, prev_valid_until, scopes, allowed_cidrs, \
+                     rate_limit_requests, rate_limit_per_seconds, disabled, updated_at, expires_at, id, account_id, created_at) \
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                );
+                bind_token_fields(insert, &t)?
+                    .bind(t.id.as_str())
+                    .bind(t.account_id.as_str())
+                    .bind(ms(t.created_at))
                 .execute(&mut *conn)
                 .await
                 .map_err(|e| name_conflict(e, "a token with this name already exists in the account"))?;
@@ -753,25 +763,13 @@ impl Store for SqliteStore {
         let t = token.clone();
         self.write(move |conn| {
             Box::pin(async move {
-                let done = sqlx::query(
+                let update = sqlx::query(
                     "UPDATE tokens SET name = ?, note = ?, hash = ?, display = ?, prev_hash = ?, prev_valid_until = ?, \
                      scopes = ?, allowed_cidrs = ?, rate_limit_requests = ?, rate_limit_per_seconds = ?, disabled = ?, \
                      updated_at = ?, expires_at = ? WHERE id = ?",
-                )
-                .bind(t.name.as_str())
-                .bind(&t.note)
-                .bind(t.hash.to_hex())
-                .bind(&t.display)
-                .bind(t.previous.map(|p| p.hash.to_hex()))
-                .bind(t.previous.map(|p| ms(p.valid_until)))
-                .bind(t.scopes.as_ref().map(json_text).transpose()?)
-                .bind(t.allowed_cidrs.as_ref().map(json_text).transpose()?)
-                .bind(t.rate_limit.map(|r| i64::from(r.requests)))
-                .bind(t.rate_limit.map(|r| i64::from(r.per_seconds)))
-                .bind(i64::from(t.disabled))
-                .bind(ms(t.updated_at))
-                .bind(opt_ms(t.expires_at))
-                .bind(t.id.as_str())
+                );
+                let done = bind_token_fields(update, &t)?
+                    .bind(t.id.as_str())
                 .execute(&mut *conn)
                 .await
                 .map_err(|e| name_conflict(e, "a token with this name already exists in the account"))?;
