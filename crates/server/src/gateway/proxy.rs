@@ -4,8 +4,8 @@
 
 use super::{RouteEntry, Routing};
 use crate::http::error::ApiError;
-use crate::http::extract::{carriers, client_ip};
-use crate::verifier::{Denial, RateLimitState, Verification, Verifier};
+use crate::http::extract::{carriers, client_ip, request_line};
+use crate::verifier::{Denial, RateLimitState, RequestLine, Verification, Verifier};
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request};
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Uri};
@@ -16,10 +16,10 @@ use hyper_util::rt::TokioExecutor;
 use ipnet::IpNet;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tessera_core::error::ErrorCode;
 use tessera_core::gateway::{normalize_path, strip, RouteAuth};
-use tessera_core::usage::{AccessRecord, Listener};
+use tessera_core::usage::Listener;
 
 const TOKEN_ID: HeaderName = HeaderName::from_static("x-tessera-token-id");
 const ACCOUNT_ID: HeaderName = HeaderName::from_static("x-tessera-account-id");
@@ -92,7 +92,7 @@ impl Proxy {
 
     /// `GET /_tessera/verify?scope=a:b&scope=c:d`: forward auth for nginx, Traefik, Envoy.
     pub async fn forward_auth(&self, req: Request) -> Response {
-        let started = Instant::now();
+        let line = request_line(&req);
         let (_, ip) = self.peer_and_client(&req);
         let mut scopes = Vec::new();
         for (k, v) in form_pairs(req.uri().query().unwrap_or("")) {
@@ -120,13 +120,12 @@ impl Proxy {
             }
             Err(d) => denial(d),
         };
-        self.record(&v, &req_line(&req), ip, &response, started);
+        self.record(line, &v, ip, &response);
         response
     }
 
     /// Every other gateway request: route, check, forward.
     pub async fn handle(&self, req: Request) -> Response {
-        let started = Instant::now();
         let (peer, ip) = self.peer_and_client(&req);
         let Ok(path) = normalize_path(req.uri().path()) else {
             return ApiError::invalid_request(
@@ -144,19 +143,20 @@ impl Proxy {
         };
         drop(snapshot);
 
+        // Only token routes read credentials, so only they are logged.
         let mut admitted = None;
         if entry.route.auth == RouteAuth::Token {
+            let line = request_line(&req);
             let v = self.verifier.verify(carriers(req.headers()), ip).await;
             match self.admit(&entry, &v) {
-                Ok(a) => admitted = Some((a, v)),
+                Ok(a) => admitted = Some((a, v, line)),
                 Err(d) => {
                     let response = denial(d);
-                    self.record(&v, &req_line(&req), ip, &response, started);
+                    self.record(line, &v, ip, &response);
                     return response;
                 }
             }
         }
-        let line = req_line(&req);
         let mut response = self
             .forward(
                 req,
@@ -164,12 +164,12 @@ impl Proxy {
                 &path,
                 peer,
                 ip,
-                admitted.as_ref().map(|(a, _)| a),
+                admitted.as_ref().map(|(a, _, _)| a),
             )
             .await;
-        if let Some((a, v)) = admitted {
+        if let Some((a, v, line)) = admitted {
             rate_limit_headers(response.headers_mut(), a.rate_limit);
-            self.record(&v, &line, ip, &response, started);
+            self.record(line, &v, ip, &response);
         }
         response
     }
@@ -271,38 +271,17 @@ impl Proxy {
         }
     }
 
-    fn record(
-        &self,
-        v: &Verification,
-        line: &(String, String),
-        ip: IpAddr,
-        response: &Response,
-        started: Instant,
-    ) {
-        let code = response
-            .extensions()
-            .get::<ErrorCode>()
-            .map_or("ok", |c| c.as_str());
-        self.verifier.record(AccessRecord {
-            time: self.verifier.clock().now(),
-            token_id: v.token_id().cloned(),
-            account_id: v.account_id().cloned(),
-            listener: Listener::Gateway,
-            method: line.0.clone(),
-            path: line.1.clone(),
-            status: response.status().as_u16(),
-            code: code.to_owned(),
-            ip: ip.to_string(),
-            latency_ms: started.elapsed().as_secs_f64() * 1000.0,
-        });
+    /// Logs a use on the gateway listener.
+    fn record(&self, line: RequestLine, v: &Verification, ip: IpAddr, response: &Response) {
+        self.verifier.record_use(
+            Listener::Gateway,
+            line,
+            v.token.as_deref(),
+            ip,
+            response.status().as_u16(),
+            response.extensions().get::<ErrorCode>().copied(),
+        );
     }
-}
-
-fn req_line(req: &Request) -> (String, String) {
-    (
-        req.method().to_string(),
-        req.uri().path().chars().take(1024).collect(),
-    )
 }
 
 fn denial(d: Denial) -> Response {

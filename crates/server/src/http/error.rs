@@ -4,7 +4,7 @@
 
 use crate::api::{ErrorBody, ErrorDetail};
 use crate::service::ServiceError;
-use crate::verifier::{Denial, RateLimitState};
+use crate::verifier::Denial;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use tessera_core::error::ErrorCode;
@@ -14,7 +14,8 @@ pub struct ApiError {
     pub code: ErrorCode,
     pub message: String,
     pub details: Option<serde_json::Value>,
-    pub rate_limit: Option<RateLimitState>,
+    /// Seconds for `Retry-After` (429 answers).
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -23,7 +24,7 @@ impl ApiError {
             code,
             message: message.into(),
             details: None,
-            rate_limit: None,
+            retry_after: None,
         }
     }
 
@@ -57,7 +58,7 @@ impl From<Denial> for ApiError {
             Denial::Forbidden(missing) => {
                 e.details = Some(serde_json::json!({ "missing": missing }))
             }
-            Denial::RateLimited(state) => e.rate_limit = Some(state),
+            Denial::RateLimited(state) => e.retry_after = Some(state.retry_after_secs),
             Denial::Unavailable => e.message = code.default_message().into(),
             _ => {}
         }
@@ -93,12 +94,7 @@ impl From<ServiceError> for ApiError {
             }
             ServiceError::RateLimited(secs) => {
                 let mut e = ApiError::new(code, sentence(&err.to_string()));
-                e.rate_limit = Some(RateLimitState {
-                    limit: 0,
-                    remaining: 0,
-                    retry_after_secs: secs,
-                    reset_secs: secs,
-                });
+                e.retry_after = Some(secs);
                 e
             }
             ServiceError::Internal(m) => {
@@ -131,8 +127,8 @@ impl IntoResponse for ApiError {
                 HeaderValue::from_static("Bearer error=\"invalid_token\""),
             );
         }
-        if let Some(rl) = self.rate_limit {
-            headers.insert(header::RETRY_AFTER, HeaderValue::from(rl.retry_after_secs));
+        if let Some(secs) = self.retry_after {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         response.extensions_mut().insert(self.code);
         response

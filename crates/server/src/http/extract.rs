@@ -4,7 +4,7 @@
 use super::error::ApiError;
 use super::AppState;
 use crate::service::{Caller, CallerAuth, SESSION_COOKIE};
-use crate::verifier::{Carriers, Denial};
+use crate::verifier::{Carriers, Denial, RequestLine, TokenEntry};
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
@@ -14,7 +14,6 @@ use serde::de::DeserializeOwned;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use tessera_core::error::ErrorCode;
-use tessera_core::ids::{AccountId, TokenId};
 
 /// `axum::Json`, but malformed, mistyped or oversized bodies get the contract's errors.
 pub struct Json<T>(pub T);
@@ -149,11 +148,12 @@ impl FromRequestParts<AppState> for ClientInfo {
 #[derive(Debug, Clone, Default)]
 pub struct TokenUseSlot(pub Arc<Mutex<Option<TokenUse>>>);
 
-#[derive(Debug, Clone, Default)]
+/// What the authentication extractor learned: the token matched (if any) and the
+/// client address it judged.
+#[derive(Debug, Clone)]
 pub struct TokenUse {
-    pub token_id: Option<TokenId>,
-    pub account_id: Option<AccountId>,
-    pub ip: Option<IpAddr>,
+    pub token: Option<Arc<TokenEntry>>,
+    pub ip: IpAddr,
 }
 
 /// The value of cookie `name`, from every `Cookie` header.
@@ -187,6 +187,11 @@ pub fn carriers(headers: &HeaderMap) -> Carriers<'_> {
     }
 }
 
+/// The request as the access log keeps it.
+pub fn request_line<B>(req: &axum::http::Request<B>) -> RequestLine {
+    RequestLine::new(req.method().as_str(), req.uri().path())
+}
+
 /// Whether a state-changing request on a session cookie comes from our own origin.
 fn origin_matches(parts: &Parts, tls: bool) -> bool {
     let Some(origin) = parts
@@ -218,9 +223,8 @@ impl FromRequestParts<AppState> for Caller {
             if let Some(slot) = parts.extensions.get::<TokenUseSlot>() {
                 if let Ok(mut s) = slot.0.lock() {
                     *s = Some(TokenUse {
-                        token_id: v.token_id().cloned(),
-                        account_id: v.account_id().cloned(),
-                        ip: Some(client.ip),
+                        token: v.token.clone(),
+                        ip: client.ip,
                     });
                 }
             }

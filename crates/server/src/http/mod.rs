@@ -11,19 +11,18 @@ use crate::gateway::Routing;
 use crate::metrics::{ListenerLabel, Metrics};
 use crate::service::{LoginLimits, Service};
 use crate::verifier::{RecorderShutdown, UsageRecorder, Verifier};
-use axum::extract::{ConnectInfo, DefaultBodyLimit, Request, State};
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{header, HeaderValue};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use error::ApiError;
-use extract::{client_ip, TokenUseSlot};
+use extract::{request_line, TokenUseSlot};
 use ipnet::IpNet;
 use std::future::Future;
-use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
-use tessera_core::usage::{AccessRecord, Listener};
+use tessera_core::usage::Listener;
 use tessera_core::{Clock, ErrorCode};
 use tessera_store::AnyStore;
 use tokio::net::TcpListener;
@@ -313,38 +312,18 @@ fn observe(
 async fn record_token_use(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     let slot = TokenUseSlot::default();
     req.extensions_mut().insert(slot.clone());
-    let method = req.method().to_string();
-    let path = req.uri().path().chars().take(1024).collect::<String>();
-    let peer = req
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip());
-    let fallback_ip = peer.map(|p| client_ip(req.headers(), p, &state.config.trusted_proxies));
-    let started = Instant::now();
+    let line = request_line(&req);
     let response = next.run(req).await;
     let used = slot.0.lock().ok().and_then(|mut s| s.take());
     if let Some(used) = used {
-        let status = response.status().as_u16();
-        let code = response
-            .extensions()
-            .get::<ErrorCode>()
-            .map_or("ok", |c| c.as_str());
-        state.verifier.record(AccessRecord {
-            time: state.verifier.clock().now(),
-            token_id: used.token_id,
-            account_id: used.account_id,
-            listener: Listener::Admin,
-            method,
-            path,
-            status,
-            code: code.to_owned(),
-            ip: used
-                .ip
-                .or(fallback_ip)
-                .unwrap_or(IpAddr::from([0, 0, 0, 0]))
-                .to_string(),
-            latency_ms: started.elapsed().as_secs_f64() * 1000.0,
-        });
+        state.verifier.record_use(
+            Listener::Admin,
+            line,
+            used.token.as_deref(),
+            used.ip,
+            response.status().as_u16(),
+            response.extensions().get::<ErrorCode>().copied(),
+        );
     }
     response
 }

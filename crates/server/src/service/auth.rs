@@ -132,7 +132,7 @@ impl Service {
             .ok_or(Denial::Unauthenticated)?;
         let account = self
             .verifier
-            .account_snapshot(&session.account_id)
+            .account(&session.account_id)
             .await?
             .ok_or(Denial::Unauthenticated)?;
         if account.disabled {

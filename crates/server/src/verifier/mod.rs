@@ -28,7 +28,7 @@ use tessera_core::ids::{AccountId, TokenId};
 use tessera_core::permission::{EffectivePermissions, Permission, PermissionSet};
 use tessera_core::store::{Store, StoreError};
 use tessera_core::token::{RateLimit, TokenHash, TokenRecord, TokenStatus, TokenValue};
-use tessera_core::usage::AccessRecord;
+use tessera_core::usage::{AccessRecord, Listener};
 use tessera_core::Clock;
 use tessera_store::AnyStore;
 
@@ -105,6 +105,25 @@ impl Denial {
             Denial::RateLimited(_) => ErrorCode::RateLimited,
             Denial::Forbidden(_) => ErrorCode::Forbidden,
             Denial::Unavailable => ErrorCode::Unavailable,
+        }
+    }
+}
+
+/// What the access log keeps of a request, taken when it arrives.
+#[derive(Debug, Clone)]
+pub struct RequestLine {
+    pub method: String,
+    /// At most 1024 characters of the path (no query: it may hold anything).
+    pub path: String,
+    pub started: Instant,
+}
+
+impl RequestLine {
+    pub fn new(method: &str, path: &str) -> Self {
+        Self {
+            method: method.to_owned(),
+            path: path.chars().take(1024).collect(),
+            started: Instant::now(),
         }
     }
 }
@@ -444,7 +463,8 @@ impl Verifier {
         }
     }
 
-    async fn account(&self, id: &AccountId) -> Result<Option<Arc<AccountSnapshot>>, Denial> {
+    /// The account's state and resolved permissions, from memory when possible.
+    pub async fn account(&self, id: &AccountId) -> Result<Option<Arc<AccountSnapshot>>, Denial> {
         if let Some(a) = self.accounts.get(id) {
             return Ok(Some(a));
         }
@@ -458,14 +478,6 @@ impl Verifier {
             self.accounts.insert(id.clone(), snapshot.clone());
         }
         Ok(Some(snapshot))
-    }
-
-    /// The account's state and permissions now, bypassing nothing but the cache's age.
-    pub async fn account_snapshot(
-        &self,
-        id: &AccountId,
-    ) -> Result<Option<Arc<AccountSnapshot>>, Denial> {
-        self.account(id).await
     }
 
     // --- invalidation: called after a narrowing change commits, before answering ----
@@ -508,8 +520,29 @@ impl Verifier {
         self.accounts.invalidate_all();
     }
 
-    pub fn record(&self, record: AccessRecord) {
-        self.recorder.record(record);
+    /// Logs one request that presented a token (allowed or denied), with the answer it
+    /// got; `token` is the token the credential matched, if any.
+    pub fn record_use(
+        &self,
+        listener: Listener,
+        line: RequestLine,
+        token: Option<&TokenEntry>,
+        ip: IpAddr,
+        status: u16,
+        code: Option<ErrorCode>,
+    ) {
+        self.recorder.record(AccessRecord {
+            time: self.clock.now(),
+            token_id: token.map(|t| t.record.id.clone()),
+            account_id: token.map(|t| t.record.account_id.clone()),
+            listener,
+            method: line.method,
+            path: line.path,
+            status,
+            code: code.map_or("ok", ErrorCode::as_str).to_owned(),
+            ip: ip.to_string(),
+            latency_ms: line.started.elapsed().as_secs_f64() * 1000.0,
+        });
     }
 
     pub fn metrics(&self) -> &Arc<Metrics> {
