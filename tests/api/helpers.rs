@@ -238,7 +238,8 @@ impl TestApp {
         (id, self.remember(&tok))
     }
 
-    /// Waits (polling, bounded) until the access-log writer has flushed.
+    /// Waits long enough for the access-log writer (which flushes every 250 ms) to have
+    /// written what was recorded before the call.
     pub async fn settle(&self) {
         tokio::time::sleep(std::time::Duration::from_millis(600)).await;
     }

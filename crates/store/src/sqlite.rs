@@ -319,6 +319,30 @@ fn name_conflict(e: sqlx::Error, what: &str) -> StoreError {
     }
 }
 
+/// The end of a log query (whose WHERE is already open): the time range, the cursor
+/// (a number: `seq` or row id), newest first, the page size.
+fn push_log_tail(
+    qb: &mut QueryBuilder<'_, Sqlite>,
+    since: Option<Timestamp>,
+    until: Option<Timestamp>,
+    key: &str,
+    page: &Page,
+) {
+    if let Some(since) = since {
+        qb.push(" AND time >= ").push_bind(ms(since));
+    }
+    if let Some(until) = until {
+        qb.push(" AND time < ").push_bind(ms(until));
+    }
+    if let Some(after) = page.after.as_deref().and_then(|a| a.parse::<i64>().ok()) {
+        qb.push(" AND ").push(key).push(" < ").push_bind(after);
+    }
+    qb.push(" ORDER BY ")
+        .push(key)
+        .push(" DESC LIMIT ")
+        .push_bind(i64::from(page.limit));
+}
+
 fn push_page<'a>(qb: &mut QueryBuilder<'a, Sqlite>, has_where: bool, key: &str, page: &'a Page) {
     if let Some(after) = &page.after {
         qb.push(if has_where { " AND " } else { " WHERE " });
@@ -995,17 +1019,7 @@ impl Store for SqliteStore {
         if let Some(target) = &filter.target {
             qb.push(" AND target_id = ").push_bind(target.as_str());
         }
-        if let Some(since) = filter.since {
-            qb.push(" AND time >= ").push_bind(ms(since));
-        }
-        if let Some(until) = filter.until {
-            qb.push(" AND time < ").push_bind(ms(until));
-        }
-        if let Some(after) = page.after.as_deref().and_then(|a| a.parse::<i64>().ok()) {
-            qb.push(" AND seq < ").push_bind(after);
-        }
-        qb.push(" ORDER BY seq DESC LIMIT ")
-            .push_bind(i64::from(page.limit));
+        push_log_tail(&mut qb, filter.since, filter.until, "seq", page);
         let rows = qb.build().fetch_all(&self.reader).await.map_err(backend)?;
         rows.iter().map(audit_from_row).collect()
     }
@@ -1092,17 +1106,7 @@ impl Store for SqliteStore {
         if let Some(s) = filter.status {
             qb.push(" AND status = ").push_bind(i64::from(s));
         }
-        if let Some(since) = filter.since {
-            qb.push(" AND time >= ").push_bind(ms(since));
-        }
-        if let Some(until) = filter.until {
-            qb.push(" AND time < ").push_bind(ms(until));
-        }
-        if let Some(after) = page.after.as_deref().and_then(|a| a.parse::<i64>().ok()) {
-            qb.push(" AND id < ").push_bind(after);
-        }
-        qb.push(" ORDER BY id DESC LIMIT ")
-            .push_bind(i64::from(page.limit));
+        push_log_tail(&mut qb, filter.since, filter.until, "id", page);
         let rows = qb.build().fetch_all(&self.reader).await.map_err(backend)?;
         Ok(rows.iter().map(access_from_row).collect())
     }
