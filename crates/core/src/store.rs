@@ -127,7 +127,8 @@ pub trait Store: Send + Sync {
         page: &Page,
     ) -> impl Future<Output = StoreResult<Vec<AccountRecord>>> + Send;
     /// Saves roles, disabled and password hash. Refuses with `LastSuperAdmin` when no
-    /// enabled `super_admin` would be left.
+    /// enabled `super_admin` would be left. A changed password hash ends the account's
+    /// sessions in the same transaction: whoever knew the old password is signed out.
     fn update_account(
         &self,
         account: &AccountRecord,

@@ -564,6 +564,24 @@ async fn sessions<S: Store>(store: &S) {
         .await
         .unwrap();
     assert!(store.get_session(&s.id_hash).await.unwrap().is_none());
+
+    // Saving the account unchanged keeps its sessions; a new password ends them.
+    store
+        .insert_session(&s, draft(AuditAction::Login, "admin"))
+        .await
+        .unwrap();
+    let mut acct = store.get_account(&acct.id).await.unwrap().unwrap();
+    store
+        .update_account(&acct, draft(AuditAction::AccountUpdate, "admin"))
+        .await
+        .unwrap();
+    assert!(store.get_session(&s.id_hash).await.unwrap().is_some());
+    acct.password_hash = "$argon2id$v=19$m=19456,t=2,p=1$bmV3$bmV3".into();
+    store
+        .update_account(&acct, draft(AuditAction::AccountUpdate, "admin"))
+        .await
+        .unwrap();
+    assert!(store.get_session(&s.id_hash).await.unwrap().is_none());
 }
 
 async fn access_and_usage<S: Store>(store: &S) {

@@ -452,6 +452,15 @@ impl Store for SqliteStore {
         let account = account.clone();
         self.write(move |conn| {
             Box::pin(async move {
+                sqlx::query(
+                    "DELETE FROM sessions WHERE account_id = ?1 AND EXISTS \
+                     (SELECT 1 FROM accounts WHERE id = ?1 AND password_hash <> ?2)",
+                )
+                .bind(account.id.as_str())
+                .bind(&account.password_hash)
+                .execute(&mut *conn)
+                .await
+                .map_err(backend)?;
                 let done = sqlx::query(
                     "UPDATE accounts SET password_hash = ?, disabled = ?, last_login_at = ? WHERE id = ?",
                 )

@@ -214,17 +214,7 @@ impl Service {
         }
         let (password, generated) = match password {
             Some(p) => (zeroize::Zeroizing::new(p), false),
-            None => {
-                let mut raw = [0u8; 18];
-                getrandom::fill(&mut raw)
-                    .map_err(|e| ServiceError::Internal(format!("no randomness: {e}")))?;
-                (
-                    zeroize::Zeroizing::new(
-                        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw),
-                    ),
-                    true,
-                )
-            }
+            None => (generate_password()?, true),
         };
         tessera_core::account::validate_password(&password)
             .map_err(|m| ServiceError::InvalidRequest(format!("TESSERA_ADMIN_PASSWORD {m}")))?;
@@ -242,11 +232,7 @@ impl Service {
             time: now,
             action: AuditAction::AccountCreate,
             outcome: Outcome::Success,
-            actor: Actor {
-                account_id: None,
-                username: Some("system".into()),
-                token_id: None,
-            },
+            actor: system_actor(),
             target: Some(Target::new("account", &account.id, Some("admin"))),
             ip: None,
             user_agent: None,
@@ -268,7 +254,65 @@ impl Service {
             account: Arc::new(crate::verifier::snapshot(&account, &roles)),
             via: CallerAuth::Local,
             ip: None,
-            user_agent: None,
+            // The audit entry's `user_agent` tells that it happened at the machine.
+            user_agent: Some(LOCAL_USER_AGENT.into()),
         })
     }
+
+    /// `tessera admin reset-password`: the operator at the machine sets (or, with
+    /// `None`, generates) an account's password, with no password of anyone at hand.
+    /// Answers the password when it was generated. The account's sessions end
+    /// (see `Store::update_account`).
+    pub async fn reset_password(
+        &self,
+        username: &str,
+        password: Option<String>,
+    ) -> ServiceResult<Option<zeroize::Zeroizing<String>>> {
+        let mut account = self
+            .store
+            .get_account_by_username(username)
+            .await?
+            .ok_or(ServiceError::NotFound("account"))?;
+        let (password, generated) = match password {
+            Some(p) => (zeroize::Zeroizing::new(p), false),
+            None => (generate_password()?, true),
+        };
+        tessera_core::account::validate_password(&password)
+            .map_err(|m| ServiceError::field("password", m))?;
+        account.password_hash = Self::hash_password(password.to_string()).await?;
+        let audit = AuditDraft {
+            time: self.clock.now(),
+            action: AuditAction::AccountUpdate,
+            outcome: Outcome::Success,
+            actor: system_actor(),
+            target: Some(Target::new("account", &account.id, Some(&account.username))),
+            ip: None,
+            user_agent: Some(LOCAL_USER_AGENT.into()),
+            details: serde_json::json!({"password": "reset"}),
+        };
+        self.store.update_account(&account, audit).await?;
+        self.verifier.evict_account(&account.id);
+        Ok(generated.then_some(password))
+    }
+}
+
+/// What the audit log shows as `user_agent` for changes made by `tessera admin …`.
+pub const LOCAL_USER_AGENT: &str = "tessera admin (local)";
+
+/// The actor of changes that no account made: first start, offline password resets.
+fn system_actor() -> Actor {
+    Actor {
+        account_id: None,
+        username: Some("system".into()),
+        token_id: None,
+    }
+}
+
+/// 18 random bytes, URL-safe base64: 24 characters, 144 bits.
+fn generate_password() -> ServiceResult<zeroize::Zeroizing<String>> {
+    let mut raw = [0u8; 18];
+    getrandom::fill(&mut raw).map_err(|e| ServiceError::Internal(format!("no randomness: {e}")))?;
+    Ok(zeroize::Zeroizing::new(
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw),
+    ))
 }

@@ -97,7 +97,7 @@ impl Caller {
 pub enum ServiceError {
     #[error("{0}")]
     InvalidRequest(String),
-    #[error("{}", describe_fields(.0))]
+    #[error("invalid {}", describe_fields(.0))]
     Validation(Vec<FieldError>),
     #[error("missing permission or scope: {}", .0.join(", "))]
     Forbidden(Vec<String>),
@@ -120,7 +120,7 @@ pub enum ServiceError {
 fn describe_fields(fields: &[FieldError]) -> String {
     let parts: Vec<String> = fields
         .iter()
-        .map(|f| format!("{} {}", f.field, f.message))
+        .map(|f| format!("{}: {}", f.field, f.message))
         .collect();
     parts.join("; ")
 }
