@@ -1,8 +1,13 @@
 //! The `tessera` binary: `tessera serve` runs the server; the other subcommands are
 //! clients of its admin API.
 
+mod cli;
+
 use anyhow::Context;
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
+use cli::args::{
+    AccountCommand, AuditCommand, Connection, PolicyCommand, RoleCommand, TokenCommand,
+};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tessera_server::{App, ServerConfig};
@@ -13,12 +18,44 @@ use tessera_store::AnyStore;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    connection: Connection,
 }
 
 #[derive(Subcommand)]
 enum Command {
     /// Run the admin API and the gateway.
     Serve(ServeArgs),
+    /// Who the server takes TESSERA_TOKEN for.
+    Whoami,
+    /// Create, list and manage your API tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// The tamper-evident audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+    /// Accounts (needs accounts:read / accounts:write).
+    #[command(subcommand)]
+    Account(AccountCommand),
+    /// Roles and their permissions.
+    #[command(subcommand)]
+    Role(RoleCommand),
+    /// The token policy: expiries and tokens per account.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+    /// Make the gateway's services and routes what a YAML file says.
+    Apply {
+        /// The file (`-` for stdin): `services:` and `routes:` as in PUT /api/v1/gateway/config.
+        #[arg(short = 'f', long = "file")]
+        file: String,
+        /// Print what would change, change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Offline administration on the database, at the server's machine.
+    Admin(cli::admin::AdminArgs),
+    /// Print a shell completion script.
+    Completions { shell: clap_complete::Shell },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -57,6 +94,56 @@ struct ServeArgs {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    let command = match cli.command {
+        Command::Serve(args) => return run_server(args),
+        Command::Completions { shell } => {
+            // Into a buffer first: clap_complete panics when stdout closes early.
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "tessera", &mut script);
+            let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), &script);
+            return std::process::ExitCode::SUCCESS;
+        }
+        other => other,
+    };
+    // A client command is one request or a few: one thread is plenty.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("tessera: cannot start the async runtime: {e}");
+            return std::process::ExitCode::from(3);
+        }
+    };
+    match runtime.block_on(run_client(command, &cli.connection)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{}", e.report());
+            e.exit_code()
+        }
+    }
+}
+
+async fn run_client(command: Command, conn: &Connection) -> cli::CliResult {
+    use cli::commands as c;
+    if let Command::Admin(args) = command {
+        return cli::admin::run(args, conn.json).await;
+    }
+    let ctx = c::Ctx::new(conn)?;
+    match command {
+        Command::Whoami => c::whoami(&ctx).await,
+        Command::Token(cmd) => c::token(&ctx, cmd).await,
+        Command::Audit(cmd) => c::audit(&ctx, cmd).await,
+        Command::Account(cmd) => c::account(&ctx, cmd).await,
+        Command::Role(cmd) => c::role(&ctx, cmd).await,
+        Command::Policy(cmd) => c::policy(&ctx, cmd).await,
+        Command::Apply { file, dry_run } => c::apply(&ctx, &file, dry_run).await,
+        Command::Serve(_) | Command::Admin(_) | Command::Completions { .. } => Ok(()),
+    }
+}
+
+fn run_server(args: ServeArgs) -> std::process::ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -67,12 +154,7 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(async {
-        match cli.command {
-            Command::Serve(args) => serve(args).await,
-        }
-    });
-    match result {
+    match runtime.block_on(serve(args)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("tessera: {e:#}");

@@ -78,6 +78,15 @@ impl TestApp {
         .await
     }
 
+    /// A server whose clock starts at the machine's time, for tests whose other side
+    /// (the CLI in its own process) reads the real clock.
+    pub async fn spawn_now() -> Self {
+        #[allow(clippy::disallowed_methods)]
+        let now = chrono::Utc::now();
+        let dir = Arc::new(tempfile::tempdir().unwrap());
+        Self::start(dir, ManualClock::new(now), "test-admin", GENEROUS).await
+    }
+
     /// A server over the database in `dir`, which an earlier one used: a restart.
     pub async fn spawn_in(dir: Arc<tempfile::TempDir>, clock: ManualClock) -> Self {
         Self::start(dir, clock, "test-admin-after-restart", GENEROUS).await

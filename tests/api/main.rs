@@ -6,6 +6,7 @@ mod accounts;
 mod audit;
 mod auth;
 mod binary;
+mod cli;
 mod gateway;
 mod helpers;
 mod limits;
