@@ -47,9 +47,11 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));
+        // The writer keeps up to 64 MiB of pages (SQLite's default is 2 MiB): access-log
+        // batches touch pages of the runs tables all over, and re-reading them costs.
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
-            .connect_with(options.clone())
+            .connect_with(options.clone().pragma("cache_size", "-65536"))
             .await
             .map_err(backend)?;
         let reader = SqlitePoolOptions::new()
@@ -352,6 +354,60 @@ fn push_page<'a>(qb: &mut QueryBuilder<'a, Sqlite>, has_where: bool, key: &str, 
         .push(key)
         .push(" DESC LIMIT ")
         .push_bind(i64::from(page.limit));
+}
+
+/// Where one key's records of a batch are: between ids `first` and `last` (other keys'
+/// records may lie between them) and between these times.
+struct Run<'a> {
+    key: &'a str,
+    first: i64,
+    last: i64,
+    min_time: i64,
+    max_time: i64,
+}
+
+/// The run of every key of a batch whose ids start at `first_id`; records without a key
+/// belong to none.
+fn runs<'a>(
+    records: &'a [AccessRecord],
+    first_id: i64,
+    key: impl Fn(&'a AccessRecord) -> Option<&'a str>,
+) -> Vec<Run<'a>> {
+    let mut out: std::collections::HashMap<&'a str, Run<'a>> = std::collections::HashMap::new();
+    for (i, r) in records.iter().enumerate() {
+        let Some(k) = key(r) else { continue };
+        let id = first_id + i as i64;
+        let t = ms(r.time);
+        let run = out.entry(k).or_insert(Run {
+            key: k,
+            first: id,
+            last: id,
+            min_time: t,
+            max_time: t,
+        });
+        run.last = id;
+        run.min_time = run.min_time.min(t);
+        run.max_time = run.max_time.max(t);
+    }
+    out.into_values().collect()
+}
+
+/// `into` is the table and its key column, like `access_runs_by_token (token_id`.
+async fn insert_runs(conn: &mut SqliteConnection, into: &str, runs: &[Run<'_>]) -> StoreResult<()> {
+    for chunk in runs.chunks(150) {
+        let mut qb = QueryBuilder::<Sqlite>::new(format!(
+            "INSERT INTO {into}, last_id, first_id, min_time, max_time) "
+        ));
+        qb.push_values(chunk, |mut row, run| {
+            row.push_bind(run.key)
+                .push_bind(run.last)
+                .push_bind(run.first)
+                .push_bind(run.min_time)
+                .push_bind(run.max_time);
+        });
+        qb.build().execute(&mut *conn).await.map_err(backend)?;
+    }
+    Ok(())
 }
 
 impl Store for SqliteStore {
@@ -1052,40 +1108,55 @@ impl Store for SqliteStore {
         let usage = usage.to_vec();
         self.write(move |conn| {
             Box::pin(async move {
+                let (last,): (i64,) = sqlx::query_as(
+                    "SELECT MAX(COALESCE((SELECT MAX(id) FROM access_log), 0), \
+                     COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'access_log'), 0))",
+                )
+                .fetch_one(&mut *conn)
+                .await
+                .map_err(backend)?;
+                let first_id = last + 1;
                 // Many rows a statement: per-statement overhead, not per-row work, is
                 // what limits an embedded database here (999 variables a statement).
-                for chunk in records.chunks(90) {
+                for (n, chunk) in records.chunks(90).enumerate() {
+                    let base = first_id + (n * 90) as i64;
                     let mut qb = QueryBuilder::<Sqlite>::new(
-                        "INSERT INTO access_log (time, token_id, account_id, listener, method, path, status, code, ip, latency_ms) ",
+                        "INSERT INTO access_log (id, time, token_id, account_id, listener, method, path, status, code, ip, latency_ms) ",
                     );
-                    qb.push_values(chunk, |mut row, r| {
-                        row.push_bind(ms(r.time))
-                            .push_bind(r.token_id.as_ref().map(|t| t.as_str().to_owned()))
-                            .push_bind(r.account_id.as_ref().map(|a| a.as_str().to_owned()))
+                    qb.push_values(chunk.iter().enumerate(), |mut row, (i, r)| {
+                        row.push_bind(base + i as i64)
+                            .push_bind(ms(r.time))
+                            .push_bind(r.token_id.as_ref().map(TokenId::as_str))
+                            .push_bind(r.account_id.as_ref().map(AccountId::as_str))
                             .push_bind(match r.listener {
                                 Listener::Admin => "admin",
                                 Listener::Gateway => "gateway",
                             })
-                            .push_bind(r.method.clone())
-                            .push_bind(r.path.clone())
+                            .push_bind(r.method.as_str())
+                            .push_bind(r.path.as_str())
                             .push_bind(i64::from(r.status))
-                            .push_bind(r.code.clone())
-                            .push_bind(r.ip.clone())
+                            .push_bind(r.code.as_str())
+                            .push_bind(r.ip.as_str())
                             .push_bind(r.latency_ms);
                     });
                     qb.build().execute(&mut *conn).await.map_err(backend)?;
                 }
+                let by_token = runs(&records, first_id, |r| r.token_id.as_ref().map(TokenId::as_str));
+                insert_runs(conn, "access_runs_by_token (token_id", &by_token).await?;
+                let by_account =
+                    runs(&records, first_id, |r| r.account_id.as_ref().map(AccountId::as_str));
+                insert_runs(conn, "access_runs_by_account (account_id", &by_account).await?;
                 for chunk in usage.chunks(150) {
                     // One UPDATE … FROM (VALUES …) for many tokens at once.
                     let mut qb = QueryBuilder::<Sqlite>::new(
                         "WITH d(id, allowed, denied, at, ip) AS (",
                     );
                     qb.push_values(chunk, |mut row, u| {
-                        row.push_bind(u.token_id.as_str().to_owned())
+                        row.push_bind(u.token_id.as_str())
                             .push_bind(i64::try_from(u.allowed).unwrap_or(i64::MAX))
                             .push_bind(i64::try_from(u.denied).unwrap_or(i64::MAX))
                             .push_bind(ms(u.last_used_at))
-                            .push_bind(u.last_used_ip.clone());
+                            .push_bind(u.last_used_ip.as_str());
                     });
                     qb.push(
                         ") UPDATE tokens SET usage_allowed = usage_allowed + d.allowed, usage_denied = usage_denied + d.denied, \
@@ -1105,17 +1176,59 @@ impl Store for SqliteStore {
         filter: &AccessFilter,
         page: &Page,
     ) -> StoreResult<Vec<(i64, AccessRecord)>> {
-        let mut qb = QueryBuilder::new("SELECT * FROM access_log WHERE 1 = 1");
+        // By token or account: walk that key's runs newest first and read their rows by
+        // id; one key's runs never overlap, so ordering by the run, then the id, is the id
+        // order, and lets SQLite stop at the page's end.
+        let runs = match (&filter.token_id, &filter.account_id) {
+            (Some(t), _) => Some(("access_runs_by_token", "token_id", t.as_str())),
+            (None, Some(a)) => Some(("access_runs_by_account", "account_id", a.as_str())),
+            (None, None) => None,
+        };
+        let mut qb = QueryBuilder::new("SELECT a.* FROM ");
+        match runs {
+            Some((table, column, key)) => {
+                qb.push(table)
+                    .push(" r JOIN access_log a ON a.id BETWEEN r.first_id AND r.last_id WHERE r.")
+                    .push(column)
+                    .push(" = ")
+                    .push_bind(key);
+                if let Some(since) = filter.since {
+                    qb.push(" AND r.max_time >= ").push_bind(ms(since));
+                }
+                if let Some(until) = filter.until {
+                    qb.push(" AND r.min_time < ").push_bind(ms(until));
+                }
+                if let Some(after) = page.after.as_deref().and_then(|a| a.parse::<i64>().ok()) {
+                    qb.push(" AND r.first_id < ").push_bind(after);
+                }
+            }
+            None => {
+                qb.push("access_log a WHERE 1 = 1");
+            }
+        }
         if let Some(t) = &filter.token_id {
-            qb.push(" AND token_id = ").push_bind(t.as_str());
+            qb.push(" AND a.token_id = ").push_bind(t.as_str());
         }
         if let Some(a) = &filter.account_id {
-            qb.push(" AND account_id = ").push_bind(a.as_str());
+            qb.push(" AND a.account_id = ").push_bind(a.as_str());
         }
         if let Some(s) = filter.status {
-            qb.push(" AND status = ").push_bind(i64::from(s));
+            qb.push(" AND a.status = ").push_bind(i64::from(s));
         }
-        push_log_tail(&mut qb, filter.since, filter.until, "id", page);
+        if let Some(since) = filter.since {
+            qb.push(" AND a.time >= ").push_bind(ms(since));
+        }
+        if let Some(until) = filter.until {
+            qb.push(" AND a.time < ").push_bind(ms(until));
+        }
+        if let Some(after) = page.after.as_deref().and_then(|a| a.parse::<i64>().ok()) {
+            qb.push(" AND a.id < ").push_bind(after);
+        }
+        qb.push(match runs {
+            Some(_) => " ORDER BY r.last_id DESC, a.id DESC LIMIT ",
+            None => " ORDER BY a.id DESC LIMIT ",
+        })
+        .push_bind(i64::from(page.limit));
         let rows = qb.build().fetch_all(&self.reader).await.map_err(backend)?;
         Ok(rows.iter().map(access_from_row).collect())
     }
@@ -1127,17 +1240,17 @@ impl Store for SqliteStore {
         until: Timestamp,
         width: BucketWidth,
     ) -> StoreResult<Vec<UsageBucket>> {
-        let w = width.millis();
         let rows: Vec<(i64, i64, i64)> = sqlx::query_as(
-            "SELECT (time / ?) * ? AS start, \
-             SUM(CASE WHEN status < 400 THEN 1 ELSE 0 END), SUM(CASE WHEN status >= 400 THEN 1 ELSE 0 END) \
-             FROM access_log WHERE token_id = ? AND time >= ? AND time < ? GROUP BY start ORDER BY start",
+            "SELECT (a.time / ?4) * ?4 AS start, \
+             SUM(CASE WHEN a.status < 400 THEN 1 ELSE 0 END), SUM(CASE WHEN a.status >= 400 THEN 1 ELSE 0 END) \
+             FROM access_runs_by_token r JOIN access_log a ON a.id BETWEEN r.first_id AND r.last_id \
+             WHERE r.token_id = ?1 AND r.max_time >= ?2 AND r.min_time < ?3 \
+             AND a.token_id = ?1 AND a.time >= ?2 AND a.time < ?3 GROUP BY start ORDER BY start",
         )
-        .bind(w)
-        .bind(w)
         .bind(token_id.as_str())
         .bind(ms(since))
         .bind(ms(until))
+        .bind(width.millis())
         .fetch_all(&self.reader)
         .await
         .map_err(backend)?;
