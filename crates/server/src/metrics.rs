@@ -30,7 +30,6 @@ pub struct Metrics {
     registry: Registry,
     pub verifications: Family<OutcomeLabel, Counter>,
     pub verification_seconds: Histogram,
-    pub request_seconds: Family<ListenerLabel, Histogram>,
     pub cache: Family<CacheLabel, Counter>,
     /// Store reads made because a digest was in neither cache.
     pub store_lookups: Counter,
@@ -40,6 +39,8 @@ pub struct Metrics {
     /// Handles into the families above for the hot path's common cases, so that
     /// counting them needs no label lookup.
     pub verified_ok: Counter,
+    pub admin_request_seconds: Histogram,
+    pub gateway_request_seconds: Histogram,
     cache_hit: Counter,
     cache_negative_hit: Counter,
     cache_miss: Counter,
@@ -112,7 +113,14 @@ impl Default for Metrics {
             })
             .clone();
         let cache_miss = cache.get_or_create(&CacheLabel { result: "miss" }).clone();
+        let per_listener = |listener| {
+            request_seconds
+                .get_or_create(&ListenerLabel { listener })
+                .clone()
+        };
         Self {
+            admin_request_seconds: per_listener("admin"),
+            gateway_request_seconds: per_listener("gateway"),
             verified_ok,
             cache_hit,
             cache_negative_hit,
@@ -120,7 +128,6 @@ impl Default for Metrics {
             registry,
             verifications,
             verification_seconds,
-            request_seconds,
             cache,
             store_lookups,
             cache_hit_ratio,

@@ -3,7 +3,6 @@
 //! graceful stop that lets in-flight requests finish.
 
 use axum::extract::ConnectInfo;
-use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::server::graceful::GracefulShutdown;
@@ -45,13 +44,23 @@ pub fn tls_acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, String> {
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
-/// Serves `router` on `listener` until `stop` turns true, then drains.
-pub async fn run(
+/// Serves `service` (an axum `Router`, or the gateway's own service) on `listener`
+/// until `stop` turns true, then drains.
+pub async fn run<S>(
     listener: TcpListener,
-    router: Router,
+    service: S,
     tls: Option<TlsAcceptor>,
     mut stop: watch::Receiver<bool>,
-) {
+) where
+    S: tower::Service<
+            hyper::Request<hyper::body::Incoming>,
+            Response = axum::response::Response,
+            Error = std::convert::Infallible,
+        > + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
     let graceful = GracefulShutdown::new();
     let mut builder = Builder::new(TokioExecutor::new());
     builder
@@ -74,7 +83,7 @@ pub async fn run(
         };
         let _ = stream.set_nodelay(true);
         let service =
-            router
+            service
                 .clone()
                 .map_request(move |mut req: hyper::Request<hyper::body::Incoming>| {
                     req.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));

@@ -8,7 +8,7 @@ pub mod routes;
 
 use crate::gateway::proxy::Proxy;
 use crate::gateway::Routing;
-use crate::metrics::{ListenerLabel, Metrics};
+use crate::metrics::Metrics;
 use crate::service::{LoginLimits, Service};
 use crate::verifier::{RecorderShutdown, UsageRecorder, Verifier};
 use axum::extract::{DefaultBodyLimit, Request, State};
@@ -208,31 +208,72 @@ impl App {
             .layer(middleware::from_fn(security_headers))
             .layer(middleware::from_fn_with_state(
                 self.state.clone(),
-                observe(Listener::Admin),
+                observe_admin,
             ))
             .layer(middleware::from_fn(limit_headers))
     }
 
     /// The gateway listener's router: its own endpoints under the reserved `/_tessera/`,
     /// and the proxy for everything else.
-    pub fn gateway_router(&self) -> Router {
-        Router::new()
-            .route(
-                "/_tessera/healthz",
-                axum::routing::get(routes::ops::healthz),
-            )
-            .route(
-                "/_tessera/verify",
-                axum::routing::any(routes::gateway::forward_auth),
-            )
-            .route("/_tessera/{*rest}", axum::routing::any(not_found))
-            .fallback(routes::gateway::proxy)
-            .with_state(self.state.clone())
-            .layer(middleware::from_fn_with_state(
-                self.state.clone(),
-                observe(Listener::Gateway),
-            ))
-            .layer(middleware::from_fn(limit_headers))
+    /// The gateway listener's service. Not an axum `Router`: it has three fixed paths
+    /// and a fallback, and every request is hot, so it dispatches by hand and skips the
+    /// router's matching, boxed middleware and per-layer state clones.
+    pub fn gateway_service(&self) -> GatewayService {
+        GatewayService {
+            proxy: self.state.proxy.clone(),
+            metrics: self.state.metrics.clone(),
+        }
+    }
+}
+
+/// See [`App::gateway_service`].
+#[derive(Clone, Debug)]
+pub struct GatewayService {
+    proxy: Arc<Proxy>,
+    metrics: Arc<Metrics>,
+}
+
+impl GatewayService {
+    async fn handle(self, req: Request) -> Response {
+        let started = Instant::now();
+        let response = if headers_too_large(&req) {
+            ApiError::code(ErrorCode::HeadersTooLarge).into_response()
+        } else {
+            match req.uri().path() {
+                "/_tessera/healthz" if req.method() == axum::http::Method::GET => {
+                    routes::ops::healthz().await.into_response()
+                }
+                "/_tessera/verify" => self.proxy.forward_auth(req).await,
+                p if p.starts_with("/_tessera/") => not_found().await.into_response(),
+                _ => self.proxy.handle(req).await,
+            }
+        };
+        self.metrics
+            .gateway_request_seconds
+            .observe(started.elapsed().as_secs_f64());
+        response
+    }
+}
+
+impl<B> tower::Service<axum::http::Request<B>> for GatewayService
+where
+    B: axum::body::HttpBody<Data = axum::body::Bytes> + Send + 'static,
+    B::Error: Into<axum::BoxError>,
+{
+    type Response = Response;
+    type Error = std::convert::Infallible;
+    type Future = std::pin::Pin<Box<dyn Future<Output = Result<Response, Self::Error>> + Send>>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: axum::http::Request<B>) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move { Ok(this.handle(req.map(axum::body::Body::new)).await) })
     }
 }
 
@@ -246,15 +287,19 @@ async fn method_not_allowed() -> ApiError {
 
 /// 431 in the contract's format when the request headers are over 32 KiB in all.
 async fn limit_headers(req: Request, next: Next) -> Response {
+    if headers_too_large(&req) {
+        return ApiError::code(ErrorCode::HeadersTooLarge).into_response();
+    }
+    next.run(req).await
+}
+
+fn headers_too_large(req: &Request) -> bool {
     let size: usize = req
         .headers()
         .iter()
         .map(|(k, v)| k.as_str().len() + v.len() + 4)
         .sum();
-    if size > MAX_HEADER_BYTES {
-        return ApiError::code(ErrorCode::HeadersTooLarge).into_response();
-    }
-    next.run(req).await
+    size > MAX_HEADER_BYTES
 }
 
 /// Responses of the API hold secrets at times (a new token's value): never cache them.
@@ -278,33 +323,15 @@ async fn security_headers(req: Request, next: Next) -> Response {
     response
 }
 
-/// Times every request for the latency histogram of its listener.
-fn observe(
-    listener: Listener,
-) -> impl Fn(
-    State<AppState>,
-    Request,
-    Next,
-) -> std::pin::Pin<Box<dyn Future<Output = Response> + Send>>
-       + Clone {
-    move |State(state): State<AppState>, req: Request, next: Next| {
-        Box::pin(async move {
-            let started = Instant::now();
-            let response = next.run(req).await;
-            let label = ListenerLabel {
-                listener: match listener {
-                    Listener::Admin => "admin",
-                    Listener::Gateway => "gateway",
-                },
-            };
-            state
-                .metrics
-                .request_seconds
-                .get_or_create(&label)
-                .observe(started.elapsed().as_secs_f64());
-            response
-        })
-    }
+/// Times every admin request for the latency histogram (the gateway times its own).
+async fn observe_admin(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let response = next.run(req).await;
+    state
+        .metrics
+        .admin_request_seconds
+        .observe(started.elapsed().as_secs_f64());
+    response
 }
 
 /// Writes an access-log record for every admin-API request that presented a token,
@@ -350,7 +377,7 @@ pub async fn serve(
     });
     tokio::join!(
         listen::run(admin, app.admin_router(), tls.clone(), stop_rx.clone()),
-        listen::run(gateway, app.gateway_router(), tls, stop_rx),
+        listen::run(gateway, app.gateway_service(), tls, stop_rx),
     );
     poller.abort();
     app.recorder.flush_and_stop().await;
