@@ -477,12 +477,11 @@ pub fn read_password() -> CliResult<String> {
     Ok(password)
 }
 
-/// 18 random bytes as URL-safe base64 (24 characters).
+/// A new password, as the server generates them (24 characters, 144 bits).
 fn generate_password() -> CliResult<String> {
-    use base64::Engine;
-    let mut raw = [0u8; 18];
-    getrandom::fill(&mut raw).map_err(|e| CliError::Unavailable(format!("no randomness: {e}")))?;
-    Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw))
+    tessera_server::service::generate_password()
+        .map(|p| p.to_string())
+        .map_err(|e| CliError::Unavailable(e.to_string()))
 }
 
 pub async fn role(ctx: &Ctx, cmd: RoleCommand) -> CliResult {

@@ -309,7 +309,7 @@ fn system_actor() -> Actor {
 }
 
 /// 18 random bytes, URL-safe base64: 24 characters, 144 bits.
-fn generate_password() -> ServiceResult<zeroize::Zeroizing<String>> {
+pub fn generate_password() -> ServiceResult<zeroize::Zeroizing<String>> {
     let mut raw = [0u8; 18];
     getrandom::fill(&mut raw).map_err(|e| ServiceError::Internal(format!("no randomness: {e}")))?;
     Ok(zeroize::Zeroizing::new(

@@ -8,7 +8,7 @@ mod gateway;
 mod logs;
 mod tokens;
 
-pub use auth::{LoginOutcome, SESSION_COOKIE, SESSION_TTL_HOURS};
+pub use auth::{generate_password, LoginOutcome, SESSION_COOKIE, SESSION_TTL_HOURS};
 pub use tokens::TokenScope;
 
 use crate::verifier::{AccountSnapshot, Denial, TokenEntry, Verifier};
