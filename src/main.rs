@@ -149,10 +149,15 @@ async fn run_client(command: Command, conn: &Connection) -> cli::CliResult {
 }
 
 fn run_server(args: ServeArgs) -> std::process::ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    // On one core (a container limited to one CPU, or `taskset`), a work-stealing
+    // scheduler has nobody to steal from and only adds its bookkeeping to every wake-up.
+    let one_core = std::thread::available_parallelism().is_ok_and(|n| n.get() == 1);
+    let mut builder = if one_core {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("tessera: cannot start the async runtime: {e}");

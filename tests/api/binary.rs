@@ -16,11 +16,37 @@ fn free_port() -> u16 {
 
 #[tokio::test]
 async fn serve_bootstraps_logs_safely_and_stops_cleanly() {
+    serve_and_stop(false).await;
+}
+
+/// On one core the binary runs a single-threaded runtime: the same checks hold there.
+#[tokio::test]
+async fn serve_on_one_core_works_the_same() {
+    let taskset = Command::new("taskset").arg("--version").output();
+    if taskset.is_err() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "taskset (util-linux) is missing"
+        );
+        eprintln!("skipped: no taskset here");
+        return;
+    }
+    serve_and_stop(true).await;
+}
+
+async fn serve_and_stop(one_core: bool) {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("bin.db");
     let (admin_port, gateway_port) = (free_port(), free_port());
     let stderr_path = dir.path().join("stderr.log");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tessera"))
+    let mut command = if one_core {
+        let mut c = Command::new("taskset");
+        c.args(["-c", "0", env!("CARGO_BIN_EXE_tessera")]);
+        c
+    } else {
+        Command::new(env!("CARGO_BIN_EXE_tessera"))
+    };
+    let mut child = command
         .args(["serve", "--log-format", "json"])
         .args(["--admin-addr", &format!("127.0.0.1:{admin_port}")])
         .args(["--gateway-addr", &format!("127.0.0.1:{gateway_port}")])
@@ -88,7 +114,16 @@ async fn serve_bootstraps_logs_safely_and_stops_cleanly() {
         .unwrap();
     let value = created["token"].as_str().unwrap().to_owned();
     let id = created["id"].as_str().unwrap().to_owned();
-    // Uses, good and bad, with the value in every carrier and in a failing body.
+    // Uses, good and bad, with the value in every carrier and in a failing body, on
+    // both listeners.
+    let verified = client
+        .get(format!("http://127.0.0.1:{gateway_port}/_tessera/verify"))
+        .header("X-API-KEY", &value)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(verified.status(), 204);
+    assert_eq!(verified.headers()["x-tessera-token-id"], id.as_str());
     for _ in 0..3 {
         client
             .get(format!("{base}/api/v1/user/me"))
@@ -162,7 +197,7 @@ async fn serve_bootstraps_logs_safely_and_stops_cleanly() {
         .fetch_one(&pool)
         .await
         .unwrap();
-    assert!(uses >= 5, "{uses}");
+    assert!(uses >= 6, "{uses}");
     pool.close().await;
 
     for suffix in ["", "-wal", "-shm"] {
