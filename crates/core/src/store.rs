@@ -260,10 +260,11 @@ pub trait Store: Send + Sync {
 
     // --- access log and usage ----------------------------------------------------------
     /// Writes a batch of records and the usage counters they add up to, in one transaction.
+    /// Takes them by value: a batch is thousands of records, written once.
     fn record_access(
         &self,
-        records: &[AccessRecord],
-        usage: &[UsageDelta],
+        records: Vec<AccessRecord>,
+        usage: Vec<UsageDelta>,
     ) -> impl Future<Output = StoreResult<()>> + Send;
     /// Newest first; the cursor is the record's row id.
     fn list_access(

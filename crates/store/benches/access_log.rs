@@ -70,7 +70,7 @@ fn access_log(c: &mut Criterion) {
     // A log that already holds 200,000 records.
     for seq in 0..25 {
         let (r, u) = batch(seq, &tokens, &account);
-        rt.block_on(store.record_access(&r, &u)).unwrap();
+        rt.block_on(store.record_access(r, u)).unwrap();
     }
     let mut g = c.benchmark_group("access_log");
     g.throughput(Throughput::Elements(BATCH as u64));
@@ -82,7 +82,7 @@ fn access_log(c: &mut Criterion) {
                 seq += 1;
                 batch(seq, &tokens, &account)
             },
-            |(r, u)| rt.block_on(store.record_access(&r, &u)).unwrap(),
+            |(r, u)| rt.block_on(store.record_access(r, u)).unwrap(),
             criterion::BatchSize::PerIteration,
         )
     });

@@ -151,7 +151,7 @@ impl Store for AnyStore {
     async fn audit_after(&self, after: i64, limit: u32) -> StoreResult<Vec<AuditEntry>> {
         delegate!(self.audit_after(after, limit))
     }
-    async fn record_access(&self, r: &[AccessRecord], u: &[UsageDelta]) -> StoreResult<()> {
+    async fn record_access(&self, r: Vec<AccessRecord>, u: Vec<UsageDelta>) -> StoreResult<()> {
         delegate!(self.record_access(r, u))
     }
     async fn list_access(

@@ -626,7 +626,7 @@ async fn access_and_usage<S: Store>(store: &S) {
         last_used_at: base + Duration::seconds(70),
         last_used_ip: "10.1.2.3".into(),
     }];
-    store.record_access(&records, &usage).await.unwrap();
+    store.record_access(records.clone(), usage).await.unwrap();
     let after = store.get_token(&tok.id).await.unwrap().unwrap();
     assert_eq!((after.usage_allowed, after.usage_denied), (2, 1));
     assert_eq!(after.last_used_at, Some(base + Duration::seconds(70)));
@@ -702,7 +702,7 @@ async fn access_and_usage<S: Store>(store: &S) {
             rec(t + 4, 200, None),
         ];
         mine.extend([records[0].clone(), records[2].clone()]);
-        store.record_access(&records, &[]).await.unwrap();
+        store.record_access(records, Vec::new()).await.unwrap();
     }
     let by_token = |after: Option<String>, since: Option<i64>, until: Option<i64>| {
         let filter = AccessFilter {

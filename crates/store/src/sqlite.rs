@@ -1111,11 +1111,9 @@ impl Store for SqliteStore {
 
     async fn record_access(
         &self,
-        records: &[AccessRecord],
-        usage: &[UsageDelta],
+        records: Vec<AccessRecord>,
+        usage: Vec<UsageDelta>,
     ) -> StoreResult<()> {
-        let records = records.to_vec();
-        let usage = usage.to_vec();
         self.write(move |conn| {
             Box::pin(async move {
                 let (last,): (i64,) = sqlx::query_as(

@@ -16,7 +16,7 @@ const CAPACITY: usize = 65_536;
 /// makes each batch bigger, and a batch costs less per record the bigger it is
 /// (`cargo bench -p tessera-store --bench access_log`).
 const FLUSH_EVERY: Duration = Duration::from_millis(1000);
-const MAX_BATCH: usize = 5_000;
+const MAX_BATCH: usize = 20_000;
 
 #[derive(Debug, Clone)]
 pub struct UsageRecorder {
@@ -61,34 +61,34 @@ async fn write_batches(
 ) {
     let mut ticker = tokio::time::interval(FLUSH_EVERY);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut batch = Vec::with_capacity(MAX_BATCH);
     loop {
         let last = tokio::select! {
             _ = ticker.tick() => false,
             _ = &mut stop => true,
         };
         loop {
-            batch.clear();
+            let mut batch = Vec::with_capacity(rx.len().min(MAX_BATCH));
             while batch.len() < MAX_BATCH {
                 match rx.try_recv() {
                     Ok(r) => batch.push(r),
                     Err(_) => break,
                 }
             }
-            if batch.is_empty() {
+            let (count, full) = (batch.len(), batch.len() == MAX_BATCH);
+            if count == 0 {
                 break;
             }
             let usage = add_up(&batch);
-            match store.record_access(&batch, &usage).await {
+            match store.record_access(batch, usage).await {
                 Ok(()) => {
-                    metrics.access_written.inc_by(batch.len() as u64);
+                    metrics.access_written.inc_by(count as u64);
                 }
                 Err(e) => {
-                    tracing::error!(error = %e, records = batch.len(), "could not write access-log batch");
-                    metrics.access_dropped.inc_by(batch.len() as u64);
+                    tracing::error!(error = %e, records = count, "could not write access-log batch");
+                    metrics.access_dropped.inc_by(count as u64);
                 }
             }
-            if batch.len() < MAX_BATCH {
+            if !full {
                 break;
             }
         }
