@@ -22,6 +22,15 @@ async fn health_readiness_and_metrics() {
         .await
         .unwrap();
     assert_eq!(gw.status(), StatusCode::OK);
+    // The gateway's own paths answer in the contract's format too.
+    let post = app
+        .client
+        .post(format!("{}/_tessera/healthz", app.gateway_url));
+    error_of(post, 405, "method_not_allowed").await;
+    let unknown = app
+        .client
+        .get(format!("{}/_tessera/nothing-here", app.gateway_url));
+    error_of(unknown, 404, "not_found").await;
 
     // A flood of well-formed unknown tokens reaches the database once, then the negative cache.
     let fake = tessera_core::token::TokenValue::from_random_bytes(&[9u8; 32]);

@@ -243,6 +243,7 @@ impl GatewayService {
                 "/_tessera/healthz" if req.method() == axum::http::Method::GET => {
                     routes::ops::healthz().await.into_response()
                 }
+                "/_tessera/healthz" => method_not_allowed().await.into_response(),
                 "/_tessera/verify" => self.proxy.forward_auth(req).await,
                 p if p.starts_with("/_tessera/") => not_found().await.into_response(),
                 _ => self.proxy.handle(req).await,
