@@ -248,12 +248,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 fn describe_database(url: &str) -> String {
-    match url
-        .strip_prefix("sqlite://")
-        .or_else(|| url.strip_prefix("sqlite:"))
-    {
+    match AnyStore::sqlite_path(url) {
         Some(path) => {
-            let path = path.split('?').next().unwrap_or(path);
             let abs = std::path::absolute(path)
                 .map(|p| p.display().to_string())
                 .unwrap_or_else(|_| path.to_owned());

@@ -100,11 +100,7 @@ pub async fn run(args: AdminArgs, json: bool) -> CliResult {
 /// The service over an existing database; a missing SQLite file is an error here (the
 /// server creates it on first start, an admin command should not).
 async fn open(url: &str) -> CliResult<App> {
-    if let Some(path) = url
-        .strip_prefix("sqlite://")
-        .or_else(|| url.strip_prefix("sqlite:"))
-        .map(|p| p.split('?').next().unwrap_or(p))
-    {
+    if let Some(path) = AnyStore::sqlite_path(url) {
         if !std::path::Path::new(path).exists() {
             return Err(CliError::Unavailable(format!(
                 "no database at {path}: start `tessera serve` once, or pass --database-url"

@@ -98,6 +98,37 @@ pub struct GatewayChange {
     pub delete_services: Vec<String>,
 }
 
+/// The one-object changes of the services and routes endpoints.
+impl GatewayChange {
+    pub fn upsert_service(service: UpstreamService) -> Self {
+        Self {
+            upsert_services: vec![service],
+            ..Self::default()
+        }
+    }
+
+    pub fn delete_service(id: String) -> Self {
+        Self {
+            delete_services: vec![id],
+            ..Self::default()
+        }
+    }
+
+    pub fn upsert_route(route: Route) -> Self {
+        Self {
+            upsert_routes: vec![route],
+            ..Self::default()
+        }
+    }
+
+    pub fn delete_route(id: String) -> Self {
+        Self {
+            delete_routes: vec![id],
+            ..Self::default()
+        }
+    }
+}
+
 /// Everything Tessera stores. SQLite and PostgreSQL implement it; the conformance suite
 /// in `tessera-store` holds both to the same behaviour.
 pub trait Store: Send + Sync {

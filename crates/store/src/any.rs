@@ -18,6 +18,14 @@ pub enum AnyStore {
 }
 
 impl AnyStore {
+    /// The file of a `sqlite://PATH[?options]` (or `sqlite:PATH`) URL; `None` for other URLs.
+    pub fn sqlite_path(url: &str) -> Option<&str> {
+        let rest = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))?;
+        rest.split('?').next()
+    }
+
     /// Opens the database a URL names: `sqlite://path` (created if missing).
     pub async fn connect(url: &str) -> StoreResult<Self> {
         if url.starts_with("sqlite:") {

@@ -225,14 +225,8 @@ impl Service {
             created_at: now,
         };
         let audit = self.service_audit(caller, AuditAction::ServiceCreate, &s);
-        self.save_and_reload(
-            GatewayChange {
-                upsert_services: vec![s.clone()],
-                ..Default::default()
-            },
-            vec![audit],
-        )
-        .await?;
+        self.save_and_reload(GatewayChange::upsert_service(s.clone()), vec![audit])
+            .await?;
         Ok(service_view(&s))
     }
 
@@ -265,14 +259,8 @@ impl Service {
         let mut s = self.find_service(id).await?;
         (s.name, s.upstreams, s.timeout_ms) = service_fields(&body)?;
         let audit = self.service_audit(caller, AuditAction::ServiceUpdate, &s);
-        self.save_and_reload(
-            GatewayChange {
-                upsert_services: vec![s.clone()],
-                ..Default::default()
-            },
-            vec![audit],
-        )
-        .await?;
+        self.save_and_reload(GatewayChange::upsert_service(s.clone()), vec![audit])
+            .await?;
         Ok(service_view(&s))
     }
 
@@ -280,14 +268,8 @@ impl Service {
         caller.require(GATEWAY_WRITE)?;
         let s = self.find_service(id).await?;
         let audit = self.service_audit(caller, AuditAction::ServiceDelete, &s);
-        self.save_and_reload(
-            GatewayChange {
-                delete_services: vec![s.id],
-                ..Default::default()
-            },
-            vec![audit],
-        )
-        .await
+        self.save_and_reload(GatewayChange::delete_service(s.id), vec![audit])
+            .await
     }
 
     pub async fn create_route(&self, caller: &Caller, body: RouteBody) -> ServiceResult<RouteView> {
@@ -297,14 +279,8 @@ impl Service {
         r.id = RouteId::generate(now).to_string();
         r.created_at = now;
         let audit = self.route_audit(caller, AuditAction::RouteCreate, &r);
-        self.save_and_reload(
-            GatewayChange {
-                upsert_routes: vec![r.clone()],
-                ..Default::default()
-            },
-            vec![audit],
-        )
-        .await?;
+        self.save_and_reload(GatewayChange::upsert_route(r.clone()), vec![audit])
+            .await?;
         Ok(route_view(&r))
     }
 
@@ -334,14 +310,8 @@ impl Service {
         r.id = before.id;
         r.created_at = before.created_at;
         let audit = self.route_audit(caller, AuditAction::RouteUpdate, &r);
-        self.save_and_reload(
-            GatewayChange {
-                upsert_routes: vec![r.clone()],
-                ..Default::default()
-            },
-            vec![audit],
-        )
-        .await?;
+        self.save_and_reload(GatewayChange::upsert_route(r.clone()), vec![audit])
+            .await?;
         Ok(route_view(&r))
     }
 
@@ -349,14 +319,8 @@ impl Service {
         caller.require(GATEWAY_WRITE)?;
         let r = self.find_route(id).await?;
         let audit = self.route_audit(caller, AuditAction::RouteDelete, &r);
-        self.save_and_reload(
-            GatewayChange {
-                delete_routes: vec![r.id],
-                ..Default::default()
-            },
-            vec![audit],
-        )
-        .await
+        self.save_and_reload(GatewayChange::delete_route(r.id), vec![audit])
+            .await
     }
 
     /// Makes the gateway's configuration `desired`, matching by name; all or nothing.
