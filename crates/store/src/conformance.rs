@@ -751,6 +751,27 @@ async fn access_and_usage<S: Store>(store: &S) {
         "both tokens' records carry the account"
     );
     assert!(by_account.windows(2).all(|w| w[0].0 > w[1].0));
+
+    // Everything, paged three at a time: each record once, newest first, across batches
+    // whose tokens' records are kept apart on disk.
+    let everything = store
+        .list_access(&AccessFilter::default(), &page(1000))
+        .await
+        .unwrap();
+    assert_eq!(everything.len(), 4 + 15);
+    let mut paged = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store
+            .list_access(&AccessFilter::default(), &Page { limit: 3, after })
+            .await
+            .unwrap();
+        let Some(last) = page.last() else { break };
+        after = Some(last.0.to_string());
+        paged.extend(page);
+    }
+    assert_eq!(paged, everything);
+    assert!(everything.windows(2).all(|w| w[0].0 > w[1].0));
 }
 
 async fn audit_chain<S: Store>(store: &S) {

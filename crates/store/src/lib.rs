@@ -3,6 +3,7 @@
 //!
 //! Every backend must pass the same [`conformance`] suite.
 
+mod access_pages;
 mod any;
 pub mod sqlite;
 

@@ -1,7 +1,8 @@
 //! The embedded SQLite backend: one file in WAL mode, one writer connection (so writes,
 //! and the audit chain, are serialized without further locking) and a pool of readers.
 
-use crate::{backend, from_json_text, is_unique_violation, json_text};
+use crate::{access_pages, backend, from_json_text, is_unique_violation, json_text};
+use futures_util::TryStreamExt;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePoolOptions, SqliteRow,
     SqliteSynchronous,
@@ -19,7 +20,7 @@ use tessera_core::store::*;
 use tessera_core::token::{
     PreviousValue, RateLimit, TokenHash, TokenName, TokenRecord, TokenStatus,
 };
-use tessera_core::usage::{AccessRecord, BucketWidth, Listener, UsageBucket};
+use tessera_core::usage::{AccessRecord, BucketWidth, UsageBucket};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -48,7 +49,7 @@ impl SqliteStore {
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));
         // The writer keeps up to 64 MiB of pages (SQLite's default is 2 MiB): access-log
-        // batches touch pages of the runs tables all over, and re-reading them costs.
+        // batches touch the page indexes all over, and re-reading them costs.
         // Checkpointing every 10,000 WAL pages (not 1,000) copies a page that every batch
         // changes back into the database once per several batches, not once per batch.
         let writer = SqlitePoolOptions::new()
@@ -230,32 +231,6 @@ fn token_from_row(row: &SqliteRow) -> StoreResult<TokenRecord> {
     })
 }
 
-fn access_from_row(row: &SqliteRow) -> (i64, AccessRecord) {
-    (
-        row.get("id"),
-        AccessRecord {
-            time: from_unix_millis(row.get("time")),
-            token_id: row
-                .get::<Option<String>, _>("token_id")
-                .map(TokenId::from_trusted),
-            account_id: row
-                .get::<Option<String>, _>("account_id")
-                .map(AccountId::from_trusted),
-            listener: if row.get::<String, _>("listener") == "gateway" {
-                Listener::Gateway
-            } else {
-                Listener::Admin
-            },
-            method: row.get("method"),
-            path: row.get("path"),
-            status: u16::try_from(row.get::<i64, _>("status")).unwrap_or(0),
-            code: row.get("code"),
-            ip: row.get("ip"),
-            latency_ms: row.get("latency_ms"),
-        },
-    )
-}
-
 async fn set_account_roles(
     conn: &mut SqliteConnection,
     account: &AccountRecord,
@@ -363,61 +338,18 @@ fn push_page<'a>(qb: &mut QueryBuilder<'a, Sqlite>, has_where: bool, key: &str, 
         .push_bind(i64::from(page.limit));
 }
 
-/// Where one key's records of a batch are: between ids `first` and `last` (other keys'
-/// records may lie between them) and between these times.
-struct Run<'a> {
-    key: &'a str,
-    first: i64,
-    last: i64,
-    min_time: i64,
-    max_time: i64,
-}
-
-/// The run of every key of a batch whose ids start at `first_id`; records without a key
-/// belong to none.
-fn runs<'a>(
-    records: &'a [AccessRecord],
-    first_id: i64,
-    key: impl Fn(&'a AccessRecord) -> Option<&'a str>,
-) -> Vec<Run<'a>> {
-    let mut out: std::collections::HashMap<&'a str, Run<'a>> = std::collections::HashMap::new();
-    for (i, r) in records.iter().enumerate() {
-        let Some(k) = key(r) else { continue };
-        let id = first_id + i as i64;
-        let t = ms(r.time);
-        let run = out.entry(k).or_insert(Run {
-            key: k,
-            first: id,
-            last: id,
-            min_time: t,
-            max_time: t,
-        });
-        run.last = id;
-        run.min_time = run.min_time.min(t);
-        run.max_time = run.max_time.max(t);
+/// Only pages whose time span meets `[since, until)` can hold records in it.
+fn push_page_window(
+    qb: &mut QueryBuilder<'_, Sqlite>,
+    since: Option<Timestamp>,
+    until: Option<Timestamp>,
+) {
+    if let Some(since) = since {
+        qb.push(" AND max_time >= ").push_bind(ms(since));
     }
-    // In key order, the inserts walk the runs table's B-tree from left to right.
-    let mut runs: Vec<Run<'a>> = out.into_values().collect();
-    runs.sort_unstable_by_key(|r| r.key);
-    runs
-}
-
-/// `into` is the table and its key column, like `access_runs_by_token (token_id`.
-async fn insert_runs(conn: &mut SqliteConnection, into: &str, runs: &[Run<'_>]) -> StoreResult<()> {
-    for chunk in runs.chunks(150) {
-        let mut qb = QueryBuilder::<Sqlite>::new(format!(
-            "INSERT INTO {into}, last_id, first_id, min_time, max_time) "
-        ));
-        qb.push_values(chunk, |mut row, run| {
-            row.push_bind(run.key)
-                .push_bind(run.last)
-                .push_bind(run.first)
-                .push_bind(run.min_time)
-                .push_bind(run.max_time);
-        });
-        qb.build().execute(&mut *conn).await.map_err(backend)?;
+    if let Some(until) = until {
+        qb.push(" AND min_time < ").push_bind(ms(until));
     }
-    Ok(())
 }
 
 impl Store for SqliteStore {
@@ -1116,44 +1048,29 @@ impl Store for SqliteStore {
     ) -> StoreResult<()> {
         self.write(move |conn| {
             Box::pin(async move {
-                let (last,): (i64,) = sqlx::query_as(
-                    "SELECT MAX(COALESCE((SELECT MAX(id) FROM access_log), 0), \
-                     COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'access_log'), 0))",
-                )
-                .fetch_one(&mut *conn)
-                .await
-                .map_err(backend)?;
-                let first_id = last + 1;
-                // Many rows a statement: per-statement overhead, not per-row work, is
-                // what limits an embedded database here (999 variables a statement).
-                for (n, chunk) in records.chunks(90).enumerate() {
-                    let base = first_id + (n * 90) as i64;
+                let (last,): (i64,) =
+                    sqlx::query_as("SELECT COALESCE(MAX(last_id), 0) FROM access_pages")
+                        .fetch_one(&mut *conn)
+                        .await
+                        .map_err(backend)?;
+                let pages = access_pages::paginate(&records, last + 1)?;
+                // Many rows a statement (999 variables): per-statement overhead is what
+                // limits an embedded database here.
+                for chunk in pages.chunks(140) {
                     let mut qb = QueryBuilder::<Sqlite>::new(
-                        "INSERT INTO access_log (id, time, token_id, account_id, listener, method, path, status, code, ip, latency_ms) ",
+                        "INSERT INTO access_pages (last_id, first_id, token_id, account_id, min_time, max_time, records) ",
                     );
-                    qb.push_values(chunk.iter().enumerate(), |mut row, (i, r)| {
-                        row.push_bind(base + i as i64)
-                            .push_bind(ms(r.time))
-                            .push_bind(r.token_id.as_ref().map(TokenId::as_str))
-                            .push_bind(r.account_id.as_ref().map(AccountId::as_str))
-                            .push_bind(match r.listener {
-                                Listener::Admin => "admin",
-                                Listener::Gateway => "gateway",
-                            })
-                            .push_bind(r.method.as_str())
-                            .push_bind(r.path.as_str())
-                            .push_bind(i64::from(r.status))
-                            .push_bind(r.code.as_str())
-                            .push_bind(r.ip.as_str())
-                            .push_bind(r.latency_ms);
+                    qb.push_values(chunk, |mut row, p| {
+                        row.push_bind(p.last_id)
+                            .push_bind(p.first_id)
+                            .push_bind(p.token_id)
+                            .push_bind(p.account_id)
+                            .push_bind(p.min_time)
+                            .push_bind(p.max_time)
+                            .push_bind(p.records.as_str());
                     });
                     qb.build().execute(&mut *conn).await.map_err(backend)?;
                 }
-                let by_token = runs(&records, first_id, |r| r.token_id.as_ref().map(TokenId::as_str));
-                insert_runs(conn, "access_runs_by_token (token_id", &by_token).await?;
-                let by_account =
-                    runs(&records, first_id, |r| r.account_id.as_ref().map(AccountId::as_str));
-                insert_runs(conn, "access_runs_by_account (account_id", &by_account).await?;
                 for chunk in usage.chunks(150) {
                     // One UPDATE … FROM (VALUES …) for many tokens at once.
                     let mut qb = QueryBuilder::<Sqlite>::new(
@@ -1184,61 +1101,42 @@ impl Store for SqliteStore {
         filter: &AccessFilter,
         page: &Page,
     ) -> StoreResult<Vec<(i64, AccessRecord)>> {
-        // By token or account: walk that key's runs newest first and read their rows by
-        // id; one key's runs never overlap, so ordering by the run, then the id, is the id
-        // order, and lets SQLite stop at the page's end.
-        let runs = match (&filter.token_id, &filter.account_id) {
-            (Some(t), _) => Some(("access_runs_by_token", "token_id", t.as_str())),
-            (None, Some(a)) => Some(("access_runs_by_account", "account_id", a.as_str())),
-            (None, None) => None,
-        };
-        let mut qb = QueryBuilder::new("SELECT a.* FROM ");
-        match runs {
-            Some((table, column, key)) => {
-                qb.push(table)
-                    .push(" r JOIN access_log a ON a.id BETWEEN r.first_id AND r.last_id WHERE r.")
-                    .push(column)
-                    .push(" = ")
-                    .push_bind(key);
-                if let Some(since) = filter.since {
-                    qb.push(" AND r.max_time >= ").push_bind(ms(since));
-                }
-                if let Some(until) = filter.until {
-                    qb.push(" AND r.min_time < ").push_bind(ms(until));
-                }
-                if let Some(after) = page.after.as_deref().and_then(|a| a.parse::<i64>().ok()) {
-                    qb.push(" AND r.first_id < ").push_bind(after);
-                }
-            }
-            None => {
-                qb.push("access_log a WHERE 1 = 1");
-            }
-        }
+        // Pages newest first (by their newest record), through the token's or the
+        // account's index when the filter names one; merged into records newest first.
+        let before = page.after.as_deref().and_then(|a| a.parse::<i64>().ok());
+        let mut qb = QueryBuilder::new(
+            "SELECT last_id, token_id, account_id, records FROM access_pages WHERE 1 = 1",
+        );
         if let Some(t) = &filter.token_id {
-            qb.push(" AND a.token_id = ").push_bind(t.as_str());
+            qb.push(" AND token_id = ").push_bind(t.as_str());
         }
         if let Some(a) = &filter.account_id {
-            qb.push(" AND a.account_id = ").push_bind(a.as_str());
+            qb.push(" AND account_id = ").push_bind(a.as_str());
         }
-        if let Some(s) = filter.status {
-            qb.push(" AND a.status = ").push_bind(i64::from(s));
+        push_page_window(&mut qb, filter.since, filter.until);
+        if let Some(b) = before {
+            qb.push(" AND first_id < ").push_bind(b);
         }
-        if let Some(since) = filter.since {
-            qb.push(" AND a.time >= ").push_bind(ms(since));
+        qb.push(" ORDER BY last_id DESC");
+        let mut rows = qb.build().fetch(&self.reader);
+        let mut merge = access_pages::Merge::new(filter, before);
+        let mut pending = rows.try_next().await.map_err(backend)?;
+        let mut out = Vec::new();
+        while out.len() < page.limit as usize {
+            while let Some(row) = pending.take_if(|r| merge.needs(r.get("last_id"))) {
+                merge.add(access_pages::decode(
+                    row.get("token_id"),
+                    row.get("account_id"),
+                    row.get("records"),
+                )?);
+                pending = rows.try_next().await.map_err(backend)?;
+            }
+            match merge.next() {
+                Some(r) => out.push(r),
+                None => break,
+            }
         }
-        if let Some(until) = filter.until {
-            qb.push(" AND a.time < ").push_bind(ms(until));
-        }
-        if let Some(after) = page.after.as_deref().and_then(|a| a.parse::<i64>().ok()) {
-            qb.push(" AND a.id < ").push_bind(after);
-        }
-        qb.push(match runs {
-            Some(_) => " ORDER BY r.last_id DESC, a.id DESC LIMIT ",
-            None => " ORDER BY a.id DESC LIMIT ",
-        })
-        .push_bind(i64::from(page.limit));
-        let rows = qb.build().fetch_all(&self.reader).await.map_err(backend)?;
-        Ok(rows.iter().map(access_from_row).collect())
+        Ok(out)
     }
 
     async fn usage_buckets(
@@ -1248,27 +1146,36 @@ impl Store for SqliteStore {
         until: Timestamp,
         width: BucketWidth,
     ) -> StoreResult<Vec<UsageBucket>> {
-        let rows: Vec<(i64, i64, i64)> = sqlx::query_as(
-            "SELECT (a.time / ?4) * ?4 AS start, \
-             SUM(CASE WHEN a.status < 400 THEN 1 ELSE 0 END), SUM(CASE WHEN a.status >= 400 THEN 1 ELSE 0 END) \
-             FROM access_runs_by_token r JOIN access_log a ON a.id BETWEEN r.first_id AND r.last_id \
-             WHERE r.token_id = ?1 AND r.max_time >= ?2 AND r.min_time < ?3 \
-             AND a.token_id = ?1 AND a.time >= ?2 AND a.time < ?3 GROUP BY start ORDER BY start",
-        )
-        .bind(token_id.as_str())
-        .bind(ms(since))
-        .bind(ms(until))
-        .bind(width.millis())
-        .fetch_all(&self.reader)
-        .await
-        .map_err(backend)?;
-        Ok(rows
-            .into_iter()
-            .map(|(start, allowed, denied)| UsageBucket {
-                start: from_unix_millis(start),
-                allowed: u64::try_from(allowed).unwrap_or(0),
-                denied: u64::try_from(denied).unwrap_or(0),
-            })
-            .collect())
+        let mut qb = QueryBuilder::new(
+            "SELECT token_id, account_id, records FROM access_pages WHERE token_id = ",
+        );
+        qb.push_bind(token_id.as_str());
+        push_page_window(&mut qb, Some(since), Some(until));
+        let rows = qb.build().fetch_all(&self.reader).await.map_err(backend)?;
+        let mut buckets: std::collections::BTreeMap<i64, UsageBucket> = Default::default();
+        for row in &rows {
+            let records = access_pages::decode(
+                row.get("token_id"),
+                row.get("account_id"),
+                row.get("records"),
+            )?;
+            for (_, r) in records
+                .iter()
+                .filter(|(_, r)| r.time >= since && r.time < until)
+            {
+                let start = ms(r.time).div_euclid(width.millis()) * width.millis();
+                let b = buckets.entry(start).or_insert_with(|| UsageBucket {
+                    start: from_unix_millis(start),
+                    allowed: 0,
+                    denied: 0,
+                });
+                if r.allowed() {
+                    b.allowed += 1;
+                } else {
+                    b.denied += 1;
+                }
+            }
+        }
+        Ok(buckets.into_values().collect())
     }
 }

@@ -2,27 +2,30 @@
 //! so that changes made by other nodes arrive within a second) and the proxy.
 
 pub mod proxy;
+pub mod upstream;
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use tessera_core::gateway::{Route, RouteTable};
 use tessera_core::store::{Store, StoreResult};
 use tessera_store::AnyStore;
+use upstream::Upstream;
 
 /// A service as the proxy uses it.
 #[derive(Debug)]
 pub struct ServiceEntry {
     pub name: String,
-    /// Base URLs without a trailing `/`.
-    pub upstreams: Vec<String>,
+    /// Never empty: a service whose upstreams cannot be used is left out of the table.
+    pub upstreams: Vec<Arc<Upstream>>,
     pub timeout: Duration,
     next: AtomicUsize,
 }
 
 impl ServiceEntry {
     /// The next upstream, round-robin.
-    pub fn pick(&self) -> &str {
+    pub fn pick(&self) -> &Arc<Upstream> {
         let i = self.next.fetch_add(1, Ordering::Relaxed);
         &self.upstreams[i % self.upstreams.len()]
     }
@@ -47,6 +50,8 @@ pub struct Routing {
     store: AnyStore,
     snapshot: RwLock<Arc<Snapshot>>,
     version: AtomicI64,
+    /// Upstreams by base URL, kept across reloads so that their idle connections are.
+    upstreams: Mutex<HashMap<String, Arc<Upstream>>>,
 }
 
 const POLL_EVERY: Duration = Duration::from_millis(500);
@@ -59,6 +64,7 @@ impl Routing {
                 table: RouteTable::new(Vec::new()),
             })),
             version: AtomicI64::new(-1),
+            upstreams: Mutex::new(HashMap::new()),
         }
     }
 
@@ -74,18 +80,33 @@ impl Routing {
         let version = self.store.gateway_version().await?;
         let services = self.store.list_services().await?;
         let routes = self.store.list_routes().await?;
-        let services: std::collections::HashMap<String, Arc<ServiceEntry>> = services
-            .into_iter()
-            .map(|s| {
-                let entry = ServiceEntry {
-                    name: s.name,
-                    upstreams: s.upstreams,
-                    timeout: Duration::from_millis(u64::from(s.timeout_ms)),
-                    next: AtomicUsize::new(0),
-                };
-                (s.id, Arc::new(entry))
-            })
-            .collect();
+        let services: HashMap<String, Arc<ServiceEntry>> = {
+            let mut known = self.upstreams.lock().unwrap_or_else(|p| p.into_inner());
+            let mut in_use = HashMap::new();
+            let services = services
+                .into_iter()
+                .filter_map(|s| {
+                    let mut upstreams = Vec::with_capacity(s.upstreams.len());
+                    for base in &s.upstreams {
+                        let upstream = match known.get(base) {
+                            Some(u) => u.clone(),
+                            None => Arc::new(Upstream::new(base)?),
+                        };
+                        in_use.insert(base.clone(), upstream.clone());
+                        upstreams.push(upstream);
+                    }
+                    let entry = ServiceEntry {
+                        name: s.name,
+                        upstreams,
+                        timeout: Duration::from_millis(u64::from(s.timeout_ms)),
+                        next: AtomicUsize::new(0),
+                    };
+                    (!entry.upstreams.is_empty()).then(|| (s.id, Arc::new(entry)))
+                })
+                .collect();
+            *known = in_use;
+            services
+        };
         let entries = routes
             .into_iter()
             .filter_map(|r| {

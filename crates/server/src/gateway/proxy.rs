@@ -2,21 +2,19 @@
 //! (`request_filter`), pick an upstream (`upstream_peer`), forward with the credential
 //! removed and the identity added, stream the answer back, and log the use.
 
+use super::upstream::Upstream;
 use super::{RouteEntry, Routing};
 use crate::http::error::ApiError;
 use crate::http::extract::{carriers, client_ip, request_line};
 use crate::verifier::{Denial, RateLimitState, RequestLine, Verification, Verifier};
-use axum::body::Body;
-use axum::extract::{ConnectInfo, Request};
-use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Uri};
+use axum::extract::Request;
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue};
 use axum::response::{IntoResponse, Response};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use hyper::body::Incoming;
 use ipnet::IpNet;
-use std::net::{IpAddr, SocketAddr};
+use std::borrow::Cow;
+use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Duration;
 use tessera_core::error::ErrorCode;
 use tessera_core::gateway::{normalize_path, strip, RouteAuth};
 use tessera_core::usage::Listener;
@@ -24,26 +22,44 @@ use tessera_core::usage::Listener;
 const TOKEN_ID: HeaderName = HeaderName::from_static("x-tessera-token-id");
 const ACCOUNT_ID: HeaderName = HeaderName::from_static("x-tessera-account-id");
 const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
 /// Headers that belong to one hop and are never forwarded (RFC 9110 §7.6.1).
-const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
+const HOP_BY_HOP: [HeaderName; 9] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
 ];
 
+/// The TCP peer of a gateway connection, with its address already as a header value
+/// (it becomes `X-Forwarded-For` on every request of the connection).
+#[derive(Debug, Clone)]
+pub struct Peer {
+    pub ip: IpAddr,
+    header: HeaderValue,
+}
+
+impl Peer {
+    pub fn new(ip: IpAddr) -> Self {
+        let header = HeaderValue::from_str(&ip.to_string())
+            .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+        Self { ip, header }
+    }
+}
+
 pub struct Proxy {
-    client: Client<HttpConnector, Body>,
     routing: Arc<Routing>,
     verifier: Arc<Verifier>,
     trusted_proxies: Vec<IpNet>,
-    scheme: &'static str,
+    scheme: HeaderValue,
 }
 
 impl std::fmt::Debug for Proxy {
@@ -52,10 +68,17 @@ impl std::fmt::Debug for Proxy {
     }
 }
 
+/// Where a request goes: its route, the upstream picked, and the URI there.
+struct Target<'a> {
+    entry: &'a RouteEntry,
+    upstream: &'a Arc<Upstream>,
+    uri: axum::http::Uri,
+}
+
 /// What the checks decided for a token route.
 struct Admitted {
-    token_id: String,
-    account_id: String,
+    token_id: HeaderValue,
+    account_id: HeaderValue,
     rate_limit: Option<RateLimitState>,
 }
 
@@ -66,34 +89,22 @@ impl Proxy {
         trusted_proxies: Vec<IpNet>,
         tls: bool,
     ) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_keepalive(Some(Duration::from_secs(60)));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(1024)
-            .build(connector);
         Self {
-            client,
             routing,
             verifier,
             trusted_proxies,
-            scheme: if tls { "https" } else { "http" },
+            scheme: HeaderValue::from_static(if tls { "https" } else { "http" }),
         }
     }
 
-    fn peer_and_client(&self, req: &Request) -> (IpAddr, IpAddr) {
-        let peer = req
-            .extensions()
-            .get::<ConnectInfo<SocketAddr>>()
-            .map_or(IpAddr::from([127, 0, 0, 1]), |c| c.0.ip());
-        (peer, client_ip(req.headers(), peer, &self.trusted_proxies))
+    fn client_ip(&self, headers: &HeaderMap, peer: &Peer) -> IpAddr {
+        client_ip(headers, peer.ip, &self.trusted_proxies)
     }
 
     /// `GET /_tessera/verify?scope=a:b&scope=c:d`: forward auth for nginx, Traefik, Envoy.
-    pub async fn forward_auth(&self, req: Request) -> Response {
+    pub async fn forward_auth(&self, req: Request, peer: &Peer) -> Response {
         let line = request_line(&req);
-        let (_, ip) = self.peer_and_client(&req);
+        let ip = self.client_ip(req.headers(), peer);
         let mut scopes = Vec::new();
         for (k, v) in form_pairs(req.uri().query().unwrap_or("")) {
             if k == "scope" {
@@ -125,8 +136,8 @@ impl Proxy {
     }
 
     /// Every other gateway request: route, check, forward.
-    pub async fn handle(&self, req: Request) -> Response {
-        let (peer, ip) = self.peer_and_client(&req);
+    pub async fn handle(&self, req: hyper::Request<Incoming>, peer: &Peer) -> Response {
+        let ip = self.client_ip(req.headers(), peer);
         let Ok(path) = normalize_path(req.uri().path()) else {
             return ApiError::invalid_request(
                 "The path has a percent-encoded '.', '/' or '\\', which no route accepts.",
@@ -157,15 +168,24 @@ impl Proxy {
                 }
             }
         }
+        // The target is built while `path` still borrows the request.
+        let upstream = entry.service.pick().clone();
+        let forwarded_path = if entry.route.strip_prefix {
+            Cow::Owned(strip(&entry.route.path_prefix, &path))
+        } else {
+            path
+        };
+        let Some(uri) = upstream.uri(&forwarded_path, req.uri().query()) else {
+            return ApiError::invalid_request("The request target cannot be forwarded.")
+                .into_response();
+        };
+        let target = Target {
+            entry: &entry,
+            upstream: &upstream,
+            uri,
+        };
         let mut response = self
-            .forward(
-                req,
-                &entry,
-                &path,
-                peer,
-                ip,
-                admitted.as_ref().map(|(a, _, _)| a),
-            )
+            .forward(req, target, peer, ip, admitted.as_ref().map(|(a, _, _)| a))
             .await;
         if let Some((a, v, line)) = admitted {
             rate_limit_headers(response.headers_mut(), a.rate_limit);
@@ -192,81 +212,61 @@ impl Proxy {
             (a, b) => a.or(b),
         };
         Ok(Admitted {
-            token_id: ok.token.record.id.to_string(),
-            account_id: ok.account.id.to_string(),
+            token_id: header_value(ok.token.record.id.as_str()),
+            account_id: header_value(ok.account.id.as_str()),
             rate_limit,
         })
     }
 
     async fn forward(
         &self,
-        req: Request,
-        entry: &RouteEntry,
-        path: &str,
-        peer: IpAddr,
+        req: hyper::Request<Incoming>,
+        target: Target<'_>,
+        peer: &Peer,
         client: IpAddr,
         admitted: Option<&Admitted>,
     ) -> Response {
+        let Target {
+            entry,
+            upstream,
+            uri,
+        } = target;
         let (mut parts, body) = req.into_parts();
-        let forwarded_path = if entry.route.strip_prefix {
-            strip(&entry.route.path_prefix, path)
-        } else {
-            path.to_owned()
-        };
-        let upstream = entry.service.pick();
-        let target = match parts.uri.query() {
-            Some(q) => format!("{upstream}{forwarded_path}?{q}"),
-            None => format!("{upstream}{forwarded_path}"),
-        };
-        let Ok(uri) = target.parse::<Uri>() else {
-            return ApiError::invalid_request("The request target cannot be forwarded.")
-                .into_response();
-        };
-        let original_host = parts.headers.get(header::HOST).cloned();
         let headers = &mut parts.headers;
+        let original_host = headers.remove(header::HOST);
         remove_hop_by_hop(headers);
         remove_credentials(headers);
         headers.remove(&TOKEN_ID);
         headers.remove(&ACCOUNT_ID);
         if let Some(a) = admitted {
-            set(headers, TOKEN_ID, &a.token_id);
-            set(headers, ACCOUNT_ID, &a.account_id);
+            headers.insert(TOKEN_ID, a.token_id.clone());
+            headers.insert(ACCOUNT_ID, a.account_id.clone());
         }
-        let forwarded_for = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-            Some(prior) if self.trusted_proxies.iter().any(|n| n.contains(&peer)) => {
-                format!("{prior}, {peer}")
+        let forwarded_for = match headers.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+            Some(prior) if self.trusted_proxies.iter().any(|n| n.contains(&peer.ip)) => {
+                header_value(&format!("{prior}, {}", peer.ip))
             }
-            _ => client.to_string(),
+            _ if client == peer.ip => peer.header.clone(),
+            _ => header_value(&client.to_string()),
         };
-        set(
-            headers,
-            HeaderName::from_static("x-forwarded-for"),
-            &forwarded_for,
-        );
-        set(
-            headers,
-            HeaderName::from_static("x-forwarded-proto"),
-            self.scheme,
-        );
+        headers.insert(X_FORWARDED_FOR, forwarded_for);
+        headers.insert(X_FORWARDED_PROTO, self.scheme.clone());
         if let Some(h) = original_host {
-            headers.insert(HeaderName::from_static("x-forwarded-host"), h);
+            headers.insert(X_FORWARDED_HOST, h);
         }
-        if let Some(authority) = uri.authority() {
-            set(headers, header::HOST, authority.as_str());
-        }
+        headers.insert(header::HOST, upstream.host().clone());
         parts.uri = uri;
         parts.version = axum::http::Version::HTTP_11;
-        let upstream_req = axum::http::Request::from_parts(parts, body);
-        match tokio::time::timeout(entry.service.timeout, self.client.request(upstream_req)).await {
+        let upstream_req = hyper::Request::from_parts(parts, body);
+        match tokio::time::timeout(entry.service.timeout, upstream.send(upstream_req)).await {
             Err(_) => ApiError::code(ErrorCode::GatewayTimeout).into_response(),
             Ok(Err(e)) => {
-                tracing::warn!(error = %e, service = %entry.service.name, upstream, "upstream request failed");
+                tracing::warn!(error = %e, service = %entry.service.name, upstream = %upstream.base, "upstream request failed");
                 ApiError::code(ErrorCode::BadGateway).into_response()
             }
-            Ok(Ok(resp)) => {
-                let (mut parts, body) = resp.into_parts();
-                remove_hop_by_hop(&mut parts.headers);
-                Response::from_parts(parts, Body::new(body))
+            Ok(Ok(mut resp)) => {
+                remove_hop_by_hop(resp.headers_mut());
+                resp
             }
         }
     }
@@ -300,6 +300,11 @@ fn set(headers: &mut HeaderMap, name: HeaderName, value: &str) {
     }
 }
 
+/// Ids and addresses are always valid header text; an empty value stands in otherwise.
+fn header_value(value: &str) -> HeaderValue {
+    HeaderValue::from_str(value).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
 /// `RateLimit-Limit`, `-Remaining` and `-Reset` (IETF draft) for the tighter limit.
 fn rate_limit_headers(headers: &mut HeaderMap, rl: Option<RateLimitState>) {
     if let Some(rl) = rl {
@@ -312,19 +317,29 @@ fn rate_limit_headers(headers: &mut HeaderMap, rl: Option<RateLimitState>) {
     }
 }
 
+/// Most messages carry none of these but `Connection: keep-alive`: one pass over the
+/// (few) names finds out, and only names that `Connection` lists beyond the usual
+/// options need parsing.
 fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    if !headers.keys().any(|k| HOP_BY_HOP.contains(k)) {
+        return;
+    }
     let listed: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .map(str::trim)
+        .filter(|name| {
+            !name.eq_ignore_ascii_case("keep-alive") && !name.eq_ignore_ascii_case("close")
+        })
+        .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
         .collect();
     for name in listed {
         headers.remove(name);
     }
-    for name in HOP_BY_HOP {
-        headers.remove(*name);
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
     }
 }
 
@@ -338,6 +353,13 @@ fn remove_credentials(headers: &mut HeaderMap) {
         .is_some_and(|v| v.len() > 7 && v[..7].eq_ignore_ascii_case("bearer "));
     if bearer {
         headers.remove(header::AUTHORIZATION);
+    }
+    let has_key_cookie = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .any(|v| v.as_bytes().windows(10).any(|w| w == b"X-API-KEY="));
+    if !has_key_cookie {
+        return;
     }
     let cookies: Vec<String> = headers
         .get_all(header::COOKIE)

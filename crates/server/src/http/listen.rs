@@ -3,6 +3,7 @@
 //! graceful stop that lets in-flight requests finish.
 
 use axum::extract::ConnectInfo;
+use axum::middleware::AddExtension;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::server::graceful::GracefulShutdown;
@@ -16,7 +17,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
-use tower::ServiceExt;
+use tower::Layer;
 
 /// How long a stop waits for in-flight requests before closing their connections.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -44,11 +45,20 @@ pub fn tls_acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, String> {
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
-/// Serves `service` (an axum `Router`, or the gateway's own service) on `listener`
-/// until `stop` turns true, then drains.
+/// The admin API's per-connection service: the router, with the peer's address in
+/// each request's extensions for the `ConnectInfo` extractor.
+pub fn with_connect_info(
+    router: axum::Router,
+) -> impl Fn(SocketAddr) -> AddExtension<axum::Router, ConnectInfo<SocketAddr>> + Send + 'static {
+    move |peer| axum::Extension(ConnectInfo(peer)).layer(router.clone())
+}
+
+/// Serves on `listener` until `stop` turns true, then drains; `service_for` makes each
+/// connection's service from its peer address (an axum `Router`, or the gateway's own
+/// service).
 pub async fn run<S>(
     listener: TcpListener,
-    service: S,
+    service_for: impl Fn(SocketAddr) -> S,
     tls: Option<TlsAcceptor>,
     mut stop: watch::Receiver<bool>,
 ) where
@@ -82,14 +92,7 @@ pub async fn run<S>(
             () = async { let _ = stop.wait_for(|s| *s).await; } => break,
         };
         let _ = stream.set_nodelay(true);
-        let service =
-            service
-                .clone()
-                .map_request(move |mut req: hyper::Request<hyper::body::Incoming>| {
-                    req.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
-                    req
-                });
-        let service = TowerToHyperService::new(service);
+        let service = TowerToHyperService::new(service_for(peer));
         let builder = builder.clone();
         let watcher = graceful.watcher();
         match &tls {

@@ -6,20 +6,23 @@ pub mod extract;
 pub mod listen;
 pub mod routes;
 
-use crate::gateway::proxy::Proxy;
+use crate::gateway::proxy::{Peer, Proxy};
 use crate::gateway::Routing;
 use crate::metrics::Metrics;
 use crate::service::{LoginLimits, Service};
 use crate::verifier::{RecorderShutdown, UsageRecorder, Verifier};
+use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::http::{header, HeaderValue};
+use axum::http::{header, HeaderMap, HeaderValue};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use error::ApiError;
 use extract::{request_line, TokenUseSlot};
+use hyper::body::Incoming;
 use ipnet::IpNet;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 use tessera_core::usage::Listener;
@@ -215,13 +218,16 @@ impl App {
 
     /// The gateway listener's router: its own endpoints under the reserved `/_tessera/`,
     /// and the proxy for everything else.
-    /// The gateway listener's service. Not an axum `Router`: it has three fixed paths
-    /// and a fallback, and every request is hot, so it dispatches by hand and skips the
-    /// router's matching, boxed middleware and per-layer state clones.
-    pub fn gateway_service(&self) -> GatewayService {
-        GatewayService {
-            proxy: self.state.proxy.clone(),
-            metrics: self.state.metrics.clone(),
+    /// The gateway listener's service for a connection from `peer`. Not an axum
+    /// `Router`: it has three fixed paths and a fallback, and every request is hot, so
+    /// it dispatches by hand and skips the router's matching, boxed middleware and
+    /// per-layer state clones.
+    pub fn gateway_service(&self) -> impl Fn(SocketAddr) -> GatewayService + Send + 'static {
+        let (proxy, metrics) = (self.state.proxy.clone(), self.state.metrics.clone());
+        move |peer| GatewayService {
+            proxy: proxy.clone(),
+            metrics: metrics.clone(),
+            peer: Arc::new(Peer::new(peer.ip())),
         }
     }
 }
@@ -231,12 +237,13 @@ impl App {
 pub struct GatewayService {
     proxy: Arc<Proxy>,
     metrics: Arc<Metrics>,
+    peer: Arc<Peer>,
 }
 
 impl GatewayService {
-    async fn handle(self, req: Request) -> Response {
+    async fn handle(self, req: hyper::Request<Incoming>) -> Response {
         let started = Instant::now();
-        let response = if headers_too_large(&req) {
+        let response = if headers_too_large(req.headers()) {
             ApiError::code(ErrorCode::HeadersTooLarge).into_response()
         } else {
             match req.uri().path() {
@@ -244,9 +251,13 @@ impl GatewayService {
                     routes::ops::healthz().await.into_response()
                 }
                 "/_tessera/healthz" => method_not_allowed().await.into_response(),
-                "/_tessera/verify" => self.proxy.forward_auth(req).await,
+                "/_tessera/verify" => {
+                    self.proxy
+                        .forward_auth(req.map(Body::new), &self.peer)
+                        .await
+                }
                 p if p.starts_with("/_tessera/") => not_found().await.into_response(),
-                _ => self.proxy.handle(req).await,
+                _ => self.proxy.handle(req, &self.peer).await,
             }
         };
         self.metrics
@@ -256,11 +267,7 @@ impl GatewayService {
     }
 }
 
-impl<B> tower::Service<axum::http::Request<B>> for GatewayService
-where
-    B: axum::body::HttpBody<Data = axum::body::Bytes> + Send + 'static,
-    B::Error: Into<axum::BoxError>,
-{
+impl tower::Service<hyper::Request<Incoming>> for GatewayService {
     type Response = Response;
     type Error = std::convert::Infallible;
     type Future = std::pin::Pin<Box<dyn Future<Output = Result<Response, Self::Error>> + Send>>;
@@ -272,9 +279,9 @@ where
         std::task::Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, req: axum::http::Request<B>) -> Self::Future {
+    fn call(&mut self, req: hyper::Request<Incoming>) -> Self::Future {
         let this = self.clone();
-        Box::pin(async move { Ok(this.handle(req.map(axum::body::Body::new)).await) })
+        Box::pin(async move { Ok(this.handle(req).await) })
     }
 }
 
@@ -288,15 +295,14 @@ async fn method_not_allowed() -> ApiError {
 
 /// 431 in the contract's format when the request headers are over 32 KiB in all.
 async fn limit_headers(req: Request, next: Next) -> Response {
-    if headers_too_large(&req) {
+    if headers_too_large(req.headers()) {
         return ApiError::code(ErrorCode::HeadersTooLarge).into_response();
     }
     next.run(req).await
 }
 
-fn headers_too_large(req: &Request) -> bool {
-    let size: usize = req
-        .headers()
+fn headers_too_large(headers: &HeaderMap) -> bool {
+    let size: usize = headers
         .iter()
         .map(|(k, v)| k.as_str().len() + v.len() + 4)
         .sum();
@@ -377,7 +383,12 @@ pub async fn serve(
         let _ = stop_tx.send(true);
     });
     tokio::join!(
-        listen::run(admin, app.admin_router(), tls.clone(), stop_rx.clone()),
+        listen::run(
+            admin,
+            listen::with_connect_info(app.admin_router()),
+            tls.clone(),
+            stop_rx.clone()
+        ),
         listen::run(gateway, app.gateway_service(), tls, stop_rx),
     );
     poller.abort();

@@ -6,9 +6,8 @@ use crate::http::error::ApiError;
 use crate::http::extract::{Json, Query};
 use crate::http::AppState;
 use crate::service::Caller;
-use axum::extract::{Path, Request, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::response::Response;
 
 type JsonResult<T> = Result<axum::Json<T>, ApiError>;
 
@@ -138,14 +137,4 @@ pub async fn apply_config(
             .apply_gateway_config(&caller, b, q.dry_run.unwrap_or(false))
             .await?,
     ))
-}
-
-/// The gateway listener: everything not under `/_tessera/` is proxied.
-pub async fn proxy(State(s): State<AppState>, req: Request) -> Response {
-    s.proxy.handle(req).await
-}
-
-/// `/_tessera/verify`: forward auth.
-pub async fn forward_auth(State(s): State<AppState>, req: Request) -> Response {
-    s.proxy.forward_auth(req).await
 }
