@@ -192,11 +192,13 @@ async fn serve_and_stop(one_core: bool) {
     let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display()))
         .await
         .unwrap();
-    let (uses,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM access_log WHERE token_id = ?")
-        .bind(&id)
-        .fetch_one(&pool)
-        .await
-        .unwrap();
+    let (uses,): (i64,) = sqlx::query_as(
+        "SELECT COALESCE(SUM(json_array_length(records)), 0) FROM access_pages WHERE token_id = ?",
+    )
+    .bind(&id)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
     assert!(uses >= 6, "{uses}");
     pool.close().await;
 

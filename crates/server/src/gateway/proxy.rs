@@ -44,14 +44,24 @@ const HOP_BY_HOP: [HeaderName; 9] = [
 #[derive(Debug, Clone)]
 pub struct Peer {
     pub ip: IpAddr,
+    text: String,
     header: HeaderValue,
 }
 
 impl Peer {
     pub fn new(ip: IpAddr) -> Self {
-        let header = HeaderValue::from_str(&ip.to_string())
-            .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
-        Self { ip, header }
+        let text = ip.to_string();
+        let header = header_value(&text);
+        Self { ip, text, header }
+    }
+
+    /// `client` as the access log writes it (usually the peer itself: no formatting).
+    fn text_of(&self, client: IpAddr) -> String {
+        if client == self.ip {
+            self.text.clone()
+        } else {
+            client.to_string()
+        }
     }
 }
 
@@ -131,7 +141,7 @@ impl Proxy {
             }
             Err(d) => denial(d),
         };
-        self.record(line, &v, ip, &response);
+        self.record(line, &v, ip, peer, &response);
         response
     }
 
@@ -163,7 +173,7 @@ impl Proxy {
                 Ok(a) => admitted = Some((a, v, line)),
                 Err(d) => {
                     let response = denial(d);
-                    self.record(line, &v, ip, &response);
+                    self.record(line, &v, ip, peer, &response);
                     return response;
                 }
             }
@@ -189,7 +199,7 @@ impl Proxy {
             .await;
         if let Some((a, v, line)) = admitted {
             rate_limit_headers(response.headers_mut(), a.rate_limit);
-            self.record(line, &v, ip, &response);
+            self.record(line, &v, ip, peer, &response);
         }
         response
     }
@@ -272,12 +282,19 @@ impl Proxy {
     }
 
     /// Logs a use on the gateway listener.
-    fn record(&self, line: RequestLine, v: &Verification, ip: IpAddr, response: &Response) {
+    fn record(
+        &self,
+        line: RequestLine,
+        v: &Verification,
+        ip: IpAddr,
+        peer: &Peer,
+        response: &Response,
+    ) {
         self.verifier.record_use(
             Listener::Gateway,
             line,
             v.token.as_deref(),
-            ip,
+            peer.text_of(ip),
             response.status().as_u16(),
             response.extensions().get::<ErrorCode>().copied(),
         );

@@ -354,7 +354,7 @@ async fn record_token_use(State(state): State<AppState>, mut req: Request, next:
             Listener::Admin,
             line,
             used.token.as_deref(),
-            used.ip,
+            used.ip.to_string(),
             response.status().as_u16(),
             response.extensions().get::<ErrorCode>().copied(),
         );

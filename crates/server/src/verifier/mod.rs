@@ -122,7 +122,10 @@ impl RequestLine {
     pub fn new(method: &str, path: &str) -> Self {
         Self {
             method: method.to_owned(),
-            path: path.chars().take(1024).collect(),
+            path: match path.char_indices().nth(1024) {
+                Some((end, _)) => path[..end].to_owned(),
+                None => path.to_owned(),
+            },
             started: Instant::now(),
         }
     }
@@ -527,7 +530,7 @@ impl Verifier {
         listener: Listener,
         line: RequestLine,
         token: Option<&TokenEntry>,
-        ip: IpAddr,
+        ip: String,
         status: u16,
         code: Option<ErrorCode>,
     ) {
@@ -540,7 +543,7 @@ impl Verifier {
             path: line.path,
             status,
             code: code.map_or("ok", ErrorCode::as_str).to_owned(),
-            ip: ip.to_string(),
+            ip,
             latency_ms: line.started.elapsed().as_secs_f64() * 1000.0,
         });
     }
