@@ -57,9 +57,16 @@ fn listener_name(l: Listener) -> &'static str {
     }
 }
 
-/// The pages of a batch whose first record gets `first_id`, in token order (so that
-/// inserts walk the token index from left to right).
-pub fn paginate(records: &[AccessRecord], first_id: i64) -> Result<Vec<PageRow<'_>>, StoreError> {
+/// The records of one token (or of none) in a batch, with their ids.
+#[derive(Debug)]
+pub struct Group<'a> {
+    token_id: Option<&'a str>,
+    members: Vec<(i64, &'a AccessRecord)>,
+}
+
+/// A batch whose first record gets `first_id`, split by token, in token order (so that
+/// inserts walk the token index from left to right). Cheap: nothing is encoded yet.
+pub fn group(records: &[AccessRecord], first_id: i64) -> Vec<Group<'_>> {
     let mut groups: BTreeMap<Option<&str>, Vec<(i64, &AccessRecord)>> = BTreeMap::new();
     for (i, r) in records.iter().enumerate() {
         groups
@@ -69,37 +76,45 @@ pub fn paginate(records: &[AccessRecord], first_id: i64) -> Result<Vec<PageRow<'
     }
     groups
         .into_iter()
-        .map(|(token_id, members)| {
-            let stored: Vec<StoredRef<'_>> = members
-                .iter()
-                .map(|(id, r)| {
-                    StoredRef(
-                        *id,
-                        millis(r.time),
-                        listener_name(r.listener),
-                        &r.method,
-                        &r.path,
-                        r.status,
-                        &r.code,
-                        &r.ip,
-                        r.latency_ms,
-                    )
-                })
-                .collect();
-            let records = serde_json::to_string(&stored)
-                .map_err(|e| StoreError::Backend(format!("cannot encode access records: {e}")))?;
-            let times = members.iter().map(|(_, r)| millis(r.time));
-            Ok(PageRow {
-                first_id: members.first().map_or(first_id, |m| m.0),
-                last_id: members.last().map_or(first_id, |m| m.0),
-                token_id,
-                account_id: members[0].1.account_id.as_ref().map(AccountId::as_str),
-                min_time: times.clone().min().unwrap_or(0),
-                max_time: times.max().unwrap_or(0),
-                records,
-            })
-        })
+        .map(|(token_id, members)| Group { token_id, members })
         .collect()
+}
+
+/// One group as a page row: its records' JSON and the columns readers select on.
+pub fn encode<'a>(g: &Group<'a>) -> Result<PageRow<'a>, StoreError> {
+    let stored: Vec<StoredRef<'_>> = g
+        .members
+        .iter()
+        .map(|(id, r)| {
+            StoredRef(
+                *id,
+                millis(r.time),
+                listener_name(r.listener),
+                &r.method,
+                &r.path,
+                r.status,
+                &r.code,
+                &r.ip,
+                r.latency_ms,
+            )
+        })
+        .collect();
+    let records = serde_json::to_string(&stored)
+        .map_err(|e| StoreError::Backend(format!("cannot encode access records: {e}")))?;
+    let times = g.members.iter().map(|(_, r)| millis(r.time));
+    Ok(PageRow {
+        first_id: g.members.first().map_or(0, |m| m.0),
+        last_id: g.members.last().map_or(0, |m| m.0),
+        token_id: g.token_id,
+        account_id: g
+            .members
+            .first()
+            .and_then(|m| m.1.account_id.as_ref())
+            .map(AccountId::as_str),
+        min_time: times.clone().min().unwrap_or(0),
+        max_time: times.max().unwrap_or(0),
+        records,
+    })
 }
 
 /// The records of a stored page, with their ids.
@@ -225,7 +240,10 @@ mod tests {
             rec(Some("b"), 4),
             rec(Some("a"), 5),
         ];
-        let pages = paginate(&batch, 100).unwrap();
+        let pages: Vec<PageRow<'_>> = group(&batch, 100)
+            .iter()
+            .map(|g| encode(g).unwrap())
+            .collect();
         assert_eq!(pages.len(), 3, "one page per token, one for no token");
         let filter = AccessFilter::default();
         let mut merge = Merge::new(&filter, Some(104));

@@ -1053,14 +1053,19 @@ impl Store for SqliteStore {
                         .fetch_one(&mut *conn)
                         .await
                         .map_err(backend)?;
-                let pages = access_pages::paginate(&records, last + 1)?;
-                // Many rows a statement (999 variables): per-statement overhead is what
-                // limits an embedded database here.
-                for chunk in pages.chunks(140) {
+                // A batch is encoded and inserted a few dozen pages at a time, giving
+                // way to other tasks in between: on a gateway that shares one core with
+                // its writer, one long step would hold every request up behind it.
+                let groups = access_pages::group(&records, last + 1);
+                for chunk in groups.chunks(32) {
+                    let pages = chunk
+                        .iter()
+                        .map(access_pages::encode)
+                        .collect::<StoreResult<Vec<_>>>()?;
                     let mut qb = QueryBuilder::<Sqlite>::new(
                         "INSERT INTO access_pages (last_id, first_id, token_id, account_id, min_time, max_time, records) ",
                     );
-                    qb.push_values(chunk, |mut row, p| {
+                    qb.push_values(&pages, |mut row, p| {
                         row.push_bind(p.last_id)
                             .push_bind(p.first_id)
                             .push_bind(p.token_id)
@@ -1070,6 +1075,7 @@ impl Store for SqliteStore {
                             .push_bind(p.records.as_str());
                     });
                     qb.build().execute(&mut *conn).await.map_err(backend)?;
+                    tokio::task::yield_now().await;
                 }
                 for chunk in usage.chunks(150) {
                     // One UPDATE … FROM (VALUES …) for many tokens at once.
@@ -1089,6 +1095,7 @@ impl Store for SqliteStore {
                          last_used_at = MAX(COALESCE(tokens.last_used_at, 0), d.at) FROM d WHERE tokens.id = d.id",
                     );
                     qb.build().execute(&mut *conn).await.map_err(backend)?;
+                    tokio::task::yield_now().await;
                 }
                 Ok(())
             })
