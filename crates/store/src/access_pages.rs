@@ -18,11 +18,11 @@ use tessera_core::usage::{AccessRecord, Listener};
 
 /// One page as written: the key columns and the records' JSON.
 #[derive(Debug)]
-pub struct PageRow<'a> {
+pub struct PageRow {
     pub first_id: i64,
     pub last_id: i64,
-    pub token_id: Option<&'a str>,
-    pub account_id: Option<&'a str>,
+    pub token_id: Option<String>,
+    pub account_id: Option<String>,
     pub min_time: i64,
     pub max_time: i64,
     pub records: String,
@@ -57,16 +57,11 @@ fn listener_name(l: Listener) -> &'static str {
     }
 }
 
-/// The records of one token (or of none) in a batch, with their ids.
-#[derive(Debug)]
-pub struct Group<'a> {
-    token_id: Option<&'a str>,
-    members: Vec<(i64, &'a AccessRecord)>,
-}
-
-/// A batch whose first record gets `first_id`, split by token, in token order (so that
-/// inserts walk the token index from left to right). Cheap: nothing is encoded yet.
-pub fn group(records: &[AccessRecord], first_id: i64) -> Vec<Group<'_>> {
+/// A batch whose first record gets `first_id` as pages: one per token (and one for
+/// records that matched no token), in token order, so that inserts walk the token index
+/// from left to right. CPU work of a few milliseconds for a big batch: callers on an
+/// async runtime run it on a blocking thread.
+pub fn paginate(records: &[AccessRecord], first_id: i64) -> Result<Vec<PageRow>, StoreError> {
     let mut groups: BTreeMap<Option<&str>, Vec<(i64, &AccessRecord)>> = BTreeMap::new();
     for (i, r) in records.iter().enumerate() {
         groups
@@ -76,14 +71,12 @@ pub fn group(records: &[AccessRecord], first_id: i64) -> Vec<Group<'_>> {
     }
     groups
         .into_iter()
-        .map(|(token_id, members)| Group { token_id, members })
+        .map(|(token_id, members)| encode(token_id, &members))
         .collect()
 }
 
-/// One group as a page row: its records' JSON and the columns readers select on.
-pub fn encode<'a>(g: &Group<'a>) -> Result<PageRow<'a>, StoreError> {
-    let stored: Vec<StoredRef<'_>> = g
-        .members
+fn encode(token_id: Option<&str>, members: &[(i64, &AccessRecord)]) -> Result<PageRow, StoreError> {
+    let stored: Vec<StoredRef<'_>> = members
         .iter()
         .map(|(id, r)| {
             StoredRef(
@@ -101,16 +94,15 @@ pub fn encode<'a>(g: &Group<'a>) -> Result<PageRow<'a>, StoreError> {
         .collect();
     let records = serde_json::to_string(&stored)
         .map_err(|e| StoreError::Backend(format!("cannot encode access records: {e}")))?;
-    let times = g.members.iter().map(|(_, r)| millis(r.time));
+    let times = members.iter().map(|(_, r)| millis(r.time));
     Ok(PageRow {
-        first_id: g.members.first().map_or(0, |m| m.0),
-        last_id: g.members.last().map_or(0, |m| m.0),
-        token_id: g.token_id,
-        account_id: g
-            .members
+        first_id: members.first().map_or(0, |m| m.0),
+        last_id: members.last().map_or(0, |m| m.0),
+        token_id: token_id.map(str::to_owned),
+        account_id: members
             .first()
             .and_then(|m| m.1.account_id.as_ref())
-            .map(AccountId::as_str),
+            .map(|a| a.as_str().to_owned()),
         min_time: times.clone().min().unwrap_or(0),
         max_time: times.max().unwrap_or(0),
         records,
@@ -240,10 +232,7 @@ mod tests {
             rec(Some("b"), 4),
             rec(Some("a"), 5),
         ];
-        let pages: Vec<PageRow<'_>> = group(&batch, 100)
-            .iter()
-            .map(|g| encode(g).unwrap())
-            .collect();
+        let pages = paginate(&batch, 100).unwrap();
         assert_eq!(pages.len(), 3, "one page per token, one for no token");
         let filter = AccessFilter::default();
         let mut merge = Merge::new(&filter, Some(104));
@@ -253,7 +242,9 @@ mod tests {
         let mut ids = Vec::new();
         loop {
             while let Some(p) = unread.next_if(|p| merge.needs(p.last_id)) {
-                merge.add(decode(p.token_id, p.account_id, &p.records).unwrap());
+                merge.add(
+                    decode(p.token_id.as_deref(), p.account_id.as_deref(), &p.records).unwrap(),
+                );
             }
             match merge.next() {
                 Some((id, _)) => ids.push(id),
@@ -261,9 +252,12 @@ mod tests {
             }
         }
         assert_eq!(ids, [103, 102, 101, 100], "newest first, before the cursor");
-        let a = pages.iter().find(|p| p.token_id == Some("a")).unwrap();
+        let a = pages
+            .iter()
+            .find(|p| p.token_id.as_deref() == Some("a"))
+            .unwrap();
         assert_eq!((a.first_id, a.last_id), (101, 104));
-        let back = decode(a.token_id, a.account_id, &a.records).unwrap();
+        let back = decode(a.token_id.as_deref(), a.account_id.as_deref(), &a.records).unwrap();
         assert_eq!(back, vec![(101, batch[1].clone()), (104, batch[4].clone())]);
     }
 }

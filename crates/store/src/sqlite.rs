@@ -1053,23 +1053,24 @@ impl Store for SqliteStore {
                         .fetch_one(&mut *conn)
                         .await
                         .map_err(backend)?;
-                // A batch is encoded and inserted a few dozen pages at a time, giving
-                // way to other tasks in between: on a gateway that shares one core with
-                // its writer, one long step would hold every request up behind it.
-                let groups = access_pages::group(&records, last + 1);
-                for chunk in groups.chunks(32) {
-                    let pages = chunk
-                        .iter()
-                        .map(access_pages::encode)
-                        .collect::<StoreResult<Vec<_>>>()?;
+                // Encoding is CPU work of milliseconds for a big batch: off the runtime's
+                // thread, so that requests (on the same core, on a one-core gateway) are
+                // shared with it rather than held up behind it.
+                let pages = tokio::task::spawn_blocking(move || {
+                    access_pages::paginate(&records, last + 1)
+                })
+                .await
+                .map_err(|e| StoreError::Backend(e.to_string()))??;
+                // A few dozen pages a statement, giving way to other tasks in between.
+                for chunk in pages.chunks(32) {
                     let mut qb = QueryBuilder::<Sqlite>::new(
                         "INSERT INTO access_pages (last_id, first_id, token_id, account_id, min_time, max_time, records) ",
                     );
-                    qb.push_values(&pages, |mut row, p| {
+                    qb.push_values(chunk, |mut row, p| {
                         row.push_bind(p.last_id)
                             .push_bind(p.first_id)
-                            .push_bind(p.token_id)
-                            .push_bind(p.account_id)
+                            .push_bind(p.token_id.as_deref())
+                            .push_bind(p.account_id.as_deref())
                             .push_bind(p.min_time)
                             .push_bind(p.max_time)
                             .push_bind(p.records.as_str());

@@ -78,7 +78,16 @@ async fn write_batches(
             if count == 0 {
                 break;
             }
-            let usage = add_up(&batch);
+            // Adding up a big batch takes milliseconds: off the runtime's thread.
+            let Ok((batch, usage)) = tokio::task::spawn_blocking(move || {
+                let usage = add_up(&batch);
+                (batch, usage)
+            })
+            .await
+            else {
+                metrics.access_dropped.inc_by(count as u64);
+                break;
+            };
             match store.record_access(batch, usage).await {
                 Ok(()) => {
                     metrics.access_written.inc_by(count as u64);
