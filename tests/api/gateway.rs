@@ -624,3 +624,124 @@ async fn configuration_changes_under_load_are_never_half_applied() {
         );
     }
 }
+
+/// A raw HTTP/1.1 upstream that counts the connections it accepts. `close` answers
+/// `Connection: close` and closes; `drop_idle` keeps the connection open as if for reuse,
+/// then drops it 50 ms after answering (the pooled connection dies while idle).
+/// `/big` answers 3 MiB.
+async fn counting_upstream(
+    close: bool,
+    drop_idle: bool,
+) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let accepted = std::sync::Arc::new(AtomicUsize::new(0));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        loop {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            count.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    let Ok(n) = stream.read(&mut chunk).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                        continue;
+                    };
+                    let head = String::from_utf8_lossy(&buf[..end]).to_string();
+                    buf.drain(..end + 4);
+                    assert!(
+                        head.starts_with("GET /"),
+                        "requests come in origin form: {head}"
+                    );
+                    let body = if head.starts_with("GET /big") {
+                        vec![b'y'; 3 * 1024 * 1024]
+                    } else {
+                        b"ok".to_vec()
+                    };
+                    let connection = if close { "close" } else { "keep-alive" };
+                    let head = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: {connection}\r\n\r\n",
+                        body.len()
+                    );
+                    if stream.write_all(head.as_bytes()).await.is_err()
+                        || stream.write_all(&body).await.is_err()
+                    {
+                        return;
+                    }
+                    if close {
+                        return;
+                    }
+                    if drop_idle {
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (url, accepted)
+}
+
+#[tokio::test]
+async fn upstream_connections_are_reused_and_replaced_when_closed() {
+    use std::sync::atomic::Ordering;
+    let app = TestApp::spawn().await;
+    let (keep, keep_count) = counting_upstream(false, false).await;
+    let (close, close_count) = counting_upstream(true, false).await;
+    let (idle, idle_count) = counting_upstream(false, true).await;
+    app.apply(json!({
+        "services": [
+            {"name": "keep", "upstreams": [keep]},
+            {"name": "close", "upstreams": [close]},
+            {"name": "idle", "upstreams": [idle]}
+        ],
+        "routes": [
+            {"name": "keep", "service": "keep", "path_prefix": "/keep", "auth": "none", "strip_prefix": true},
+            {"name": "close", "service": "close", "path_prefix": "/close", "auth": "none", "strip_prefix": true},
+            {"name": "idle", "service": "idle", "path_prefix": "/idle", "auth": "none", "strip_prefix": true}
+        ]
+    }), false).await;
+    let get = |path: &'static str| {
+        let rb = app.gw(Method::GET, path);
+        async move {
+            let resp = rb.send().await.unwrap();
+            (resp.status(), resp.bytes().await.unwrap().len())
+        }
+    };
+    // Sequential requests, a 3 MiB answer among them, share one upstream connection.
+    for path in ["/keep/a", "/keep/big", "/keep/b", "/keep/big", "/keep/c"] {
+        let (status, len) = get(path).await;
+        assert_eq!(status, StatusCode::OK, "{path}");
+        let want = if path.ends_with("big") {
+            3 * 1024 * 1024
+        } else {
+            2
+        };
+        assert_eq!(len, want, "{path}: the whole body, streamed through");
+    }
+    assert_eq!(
+        keep_count.load(Ordering::SeqCst),
+        1,
+        "one connection, reused"
+    );
+    // An upstream that closes after each answer gets a new connection each time.
+    for _ in 0..4 {
+        assert_eq!(get("/close/x").await, (StatusCode::OK, 2));
+    }
+    assert_eq!(close_count.load(Ordering::SeqCst), 4);
+    // A pooled connection that the upstream closed while it sat idle is not used.
+    for _ in 0..3 {
+        assert_eq!(get("/idle/x").await, (StatusCode::OK, 2));
+        tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+    }
+    assert_eq!(idle_count.load(Ordering::SeqCst), 3);
+}

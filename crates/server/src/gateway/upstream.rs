@@ -8,7 +8,7 @@
 //! most recently returned one that is ready.
 
 use axum::body::Body;
-use axum::http::uri::{Authority, PathAndQuery, Scheme};
+use axum::http::uri::{Authority, PathAndQuery};
 use axum::http::{HeaderValue, Request, Response, Uri};
 use hyper::body::{Body as _, Frame, Incoming, SizeHint};
 use hyper::client::conn::http1::{self, SendRequest};
@@ -77,7 +77,9 @@ impl Upstream {
         &self.host
     }
 
-    /// The absolute URI for `path` (already normalized) and the original query.
+    /// The request target for `path` (already normalized) and the original query, in
+    /// origin form (`/base/path?query`): the form a server expects from a client, with
+    /// the authority in `Host` ([`Upstream::host`]).
     pub fn uri(&self, path: &str, query: Option<&str>) -> Option<Uri> {
         let mut target = String::with_capacity(
             self.base_path.len() + path.len() + query.map_or(0, |q| q.len() + 1),
@@ -88,11 +90,7 @@ impl Upstream {
             target.push('?');
             target.push_str(q);
         }
-        let mut parts = axum::http::uri::Parts::default();
-        parts.scheme = Some(Scheme::HTTP);
-        parts.authority = Some(self.authority.clone());
-        parts.path_and_query = Some(PathAndQuery::from_maybe_shared(target).ok()?);
-        Uri::from_parts(parts).ok()
+        Some(Uri::from(PathAndQuery::from_maybe_shared(target).ok()?))
     }
 
     /// Sends `req` on an idle connection, or a new one. A request that a reused
@@ -234,14 +232,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn uris_join_the_base_path_the_path_and_the_query() {
+    fn targets_join_the_base_path_the_path_and_the_query_in_origin_form() {
         let u = Upstream::new("http://127.0.0.1:8080/base").unwrap();
-        assert_eq!(
-            u.uri("/a/b", Some("x=1&y")).unwrap(),
-            "http://127.0.0.1:8080/base/a/b?x=1&y"
-        );
+        assert_eq!(u.uri("/a/b", Some("x=1&y")).unwrap(), "/base/a/b?x=1&y");
+        assert_eq!(u.host(), "127.0.0.1:8080");
         let u = Upstream::new("http://svc.internal").unwrap();
-        assert_eq!(u.uri("/", None).unwrap(), "http://svc.internal/");
+        assert_eq!(u.uri("/", None).unwrap(), "/");
         assert_eq!(u.host(), "svc.internal");
     }
 }
