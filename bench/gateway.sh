@@ -7,11 +7,14 @@
 #   5. the Tessera gateway again with 1,000,000 tokens in the database;
 # and the memory per cached token (RSS growth while 100,000 distinct tokens get cached).
 # The server under test is pinned to core 0 (taskset), wrk and the upstream to core 1;
-# nginx runs with worker_processes 1. 64 connections, DURATION seconds each.
+# nginx runs with worker_processes 1. 64 connections, DURATION seconds each. Loopback runs
+# on a shared VM swing by ±15% from one run to the next, so the four runs go in ROUNDS
+# interleaved rounds (default 3) and each figure is the median of its rounds.
 # Needs: nginx, wrk (apt-get install nginx-light wrk), 2 cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${DURATION:-10}
+ROUNDS=${ROUNDS:-3}
 CONNS=64
 WORK=$(mktemp -d /tmp/tessera-bench.XXXXXX)
 UP_PORT=19001 NGX_PORT=19002 ADMIN_PORT=19080 GW_PORT=19000
@@ -100,17 +103,26 @@ run() { # $1 = url, $2 = lua script or ""
 
 # Warm the caches and pools, then measure.
 run "http://127.0.0.1:$GW_PORT/checked" "$WORK/keys.lua" >/dev/null
-read -r RAW_RPS RAW_P50 RAW_P99 < <(run "http://127.0.0.1:$UP_PORT/" "")
-read -r NGX_RPS NGX_P50 NGX_P99 < <(run "http://127.0.0.1:$NGX_PORT/" "$WORK/keys.lua")
-read -r TSR_RPS TSR_P50 TSR_P99 < <(run "http://127.0.0.1:$GW_PORT/checked" "$WORK/keys.lua")
-read -r OPEN_RPS OPEN_P50 OPEN_P99 < <(run "http://127.0.0.1:$GW_PORT/open" "")
+for _ in $(seq "$ROUNDS"); do
+  run "http://127.0.0.1:$UP_PORT/" "" >> "$WORK/raw.txt"
+  run "http://127.0.0.1:$NGX_PORT/" "$WORK/keys.lua" >> "$WORK/nginx.txt"
+  run "http://127.0.0.1:$GW_PORT/checked" "$WORK/keys.lua" >> "$WORK/tessera.txt"
+  run "http://127.0.0.1:$GW_PORT/open" "" >> "$WORK/open.txt"
+done
+# The median of each column of a file of "req/s p50 p99" lines.
+median() { for col in 1 2 3; do awk -v c=$col '{ print $c }' "$1" | sort -g | sed -n "$(( ($(wc -l < "$1") + 1) / 2 ))p"; done | xargs; }
+read -r RAW_RPS RAW_P50 RAW_P99 < <(median "$WORK/raw.txt")
+read -r NGX_RPS NGX_P50 NGX_P99 < <(median "$WORK/nginx.txt")
+read -r TSR_RPS TSR_P50 TSR_P99 < <(median "$WORK/tessera.txt")
+read -r OPEN_RPS OPEN_P50 OPEN_P99 < <(median "$WORK/open.txt")
 
 # 1,000,000 tokens in the database; the same 1,000 in use.
 kill "$TESSERA_PID"; wait "$TESSERA_PID" 2>/dev/null || true
 "$SEED" "$WORK/tessera.db" 1000000 "$WORK/keys100k.txt" 100000 2>>"$WORK/tessera.log"
 start_tessera
 run "http://127.0.0.1:$GW_PORT/checked" "$WORK/keys.lua" >/dev/null
-read -r BIG_RPS BIG_P50 BIG_P99 < <(run "http://127.0.0.1:$GW_PORT/checked" "$WORK/keys.lua")
+for _ in $(seq "$ROUNDS"); do run "http://127.0.0.1:$GW_PORT/checked" "$WORK/keys.lua" >> "$WORK/big.txt"; done
+read -r BIG_RPS BIG_P50 BIG_P99 < <(median "$WORK/big.txt")
 
 # Memory per cached token: RSS before and after 100,000 distinct tokens are cached.
 rss() { awk '/VmRSS/ { print $2 }' /proc/"$TESSERA_PID"/status; }
@@ -120,7 +132,7 @@ taskset -c 1 wrk -t1 -c$CONNS -d$((DURATION / 2 + 5))s -s "$WORK/keys100k.lua" "
 AFTER=$(rss)
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
-printf '\n%-44s %10s %9s %9s\n' "run ($CONNS connections, ${DURATION}s, wrk on core 1)" "req/s" "p50 ms" "p99 ms"
+printf '\n%-44s %10s %9s %9s\n' "median of $ROUNDS (${CONNS} conns, ${DURATION}s, wrk core 1)" "req/s" "p50 ms" "p99 ms"
 printf '%-44s %10s %9s %9s\n' "raw upstream (nginx return 200)" "$RAW_RPS" "$RAW_P50" "$RAW_P99"
 printf '%-44s %10s %9s %9s\n' "nginx proxy + map of 1,000 keys (core 0)" "$NGX_RPS" "$NGX_P50" "$NGX_P99"
 printf '%-44s %10s %9s %9s\n' "tessera gateway, 1,000 tokens (core 0)" "$TSR_RPS" "$TSR_P50" "$TSR_P99"

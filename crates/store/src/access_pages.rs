@@ -10,7 +10,7 @@
 
 use serde::{Deserialize, Serialize};
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap};
+use std::collections::{BinaryHeap, HashMap};
 use tessera_core::clock::{from_unix_millis, Timestamp};
 use tessera_core::ids::{AccountId, TokenId};
 use tessera_core::store::{AccessFilter, StoreError};
@@ -62,13 +62,15 @@ fn listener_name(l: Listener) -> &'static str {
 /// from left to right. CPU work of a few milliseconds for a big batch: callers on an
 /// async runtime run it on a blocking thread.
 pub fn paginate(records: &[AccessRecord], first_id: i64) -> Result<Vec<PageRow>, StoreError> {
-    let mut groups: BTreeMap<Option<&str>, Vec<(i64, &AccessRecord)>> = BTreeMap::new();
+    let mut groups: HashMap<Option<&str>, Vec<(i64, &AccessRecord)>> = HashMap::new();
     for (i, r) in records.iter().enumerate() {
         groups
             .entry(r.token_id.as_ref().map(TokenId::as_str))
             .or_default()
             .push((first_id + i as i64, r));
     }
+    let mut groups: Vec<_> = groups.into_iter().collect();
+    groups.sort_unstable_by_key(|(token_id, _)| *token_id);
     groups
         .into_iter()
         .map(|(token_id, members)| encode(token_id, &members))

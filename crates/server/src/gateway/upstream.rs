@@ -13,6 +13,7 @@ use axum::http::{HeaderValue, Request, Response, Uri};
 use hyper::body::{Body as _, Frame, Incoming, SizeHint};
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
+use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -41,7 +42,7 @@ pub struct Upstream {
     host: HeaderValue,
     /// The base URL's path, without a trailing `/` (often empty).
     base_path: String,
-    idle: Mutex<Vec<Idle>>,
+    idle: Mutex<VecDeque<Idle>>,
 }
 
 struct Idle {
@@ -68,7 +69,7 @@ impl Upstream {
             authority: authority.parse().ok()?,
             host: HeaderValue::from_str(authority).ok()?,
             base_path: path.trim_end_matches('/').to_owned(),
-            idle: Mutex::new(Vec::new()),
+            idle: Mutex::new(VecDeque::new()),
         })
     }
 
@@ -129,16 +130,27 @@ impl Upstream {
         }
     }
 
-    /// The most recently returned connection that is ready, else one still finishing
-    /// its last response; closed and stale ones are dropped on the way.
+    /// The most recently returned connection that is ready, else the most recent one
+    /// (still finishing its last response, or closed: [`Upstream::send`] then moves on).
+    /// Connections come back in time order, so the stale ones are at the front.
     fn checkout(&self) -> Option<SendRequest<Incoming>> {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        idle.retain(|c| !c.sender.is_closed() && c.since.elapsed() < IDLE_TIMEOUT);
-        let i = idle
+        let now = Instant::now();
+        while idle
+            .front()
+            .is_some_and(|c| now.duration_since(c.since) >= IDLE_TIMEOUT)
+        {
+            idle.pop_front();
+        }
+        let ready = idle
             .iter()
-            .rposition(|c| c.sender.is_ready())
-            .or_else(|| idle.len().checked_sub(1))?;
-        Some(idle.swap_remove(i).sender)
+            .rev()
+            .take(8)
+            .position(|c| c.sender.is_ready())
+            .map_or(idle.len().checked_sub(1)?, |from_back| {
+                idle.len() - 1 - from_back
+            });
+        idle.remove(ready).map(|c| c.sender)
     }
 
     fn give_back(&self, sender: SendRequest<Incoming>) {
@@ -147,7 +159,7 @@ impl Upstream {
         }
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         if idle.len() < MAX_IDLE {
-            idle.push(Idle {
+            idle.push_back(Idle {
                 sender,
                 since: Instant::now(),
             });

@@ -168,6 +168,8 @@ pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .map(|(_, v)| v.trim())
 }
 
+const X_API_KEY: axum::http::HeaderName = axum::http::HeaderName::from_static("x-api-key");
+
 /// The token carriers of a request, as the verifier takes them.
 pub fn carriers(headers: &HeaderMap) -> Carriers<'_> {
     let bearer = headers
@@ -179,7 +181,7 @@ pub fn carriers(headers: &HeaderMap) -> Carriers<'_> {
         });
     Carriers {
         x_api_key: headers
-            .get("x-api-key")
+            .get(X_API_KEY)
             .and_then(|v| v.to_str().ok())
             .map(str::trim),
         bearer,
