@@ -3,6 +3,7 @@
 use crate::clock::Timestamp;
 use crate::ids::{AccountId, TokenId};
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -19,11 +20,13 @@ pub struct AccessRecord {
     pub token_id: Option<TokenId>,
     pub account_id: Option<AccountId>,
     pub listener: Listener,
-    pub method: String,
+    /// Borrowed for the methods and codes a request path knows statically: a record is
+    /// made for every request that presents a token, so what it costs counts.
+    pub method: Cow<'static, str>,
     pub path: String,
     pub status: u16,
     /// The contract's code for a denial, `"ok"` otherwise.
-    pub code: String,
+    pub code: Cow<'static, str>,
     pub ip: String,
     pub latency_ms: f64,
 }

@@ -134,10 +134,10 @@ pub fn decode(
                         } else {
                             Listener::Admin
                         },
-                        method,
+                        method: method.into(),
                         path,
                         status,
-                        code,
+                        code: code.into(),
                         ip,
                         latency_ms,
                     },

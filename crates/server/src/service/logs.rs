@@ -48,10 +48,10 @@ fn access_view(r: AccessRecord) -> AccessRecordView {
             Listener::Gateway => "gateway",
         }
         .to_owned(),
-        method: r.method,
+        method: r.method.into_owned(),
         path: r.path,
         status: r.status,
-        code: r.code,
+        code: r.code.into_owned(),
         ip: r.ip,
         latency_ms: r.latency_ms,
     }

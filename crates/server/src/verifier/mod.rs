@@ -17,6 +17,7 @@ use governor::middleware::StateInformationMiddleware;
 use governor::state::{InMemoryState, NotKeyed};
 use governor::{Quota, RateLimiter};
 use moka::sync::Cache;
+use std::borrow::Cow;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -112,7 +113,7 @@ impl Denial {
 /// What the access log keeps of a request, taken when it arrives.
 #[derive(Debug, Clone)]
 pub struct RequestLine {
-    pub method: String,
+    pub method: Cow<'static, str>,
     /// At most 1024 characters of the path (no query: it may hold anything).
     pub path: String,
     pub started: Instant,
@@ -120,8 +121,14 @@ pub struct RequestLine {
 
 impl RequestLine {
     pub fn new(method: &str, path: &str) -> Self {
+        const KNOWN: [&str; 9] = [
+            "GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "CONNECT", "TRACE",
+        ];
         Self {
-            method: method.to_owned(),
+            method: match KNOWN.iter().find(|m| **m == method) {
+                Some(m) => Cow::Borrowed(m),
+                None => Cow::Owned(method.to_owned()),
+            },
             path: match path.char_indices().nth(1024) {
                 Some((end, _)) => path[..end].to_owned(),
                 None => path.to_owned(),
@@ -545,7 +552,7 @@ impl Verifier {
             method: line.method,
             path: line.path,
             status,
-            code: code.map_or("ok", ErrorCode::as_str).to_owned(),
+            code: Cow::Borrowed(code.map_or("ok", ErrorCode::as_str)),
             ip,
             latency_ms: line.started.elapsed().as_secs_f64() * 1000.0,
         });
