@@ -1,6 +1,13 @@
 //! The access log's storage format, shared by the backends: a batch of records becomes
 //! one *page* per token (and one for records that matched no token), each page a row
-//! holding its records as a JSON array.
+//! holding its records as JSON.
+//!
+//! A page is `{"i": first_id, "t": min_time, "d": [[listener, method, path, status,
+//! code, ip], …], "r": [[id - i, time - t, latency_µs, index into d], …]}`: one token's
+//! requests in a second mostly repeat the same few shapes, so each shape is written once
+//! and a record is four small numbers. (Pages converted from the row-per-request table
+//! by migration 0004 are a plain array of
+//! `[id, time, listener, method, path, status, code, ip, latency_ms]`; both decode.)
 //!
 //! Why pages: a row and its index entries per request cost the embedded database about
 //! 10 µs a record, on the same core as the gateway's requests; a page costs one row per
@@ -28,23 +35,29 @@ pub struct PageRow {
     pub records: String,
 }
 
-/// A record inside a page, as a JSON array:
-/// `[id, time, listener, method, path, status, code, ip, latency_ms]`.
+/// A page as written ([module docs](self)).
 #[derive(Serialize)]
-struct StoredRef<'a>(
-    i64,
-    i64,
-    &'a str,
-    &'a str,
-    &'a str,
-    u16,
-    &'a str,
-    &'a str,
-    f64,
-);
+struct PageRef<'a> {
+    i: i64,
+    t: i64,
+    d: Vec<Shape<'a>>,
+    r: Vec<(i64, i64, u64, usize)>,
+}
 
 #[derive(Deserialize)]
-struct Stored(i64, i64, String, String, String, u16, String, String, f64);
+struct Page {
+    i: i64,
+    t: i64,
+    d: Vec<(String, String, String, u16, String, String)>,
+    r: Vec<(i64, i64, u64, usize)>,
+}
+
+/// What requests of one token have in common, more often than not.
+type Shape<'a> = (&'a str, &'a str, &'a str, u16, &'a str, &'a str);
+
+/// A record of a page converted from the row-per-request table.
+#[derive(Deserialize)]
+struct Converted(i64, i64, String, String, String, u16, String, String, f64);
 
 fn millis(t: Timestamp) -> i64 {
     t.timestamp_millis()
@@ -78,35 +91,52 @@ pub fn paginate(records: &[AccessRecord], first_id: i64) -> Result<Vec<PageRow>,
 }
 
 fn encode(token_id: Option<&str>, members: &[(i64, &AccessRecord)]) -> Result<PageRow, StoreError> {
-    let stored: Vec<StoredRef<'_>> = members
+    let first_id = members.first().map_or(0, |m| m.0);
+    let min_time = members
         .iter()
-        .map(|(id, r)| {
-            StoredRef(
-                *id,
-                millis(r.time),
-                listener_name(r.listener),
-                &r.method,
-                &r.path,
-                r.status,
-                &r.code,
-                &r.ip,
-                r.latency_ms,
-            )
-        })
-        .collect();
-    let records = serde_json::to_string(&stored)
+        .map(|(_, r)| millis(r.time))
+        .min()
+        .unwrap_or(0);
+    let mut shapes: HashMap<Shape<'_>, usize> = HashMap::new();
+    let mut page = PageRef {
+        i: first_id,
+        t: min_time,
+        d: Vec::new(),
+        r: Vec::with_capacity(members.len()),
+    };
+    for (id, r) in members {
+        let shape = (
+            listener_name(r.listener),
+            &*r.method,
+            r.path.as_str(),
+            r.status,
+            &*r.code,
+            r.ip.as_str(),
+        );
+        let d = *shapes.entry(shape).or_insert_with(|| {
+            page.d.push(shape);
+            page.d.len() - 1
+        });
+        let micros = (r.latency_ms * 1000.0).round().max(0.0) as u64;
+        page.r
+            .push((id - first_id, millis(r.time) - min_time, micros, d));
+    }
+    let records = serde_json::to_string(&page)
         .map_err(|e| StoreError::Backend(format!("cannot encode access records: {e}")))?;
-    let times = members.iter().map(|(_, r)| millis(r.time));
     Ok(PageRow {
-        first_id: members.first().map_or(0, |m| m.0),
+        first_id,
         last_id: members.last().map_or(0, |m| m.0),
         token_id: token_id.map(str::to_owned),
         account_id: members
             .first()
             .and_then(|m| m.1.account_id.as_ref())
             .map(|a| a.as_str().to_owned()),
-        min_time: times.clone().min().unwrap_or(0),
-        max_time: times.max().unwrap_or(0),
+        min_time,
+        max_time: members
+            .iter()
+            .map(|(_, r)| millis(r.time))
+            .max()
+            .unwrap_or(0),
         records,
     })
 }
@@ -117,34 +147,55 @@ pub fn decode(
     account_id: Option<&str>,
     records: &str,
 ) -> Result<Vec<(i64, AccessRecord)>, StoreError> {
-    let stored: Vec<Stored> = serde_json::from_str(records)
-        .map_err(|e| StoreError::Backend(format!("an access-log page does not decode: {e}")))?;
-    Ok(stored
-        .into_iter()
-        .map(
-            |Stored(id, time, listener, method, path, status, code, ip, latency_ms)| {
-                (
-                    id,
-                    AccessRecord {
-                        time: from_unix_millis(time),
-                        token_id: token_id.map(|t| TokenId::from_trusted(t.to_owned())),
-                        account_id: account_id.map(|a| AccountId::from_trusted(a.to_owned())),
-                        listener: if listener == "gateway" {
-                            Listener::Gateway
-                        } else {
-                            Listener::Admin
-                        },
-                        method: method.into(),
-                        path,
-                        status,
-                        code: code.into(),
-                        ip,
-                        latency_ms,
-                    },
-                )
+    let corrupt = |e: &dyn std::fmt::Display| {
+        StoreError::Backend(format!("an access-log page does not decode: {e}"))
+    };
+    let record = |time: i64, shape: (&str, &str, &str, u16, &str, &str), latency_ms: f64| {
+        let (listener, method, path, status, code, ip) = shape;
+        AccessRecord {
+            time: from_unix_millis(time),
+            token_id: token_id.map(|t| TokenId::from_trusted(t.to_owned())),
+            account_id: account_id.map(|a| AccountId::from_trusted(a.to_owned())),
+            listener: if listener == "gateway" {
+                Listener::Gateway
+            } else {
+                Listener::Admin
             },
-        )
-        .collect())
+            method: method.to_owned().into(),
+            path: path.to_owned(),
+            status,
+            code: code.to_owned().into(),
+            ip: ip.to_owned(),
+            latency_ms,
+        }
+    };
+    if records.starts_with('[') {
+        let converted: Vec<Converted> = serde_json::from_str(records).map_err(|e| corrupt(&e))?;
+        return Ok(converted
+            .iter()
+            .map(
+                |Converted(id, time, listener, method, path, status, code, ip, latency)| {
+                    let shape = (&**listener, &**method, &**path, *status, &**code, &**ip);
+                    (*id, record(*time, shape, *latency))
+                },
+            )
+            .collect());
+    }
+    let page: Page = serde_json::from_str(records).map_err(|e| corrupt(&e))?;
+    page.r
+        .iter()
+        .map(|&(id, time, micros, d)| {
+            let (listener, method, path, status, code, ip) = page
+                .d
+                .get(d)
+                .ok_or_else(|| corrupt(&"a record names no shape"))?;
+            let shape = (&**listener, &**method, &**path, *status, &**code, &**ip);
+            Ok((
+                page.i + id,
+                record(page.t + time, shape, micros as f64 / 1000.0),
+            ))
+        })
+        .collect()
 }
 
 /// Merges pages read newest first (by `last_id`, descending) into records newest first
@@ -261,5 +312,26 @@ mod tests {
         assert_eq!((a.first_id, a.last_id), (101, 104));
         let back = decode(a.token_id.as_deref(), a.account_id.as_deref(), &a.records).unwrap();
         assert_eq!(back, vec![(101, batch[1].clone()), (104, batch[4].clone())]);
+    }
+
+    #[test]
+    fn repeated_requests_are_written_once_as_a_shape() {
+        let batch: Vec<AccessRecord> = (0..100).map(|i| rec(Some("t"), i)).collect();
+        let pages = paginate(&batch, 1).unwrap();
+        assert_eq!(pages.len(), 1);
+        assert_eq!(
+            pages[0].records.matches("/p ").count(),
+            1,
+            "{}",
+            pages[0].records
+        );
+        assert!(
+            pages[0].records.len() < 100 * 20,
+            "{} bytes",
+            pages[0].records.len()
+        );
+        let back = decode(Some("t"), Some("acct"), &pages[0].records).unwrap();
+        assert_eq!(back.len(), 100);
+        assert_eq!(back[99], (100, batch[99].clone()));
     }
 }
