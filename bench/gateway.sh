@@ -119,6 +119,7 @@ read -r OPEN_RPS OPEN_P50 OPEN_P99 < <(median "$WORK/open.txt")
 # 1,000,000 tokens in the database; the same 1,000 in use.
 kill "$TESSERA_PID"; wait "$TESSERA_PID" 2>/dev/null || true
 "$SEED" "$WORK/tessera.db" 1000000 "$WORK/keys100k.txt" 100000 2>>"$WORK/tessera.log"
+sync; sleep 3 # let the kernel write the seeded database back before measuring
 start_tessera
 run "http://127.0.0.1:$GW_PORT/checked" "$WORK/keys.lua" >/dev/null
 for _ in $(seq "$ROUNDS"); do run "http://127.0.0.1:$GW_PORT/checked" "$WORK/keys.lua" >> "$WORK/big.txt"; done

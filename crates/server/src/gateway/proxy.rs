@@ -352,10 +352,12 @@ fn remove_hop_by_hop(headers: &mut HeaderMap) {
         })
         .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
         .collect();
-    for name in listed {
-        headers.remove(name);
-    }
-    for name in &HOP_BY_HOP {
+    let present: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| HOP_BY_HOP.contains(k))
+        .cloned()
+        .collect();
+    for name in listed.into_iter().chain(present) {
         headers.remove(name);
     }
 }
