@@ -188,19 +188,23 @@ async fn serve_and_stop(one_core: bool) {
     let stderr = std::fs::read_to_string(&stderr_path).unwrap();
     assert!(stderr.contains("Tessera stopped."), "{stderr}");
 
-    // Buffered records were written before exit.
-    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display()))
-        .await
-        .unwrap();
-    let (uses,): (i64,) = sqlx::query_as(
-        "SELECT COALESCE(SUM(json_array_length(records)), 0) FROM access_pages WHERE token_id = ?",
-    )
-    .bind(&id)
-    .fetch_one(&pool)
-    .await
-    .unwrap();
-    assert!(uses >= 6, "{uses}");
-    pool.close().await;
+    // Buffered records were written before exit (read back through the store).
+    {
+        use tessera_core::store::{AccessFilter, Page, Store};
+        let store = tessera_store::sqlite::SqliteStore::open(&format!("sqlite://{}", db.display()))
+            .await
+            .unwrap();
+        let filter = AccessFilter {
+            token_id: Some(tessera_core::ids::TokenId::from_trusted(id.clone())),
+            ..Default::default()
+        };
+        let page = Page {
+            limit: 1000,
+            after: None,
+        };
+        let uses = store.list_access(&filter, &page).await.unwrap().len();
+        assert!(uses >= 6, "{uses}");
+    }
 
     for suffix in ["", "-wal", "-shm"] {
         if let Ok(bytes) = std::fs::read(format!("{}{}", db.display(), suffix)) {
