@@ -61,9 +61,17 @@ pub fn validate_name(field: &'static str, s: &str) -> Result<(), FieldError> {
     }
 }
 
+/// The parts of an upstream base URL: `authority` (`host[:port]`) and `path` (empty, or
+/// starting with `/`, never ending with one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UpstreamUrl<'a> {
+    pub authority: &'a str,
+    pub path: &'a str,
+}
+
 /// An upstream base URL: `http://host:port` with an optional base path; no query,
-/// fragment or user info. Answers it without a trailing `/`.
-pub fn parse_upstream(s: &str) -> Result<String, String> {
+/// fragment or user info.
+pub fn split_upstream(s: &str) -> Result<UpstreamUrl<'_>, String> {
     let bad = |why: &str| format!("'{}' {why}", s.chars().take(100).collect::<String>());
     let rest = s
         .strip_prefix("http://")
@@ -87,7 +95,16 @@ pub fn parse_upstream(s: &str) -> Result<String, String> {
             return Err(bad("has a bad port"));
         }
     }
-    Ok(format!("http://{authority}{}", path.trim_end_matches('/')))
+    Ok(UpstreamUrl {
+        authority,
+        path: path.trim_end_matches('/'),
+    })
+}
+
+/// [`split_upstream`], answered as the URL without a trailing `/`.
+pub fn parse_upstream(s: &str) -> Result<String, String> {
+    let u = split_upstream(s)?;
+    Ok(format!("http://{}{}", u.authority, u.path))
 }
 
 pub fn validate_upstreams(list: &[String]) -> Result<Vec<String>, FieldError> {

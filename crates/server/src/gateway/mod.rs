@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
-use tessera_core::gateway::{Route, RouteTable};
+use tessera_core::gateway::{Route, RouteTable, UpstreamService};
 use tessera_core::store::{Store, StoreResult};
 use tessera_store::AnyStore;
 use upstream::Upstream;
@@ -80,33 +80,7 @@ impl Routing {
         let version = self.store.gateway_version().await?;
         let services = self.store.list_services().await?;
         let routes = self.store.list_routes().await?;
-        let services: HashMap<String, Arc<ServiceEntry>> = {
-            let mut known = self.upstreams.lock().unwrap_or_else(|p| p.into_inner());
-            let mut in_use = HashMap::new();
-            let services = services
-                .into_iter()
-                .filter_map(|s| {
-                    let mut upstreams = Vec::with_capacity(s.upstreams.len());
-                    for base in &s.upstreams {
-                        let upstream = match known.get(base) {
-                            Some(u) => u.clone(),
-                            None => Arc::new(Upstream::new(base)?),
-                        };
-                        in_use.insert(base.clone(), upstream.clone());
-                        upstreams.push(upstream);
-                    }
-                    let entry = ServiceEntry {
-                        name: s.name,
-                        upstreams,
-                        timeout: Duration::from_millis(u64::from(s.timeout_ms)),
-                        next: AtomicUsize::new(0),
-                    };
-                    (!entry.upstreams.is_empty()).then(|| (s.id, Arc::new(entry)))
-                })
-                .collect();
-            *known = in_use;
-            services
-        };
+        let services = self.service_entries(services);
         let entries = routes
             .into_iter()
             .filter_map(|r| {
@@ -132,6 +106,48 @@ impl Routing {
         }
         self.version.store(version, Ordering::SeqCst);
         Ok(())
+    }
+
+    /// The services as the proxy uses them, by id. Upstreams are taken from the last
+    /// table where it had them, so their idle connections carry over. A service with an
+    /// upstream that cannot be used is left out (its routes answer 404) and logged.
+    fn service_entries(
+        &self,
+        services: Vec<UpstreamService>,
+    ) -> HashMap<String, Arc<ServiceEntry>> {
+        let mut known = self.upstreams.lock().unwrap_or_else(|p| p.into_inner());
+        let mut in_use = HashMap::new();
+        let mut entries = HashMap::new();
+        for s in services {
+            let upstreams: Result<Vec<Arc<Upstream>>, String> = s
+                .upstreams
+                .iter()
+                .map(|base| match known.get(base).or_else(|| in_use.get(base)) {
+                    Some(u) => Ok(Arc::clone(u)),
+                    None => Upstream::new(base).map(Arc::new),
+                })
+                .collect();
+            let upstreams = match upstreams {
+                Ok(u) if !u.is_empty() => u,
+                Ok(_) => continue,
+                Err(e) => {
+                    tracing::error!(service = %s.name, error = %e, "service left out of the gateway");
+                    continue;
+                }
+            };
+            for u in &upstreams {
+                in_use.insert(u.base.clone(), u.clone());
+            }
+            let entry = ServiceEntry {
+                name: s.name,
+                upstreams,
+                timeout: Duration::from_millis(u64::from(s.timeout_ms)),
+                next: AtomicUsize::new(0),
+            };
+            entries.insert(s.id, Arc::new(entry));
+        }
+        *known = in_use;
+        entries
     }
 
     /// Reloads whenever the store's version moves (a change made by another node).

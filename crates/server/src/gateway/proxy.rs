@@ -7,7 +7,6 @@ use super::{RouteEntry, Routing};
 use crate::http::error::ApiError;
 use crate::http::extract::{carriers, client_ip, request_line};
 use crate::verifier::{Denial, RateLimitState, RequestLine, Verification, Verifier};
-use axum::extract::Request;
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use hyper::body::Incoming;
@@ -112,8 +111,8 @@ impl Proxy {
     }
 
     /// `GET /_tessera/verify?scope=a:b&scope=c:d`: forward auth for nginx, Traefik, Envoy.
-    pub async fn forward_auth(&self, req: Request, peer: &Peer) -> Response {
-        let line = request_line(&req);
+    pub async fn forward_auth(&self, req: &hyper::Request<Incoming>, peer: &Peer) -> Response {
+        let line = request_line(req);
         let ip = self.client_ip(req.headers(), peer);
         let mut scopes = Vec::new();
         for (k, v) in form_pairs(req.uri().query().unwrap_or("")) {

@@ -18,6 +18,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
+use tessera_core::gateway::split_upstream;
 use tokio::net::TcpStream;
 
 /// Idle connections kept per upstream; more are closed when they come back.
@@ -59,16 +60,15 @@ impl std::fmt::Debug for Upstream {
 }
 
 impl Upstream {
-    /// `base` is a URL the configuration already validated
-    /// ([`tessera_core::gateway::parse_upstream`]); `None` if it still does not parse.
-    pub fn new(base: &str) -> Option<Self> {
-        let rest = base.strip_prefix("http://")?;
-        let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-        Some(Self {
+    /// `base` is a URL the configuration validated when it was stored.
+    pub fn new(base: &str) -> Result<Self, String> {
+        let url = split_upstream(base)?;
+        let unusable = |e: &dyn std::fmt::Display| format!("'{base}' cannot be used: {e}");
+        Ok(Self {
             base: base.to_owned(),
-            authority: authority.parse().ok()?,
-            host: HeaderValue::from_str(authority).ok()?,
-            base_path: path.trim_end_matches('/').to_owned(),
+            authority: url.authority.parse().map_err(|e| unusable(&e))?,
+            host: HeaderValue::from_str(url.authority).map_err(|e| unusable(&e))?,
+            base_path: url.path.to_owned(),
             idle: Mutex::new(VecDeque::new()),
         })
     }

@@ -11,7 +11,6 @@ use crate::gateway::Routing;
 use crate::metrics::Metrics;
 use crate::service::{LoginLimits, Service};
 use crate::verifier::{RecorderShutdown, UsageRecorder, Verifier};
-use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue};
 use axum::middleware::{self, Next};
@@ -216,9 +215,8 @@ impl App {
             .layer(middleware::from_fn(limit_headers))
     }
 
-    /// The gateway listener's router: its own endpoints under the reserved `/_tessera/`,
-    /// and the proxy for everything else.
-    /// The gateway listener's service for a connection from `peer`. Not an axum
+    /// The gateway listener's service for a connection from `peer`: its own endpoints
+    /// under the reserved `/_tessera/`, and the proxy for everything else. Not an axum
     /// `Router`: it has three fixed paths and a fallback, and every request is hot, so
     /// it dispatches by hand and skips the router's matching, boxed middleware and
     /// per-layer state clones.
@@ -250,13 +248,11 @@ impl GatewayService {
                 "/_tessera/healthz" if req.method() == axum::http::Method::GET => {
                     routes::ops::healthz().await.into_response()
                 }
-                "/_tessera/healthz" => method_not_allowed().await.into_response(),
-                "/_tessera/verify" => {
-                    self.proxy
-                        .forward_auth(req.map(Body::new), &self.peer)
-                        .await
+                "/_tessera/healthz" => ApiError::code(ErrorCode::MethodNotAllowed).into_response(),
+                "/_tessera/verify" => self.proxy.forward_auth(&req, &self.peer).await,
+                p if p.starts_with("/_tessera/") => {
+                    ApiError::code(ErrorCode::NotFound).into_response()
                 }
-                p if p.starts_with("/_tessera/") => not_found().await.into_response(),
                 _ => self.proxy.handle(req, &self.peer).await,
             }
         };
@@ -285,6 +281,7 @@ impl tower::Service<hyper::Request<Incoming>> for GatewayService {
     }
 }
 
+/// The admin API's fallbacks, in the contract's format.
 async fn not_found() -> ApiError {
     ApiError::code(ErrorCode::NotFound)
 }
