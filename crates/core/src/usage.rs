@@ -12,6 +12,23 @@ pub enum Listener {
     Gateway,
 }
 
+impl Listener {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Admin => "admin",
+            Self::Gateway => "gateway",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "admin" => Some(Self::Admin),
+            "gateway" => Some(Self::Gateway),
+            _ => None,
+        }
+    }
+}
+
 /// One request that presented a token, allowed or denied.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AccessRecord {
@@ -69,4 +86,28 @@ pub struct UsageBucket {
     pub start: Timestamp,
     pub allowed: u64,
     pub denied: u64,
+}
+
+/// Counts `records` into buckets of `width` (allowed and denied apart), oldest first;
+/// buckets with no record are left out.
+pub fn buckets<'a>(
+    records: impl IntoIterator<Item = &'a AccessRecord>,
+    width: BucketWidth,
+) -> Vec<UsageBucket> {
+    let w = width.millis();
+    let mut by_start = std::collections::BTreeMap::<i64, UsageBucket>::new();
+    for r in records {
+        let start = r.time.timestamp_millis().div_euclid(w) * w;
+        let b = by_start.entry(start).or_insert_with(|| UsageBucket {
+            start: crate::clock::from_unix_millis(start),
+            allowed: 0,
+            denied: 0,
+        });
+        if r.allowed() {
+            b.allowed += 1;
+        } else {
+            b.denied += 1;
+        }
+    }
+    by_start.into_values().collect()
 }

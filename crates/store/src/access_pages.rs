@@ -15,10 +15,10 @@
 //! one by one in arrival order, so cursors and newest-first order mean what they did;
 //! but pages of one batch overlap in id range, so readers merge them ([`Merge`]).
 
+use crate::ms;
 use serde::{Deserialize, Serialize};
-use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
-use tessera_core::clock::{from_unix_millis, Timestamp};
+use tessera_core::clock::from_unix_millis;
 use tessera_core::ids::{AccountId, TokenId};
 use tessera_core::store::{AccessFilter, StoreError};
 use tessera_core::usage::{AccessRecord, Listener};
@@ -59,17 +59,6 @@ type Shape<'a> = (&'a str, &'a str, &'a str, u16, &'a str, &'a str);
 #[derive(Deserialize)]
 struct Converted(i64, i64, String, String, String, u16, String, String, f64);
 
-fn millis(t: Timestamp) -> i64 {
-    t.timestamp_millis()
-}
-
-fn listener_name(l: Listener) -> &'static str {
-    match l {
-        Listener::Admin => "admin",
-        Listener::Gateway => "gateway",
-    }
-}
-
 /// A batch whose first record gets `first_id` as pages: one per token (and one for
 /// records that matched no token), in token order, so that inserts walk the token index
 /// from left to right. CPU work of a few milliseconds for a big batch: callers on an
@@ -92,11 +81,7 @@ pub fn paginate(records: &[AccessRecord], first_id: i64) -> Result<Vec<PageRow>,
 
 fn encode(token_id: Option<&str>, members: &[(i64, &AccessRecord)]) -> Result<PageRow, StoreError> {
     let first_id = members.first().map_or(0, |m| m.0);
-    let min_time = members
-        .iter()
-        .map(|(_, r)| millis(r.time))
-        .min()
-        .unwrap_or(0);
+    let min_time = members.iter().map(|(_, r)| ms(r.time)).min().unwrap_or(0);
     let mut shapes: HashMap<Shape<'_>, usize> = HashMap::new();
     let mut page = PageRef {
         i: first_id,
@@ -106,7 +91,7 @@ fn encode(token_id: Option<&str>, members: &[(i64, &AccessRecord)]) -> Result<Pa
     };
     for (id, r) in members {
         let shape = (
-            listener_name(r.listener),
+            r.listener.as_str(),
             &*r.method,
             r.path.as_str(),
             r.status,
@@ -119,7 +104,7 @@ fn encode(token_id: Option<&str>, members: &[(i64, &AccessRecord)]) -> Result<Pa
         });
         let micros = (r.latency_ms * 1000.0).round().max(0.0) as u64;
         page.r
-            .push((id - first_id, millis(r.time) - min_time, micros, d));
+            .push((id - first_id, ms(r.time) - min_time, micros, d));
     }
     let records = serde_json::to_string(&page)
         .map_err(|e| StoreError::Backend(format!("cannot encode access records: {e}")))?;
@@ -132,11 +117,7 @@ fn encode(token_id: Option<&str>, members: &[(i64, &AccessRecord)]) -> Result<Pa
             .and_then(|m| m.1.account_id.as_ref())
             .map(|a| a.as_str().to_owned()),
         min_time,
-        max_time: members
-            .iter()
-            .map(|(_, r)| millis(r.time))
-            .max()
-            .unwrap_or(0),
+        max_time: members.iter().map(|(_, r)| ms(r.time)).max().unwrap_or(0),
         records,
     })
 }
@@ -152,34 +133,30 @@ pub fn decode(
     };
     let record = |time: i64, shape: (&str, &str, &str, u16, &str, &str), latency_ms: f64| {
         let (listener, method, path, status, code, ip) = shape;
-        AccessRecord {
+        Ok(AccessRecord {
             time: from_unix_millis(time),
             token_id: token_id.map(|t| TokenId::from_trusted(t.to_owned())),
             account_id: account_id.map(|a| AccountId::from_trusted(a.to_owned())),
-            listener: if listener == "gateway" {
-                Listener::Gateway
-            } else {
-                Listener::Admin
-            },
+            listener: Listener::parse(listener).ok_or_else(|| corrupt(&"an unknown listener"))?,
             method: method.to_owned().into(),
             path: path.to_owned(),
             status,
             code: code.to_owned().into(),
             ip: ip.to_owned(),
             latency_ms,
-        }
+        })
     };
     if records.starts_with('[') {
         let converted: Vec<Converted> = serde_json::from_str(records).map_err(|e| corrupt(&e))?;
-        return Ok(converted
+        return converted
             .iter()
             .map(
                 |Converted(id, time, listener, method, path, status, code, ip, latency)| {
                     let shape = (&**listener, &**method, &**path, *status, &**code, &**ip);
-                    (*id, record(*time, shape, *latency))
+                    Ok((*id, record(*time, shape, *latency)?))
                 },
             )
-            .collect());
+            .collect();
     }
     let page: Page = serde_json::from_str(records).map_err(|e| corrupt(&e))?;
     page.r
@@ -192,7 +169,7 @@ pub fn decode(
             let shape = (&**listener, &**method, &**path, *status, &**code, &**ip);
             Ok((
                 page.i + id,
-                record(page.t + time, shape, micros as f64 / 1000.0),
+                record(page.t + time, shape, micros as f64 / 1000.0)?,
             ))
         })
         .collect()
@@ -207,8 +184,31 @@ pub fn decode(
 pub struct Merge<'f> {
     filter: &'f AccessFilter,
     before: Option<i64>,
-    heap: BinaryHeap<(i64, Reverse<usize>)>,
-    records: Vec<Option<AccessRecord>>,
+    heap: BinaryHeap<ById>,
+}
+
+/// A record ordered by its id alone (ids are unique).
+#[derive(Debug)]
+struct ById(i64, AccessRecord);
+
+impl PartialEq for ById {
+    fn eq(&self, other: &Self) -> bool {
+        self.0 == other.0
+    }
+}
+
+impl Eq for ById {}
+
+impl PartialOrd for ById {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for ById {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.cmp(&other.0)
+    }
 }
 
 impl<'f> Merge<'f> {
@@ -217,29 +217,26 @@ impl<'f> Merge<'f> {
             filter,
             before,
             heap: BinaryHeap::new(),
-            records: Vec::new(),
         }
     }
 
     /// Whether a page whose newest record is `last_id` must be read before the next
     /// record can be given out.
     pub fn needs(&self, last_id: i64) -> bool {
-        self.heap.peek().is_none_or(|(top, _)| last_id > *top)
+        self.heap.peek().is_none_or(|top| last_id > top.0)
     }
 
     pub fn add(&mut self, page: Vec<(i64, AccessRecord)>) {
         for (id, r) in page {
             if self.keeps(id, &r) {
-                self.heap.push((id, Reverse(self.records.len())));
-                self.records.push(Some(r));
+                self.heap.push(ById(id, r));
             }
         }
     }
 
     /// The newest record not yet given out.
     pub fn next(&mut self) -> Option<(i64, AccessRecord)> {
-        let (id, Reverse(i)) = self.heap.pop()?;
-        Some((id, self.records[i].take()?))
+        self.heap.pop().map(|ById(id, r)| (id, r))
     }
 
     fn keeps(&self, id: i64, r: &AccessRecord) -> bool {
@@ -260,6 +257,7 @@ impl<'f> Merge<'f> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::cmp::Reverse;
 
     fn rec(token: Option<&str>, secs: i64) -> AccessRecord {
         AccessRecord {

@@ -13,6 +13,11 @@ pub mod conformance;
 pub use any::AnyStore;
 pub use tessera_core::store::{Store, StoreError, StoreResult};
 
+/// Times are stored as Unix milliseconds.
+pub(crate) fn ms(t: tessera_core::clock::Timestamp) -> i64 {
+    t.timestamp_millis()
+}
+
 /// Maps a driver error to the port's error, keeping the message for operators.
 pub(crate) fn backend(e: sqlx::Error) -> StoreError {
     StoreError::Backend(e.to_string())

@@ -1,7 +1,7 @@
 //! The embedded SQLite backend: one file in WAL mode, one writer connection (so writes,
 //! and the audit chain, are serialized without further locking) and a pool of readers.
 
-use crate::{access_pages, backend, from_json_text, is_unique_violation, json_text};
+use crate::{access_pages, backend, from_json_text, is_unique_violation, json_text, ms};
 use futures_util::TryStreamExt;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePoolOptions, SqliteRow,
@@ -20,7 +20,7 @@ use tessera_core::store::*;
 use tessera_core::token::{
     PreviousValue, RateLimit, TokenHash, TokenName, TokenRecord, TokenStatus,
 };
-use tessera_core::usage::{AccessRecord, BucketWidth, UsageBucket};
+use tessera_core::usage::{self, AccessRecord, BucketWidth, UsageBucket};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -28,10 +28,6 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite")
 pub struct SqliteStore {
     writer: SqlitePool,
     reader: SqlitePool,
-}
-
-fn ms(t: Timestamp) -> i64 {
-    t.timestamp_millis()
 }
 
 fn opt_ms(t: Option<Timestamp>) -> Option<i64> {
@@ -336,6 +332,15 @@ fn push_page<'a>(qb: &mut QueryBuilder<'a, Sqlite>, has_where: bool, key: &str, 
         .push(key)
         .push(" DESC LIMIT ")
         .push_bind(i64::from(page.limit));
+}
+
+/// The records of an `access_pages` row.
+fn page_of(row: &SqliteRow) -> StoreResult<Vec<(i64, AccessRecord)>> {
+    access_pages::decode(
+        row.get("token_id"),
+        row.get("account_id"),
+        row.get("records"),
+    )
 }
 
 /// Only pages whose time span meets `[since, until)` can hold records in it.
@@ -1132,11 +1137,7 @@ impl Store for SqliteStore {
         let mut out = Vec::new();
         while out.len() < page.limit as usize {
             while let Some(row) = pending.take_if(|r| merge.needs(r.get("last_id"))) {
-                merge.add(access_pages::decode(
-                    row.get("token_id"),
-                    row.get("account_id"),
-                    row.get("records"),
-                )?);
+                merge.add(page_of(&row)?);
                 pending = rows.try_next().await.map_err(backend)?;
             }
             match merge.next() {
@@ -1160,30 +1161,16 @@ impl Store for SqliteStore {
         qb.push_bind(token_id.as_str());
         push_page_window(&mut qb, Some(since), Some(until));
         let rows = qb.build().fetch_all(&self.reader).await.map_err(backend)?;
-        let mut buckets: std::collections::BTreeMap<i64, UsageBucket> = Default::default();
+        let mut records = Vec::new();
         for row in &rows {
-            let records = access_pages::decode(
-                row.get("token_id"),
-                row.get("account_id"),
-                row.get("records"),
-            )?;
-            for (_, r) in records
-                .iter()
-                .filter(|(_, r)| r.time >= since && r.time < until)
-            {
-                let start = ms(r.time).div_euclid(width.millis()) * width.millis();
-                let b = buckets.entry(start).or_insert_with(|| UsageBucket {
-                    start: from_unix_millis(start),
-                    allowed: 0,
-                    denied: 0,
-                });
-                if r.allowed() {
-                    b.allowed += 1;
-                } else {
-                    b.denied += 1;
-                }
-            }
+            records.extend(page_of(row)?);
         }
-        Ok(buckets.into_values().collect())
+        Ok(usage::buckets(
+            records
+                .iter()
+                .map(|(_, r)| r)
+                .filter(|r| r.time >= since && r.time < until),
+            width,
+        ))
     }
 }

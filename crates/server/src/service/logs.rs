@@ -6,7 +6,7 @@ use tessera_core::audit::{self, AuditAction, AuditEntry, Outcome};
 use tessera_core::ids::{AccountId, TokenId};
 use tessera_core::permission::names::*;
 use tessera_core::store::{AccessFilter, AuditFilter, Store};
-use tessera_core::usage::{AccessRecord, Listener};
+use tessera_core::usage::AccessRecord;
 
 const VERIFY_BATCH: u32 = 5_000;
 
@@ -43,11 +43,7 @@ fn access_view(r: AccessRecord) -> AccessRecordView {
         time: r.time,
         token_id: r.token_id.map(|t| t.to_string()),
         account_id: r.account_id.map(|a| a.to_string()),
-        listener: match r.listener {
-            Listener::Admin => "admin",
-            Listener::Gateway => "gateway",
-        }
-        .to_owned(),
+        listener: r.listener.as_str().to_owned(),
         method: r.method.into_owned(),
         path: r.path,
         status: r.status,
