@@ -196,24 +196,33 @@ impl Client {
     /// The id of the caller's token called `id_or_name`: a `tok_…` id is taken as is
     /// (the server says whether it exists); anything else is looked up by name.
     pub async fn resolve_token(&self, id_or_name: &str) -> Result<String, ClientError> {
-        if looks_like_id(id_or_name, "tok_") {
-            return Ok(id_or_name.to_owned());
-        }
-        let all = self.get_all("/tokens", &[]).await?;
-        find_by(&all, "name", id_or_name)
-            .map(str::to_owned)
-            .ok_or_else(|| not_found("token", id_or_name))
+        self.resolve(id_or_name, "tok_", "/tokens", "name", "token")
+            .await
     }
 
     /// The id of the account called `id_or_username`.
     pub async fn resolve_account(&self, id_or_username: &str) -> Result<String, ClientError> {
-        if looks_like_id(id_or_username, "acc_") {
-            return Ok(id_or_username.to_owned());
+        self.resolve(id_or_username, "acc_", "/accounts", "username", "account")
+            .await
+    }
+
+    /// `key` as is when it looks like an id with `prefix`, else the id of the item of
+    /// the `list` whose `field` is `key`.
+    async fn resolve(
+        &self,
+        key: &str,
+        prefix: &str,
+        list: &str,
+        field: &str,
+        kind: &str,
+    ) -> Result<String, ClientError> {
+        if looks_like_id(key, prefix) {
+            return Ok(key.to_owned());
         }
-        let all = self.get_all("/accounts", &[]).await?;
-        find_by(&all, "username", id_or_username)
+        let all = self.get_all(list, &[]).await?;
+        find_by(&all, field, key)
             .map(str::to_owned)
-            .ok_or_else(|| not_found("account", id_or_username))
+            .ok_or_else(|| not_found(kind, key))
     }
 }
 
