@@ -4,6 +4,8 @@ use crate::helpers::*;
 use axum::extract::Request;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// An upstream that answers what it received; `/slow` waits 3 s; `/count` counts the body.
@@ -628,13 +630,12 @@ async fn configuration_changes_under_load_are_never_half_applied() {
 /// A raw HTTP/1.1 upstream that counts the connections it accepts. `close` answers
 /// `Connection: close` and closes; `drop_idle` keeps the connection open as if for reuse,
 /// then drops it 50 ms after answering (the pooled connection dies while idle).
-/// `/big` answers 3 MiB.
-async fn counting_upstream(
-    close: bool,
-    drop_idle: bool,
-) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    let accepted = std::sync::Arc::new(AtomicUsize::new(0));
+/// `/big` answers 3 MiB. Answers the URL, the count of accepted connections, and the
+/// request lines received.
+async fn counting_upstream(close: bool, drop_idle: bool) -> (String, Arc<AtomicUsize>, Lines) {
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let lines: Lines = Arc::default();
+    let seen = lines.clone();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let count = accepted.clone();
@@ -642,6 +643,7 @@ async fn counting_upstream(
         loop {
             let (mut stream, _) = listener.accept().await.unwrap();
             count.fetch_add(1, Ordering::SeqCst);
+            let seen = seen.clone();
             tokio::spawn(async move {
                 let mut buf = Vec::new();
                 let mut chunk = [0u8; 4096];
@@ -658,10 +660,8 @@ async fn counting_upstream(
                     };
                     let head = String::from_utf8_lossy(&buf[..end]).to_string();
                     buf.drain(..end + 4);
-                    assert!(
-                        head.starts_with("GET /"),
-                        "requests come in origin form: {head}"
-                    );
+                    let line = head.lines().next().unwrap_or("").to_owned();
+                    seen.lock().unwrap().push(line);
                     let body = if head.starts_with("GET /big") {
                         vec![b'y'; 3 * 1024 * 1024]
                     } else {
@@ -688,16 +688,17 @@ async fn counting_upstream(
             });
         }
     });
-    (url, accepted)
+    (url, accepted, lines)
 }
+
+type Lines = Arc<std::sync::Mutex<Vec<String>>>;
 
 #[tokio::test]
 async fn upstream_connections_are_reused_and_replaced_when_closed() {
-    use std::sync::atomic::Ordering;
     let app = TestApp::spawn().await;
-    let (keep, keep_count) = counting_upstream(false, false).await;
-    let (close, close_count) = counting_upstream(true, false).await;
-    let (idle, idle_count) = counting_upstream(false, true).await;
+    let (keep, keep_count, keep_lines) = counting_upstream(false, false).await;
+    let (close, close_count, _) = counting_upstream(true, false).await;
+    let (idle, idle_count, _) = counting_upstream(false, true).await;
     app.apply(json!({
         "services": [
             {"name": "keep", "upstreams": [keep]},
@@ -732,6 +733,17 @@ async fn upstream_connections_are_reused_and_replaced_when_closed() {
         keep_count.load(Ordering::SeqCst),
         1,
         "one connection, reused"
+    );
+    assert_eq!(
+        *keep_lines.lock().unwrap(),
+        [
+            "GET /a HTTP/1.1",
+            "GET /big HTTP/1.1",
+            "GET /b HTTP/1.1",
+            "GET /big HTTP/1.1",
+            "GET /c HTTP/1.1"
+        ],
+        "requests reach the upstream in origin form, prefix stripped"
     );
     // An upstream that closes after each answer gets a new connection each time.
     for _ in 0..4 {
