@@ -7,9 +7,11 @@ use super::{RouteEntry, Routing};
 use crate::http::error::ApiError;
 use crate::http::extract::{carriers, client_ip, request_line};
 use crate::verifier::{Denial, RateLimitState, RequestLine, Verification, Verifier};
+use axum::body::Body;
+use axum::http::request::Parts;
+use axum::http::Request;
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue};
 use axum::response::{IntoResponse, Response};
-use hyper::body::Incoming;
 use ipnet::IpNet;
 use std::borrow::Cow;
 use std::net::IpAddr;
@@ -111,11 +113,11 @@ impl Proxy {
     }
 
     /// `GET /_tessera/verify?scope=a:b&scope=c:d`: forward auth for nginx, Traefik, Envoy.
-    pub async fn forward_auth(&self, req: &hyper::Request<Incoming>, peer: &Peer) -> Response {
-        let line = request_line(req);
-        let ip = self.client_ip(req.headers(), peer);
+    pub async fn forward_auth(&self, req: &Parts, peer: &Peer) -> Response {
+        let line = RequestLine::new(req.method.as_str(), req.uri.path());
+        let ip = self.client_ip(&req.headers, peer);
         let mut scopes = Vec::new();
-        for (k, v) in form_pairs(req.uri().query().unwrap_or("")) {
+        for (k, v) in form_pairs(req.uri.query().unwrap_or("")) {
             if k == "scope" {
                 match tessera_core::permission::Permission::parse(&v) {
                     Ok(p) => scopes.push(p),
@@ -123,7 +125,7 @@ impl Proxy {
                 }
             }
         }
-        let v = self.verifier.verify(carriers(req.headers()), ip).await;
+        let v = self.verifier.verify(carriers(&req.headers), ip).await;
         let result = match &v.result {
             Ok(ok) => self.verifier.require(ok, &scopes).map(|()| ok.rate_limit),
             Err(d) => Err(d.clone()),
@@ -145,7 +147,7 @@ impl Proxy {
     }
 
     /// Every other gateway request: route, check, forward.
-    pub async fn handle(&self, req: hyper::Request<Incoming>, peer: &Peer) -> Response {
+    pub async fn handle(&self, req: Request<Body>, peer: &Peer) -> Response {
         let ip = self.client_ip(req.headers(), peer);
         let Ok(path) = normalize_path(req.uri().path()) else {
             return ApiError::invalid_request(
@@ -229,7 +231,7 @@ impl Proxy {
 
     async fn forward(
         &self,
-        req: hyper::Request<Incoming>,
+        req: Request<Body>,
         target: Target<'_>,
         peer: &Peer,
         client: IpAddr,
@@ -266,7 +268,7 @@ impl Proxy {
         headers.insert(header::HOST, upstream.host().clone());
         parts.uri = uri;
         parts.version = axum::http::Version::HTTP_11;
-        let upstream_req = hyper::Request::from_parts(parts, body);
+        let upstream_req = Request::from_parts(parts, body);
         match tokio::time::timeout(entry.service.timeout, upstream.send(upstream_req)).await {
             Err(_) => ApiError::code(ErrorCode::GatewayTimeout).into_response(),
             Ok(Err(e)) => {

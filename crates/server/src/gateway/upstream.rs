@@ -1,38 +1,51 @@
 //! Upstreams and their keep-alive connections: one pool of HTTP/1.1 connections per
-//! upstream base URL, on hyper's connection-level client.
+//! upstream base URL, and the client that sends a request on one of them and streams
+//! the answer back ([`super::h1`] says why not hyper's client).
 //!
-//! Why not hyper-util's pooled client: per request it hashed a pool key taken from a
-//! re-parsed URI, went through a checkout future, and spawned a task to watch the
-//! connection become idle again. Here a connection goes back to its pool when the
-//! response body has been read to its end (see [`PooledBody`]), and a request takes the
-//! most recently returned one that is ready.
+//! A connection goes back to its pool when the response body has been read to its end
+//! (see [`UpstreamBody`]); a request takes the most recently returned one. Idle
+//! connections are not polled by any task: the runtime still sees a close on them, so
+//! a checkout skips one the upstream closed without a system call.
 
+use super::h1::{self, ChunkedDecoder, Decoded, Framing, ResponseHead};
 use axum::body::Body;
 use axum::http::uri::{Authority, PathAndQuery};
-use axum::http::{HeaderValue, Request, Response, Uri};
-use hyper::body::{Body as _, Frame, Incoming, SizeHint};
-use hyper::client::conn::http1::{self, SendRequest};
-use hyper_util::rt::TokioIo;
+use axum::http::{header, HeaderValue, Method, Request, Response, Uri};
+use bytes::{Bytes, BytesMut};
+use http_body_util::BodyExt;
+use hyper::body::{Body as _, Frame, SizeHint};
 use std::collections::VecDeque;
+use std::io::ErrorKind;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll, Waker};
 use std::time::{Duration, Instant};
 use tessera_core::gateway::split_upstream;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// Idle connections kept per upstream; more are closed when they come back.
 const MAX_IDLE: usize = 1024;
 /// An idle connection older than this is closed rather than reused.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+/// Read buffer room per read.
+const READ_SIZE: usize = 16 * 1024;
 
 /// Why a request could not be sent or answered.
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
     #[error("cannot connect: {0}")]
-    Connect(#[from] std::io::Error),
+    Connect(std::io::Error),
+    /// The upstream closed the connection before any answer: on a reused connection,
+    /// it went stale between two requests.
+    #[error("the connection closed before an answer")]
+    Closed,
     #[error(transparent)]
-    Http(#[from] hyper::Error),
+    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Protocol(#[from] h1::H1Error),
+    #[error("reading the request body: {0}")]
+    RequestBody(axum::Error),
 }
 
 /// One upstream base URL (`http://host:port[/base]`) and its idle connections.
@@ -47,8 +60,14 @@ pub struct Upstream {
 }
 
 struct Idle {
-    sender: SendRequest<Incoming>,
+    conn: Conn,
     since: Instant,
+}
+
+/// A connection and what was read from it but not used yet.
+struct Conn {
+    stream: TcpStream,
+    buf: BytesMut,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -94,46 +113,80 @@ impl Upstream {
         Some(Uri::from(PathAndQuery::from_maybe_shared(target).ok()?))
     }
 
-    /// Sends `req` on an idle connection, or a new one. A request that a reused
-    /// connection closed before it was sent is retried once on another.
+    /// Sends `req` (its headers final but for the body's framing) on an idle
+    /// connection or a new one, and answers once the response head has arrived; the
+    /// body streams after. A bodiless idempotent request that a reused connection
+    /// closed on is sent once more on another.
     pub async fn send(
         self: &Arc<Self>,
-        mut req: Request<Incoming>,
+        req: Request<Body>,
     ) -> Result<Response<Body>, UpstreamError> {
-        let mut retried = false;
+        let (mut parts, mut body) = req.into_parts();
+        let framing = if body.is_end_stream() {
+            Framing::Empty
+        } else if let Some(n) = body.size_hint().exact() {
+            parts
+                .headers
+                .insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+            Framing::Length(n)
+        } else {
+            parts.headers.remove(header::CONTENT_LENGTH);
+            parts.headers.insert(
+                header::TRANSFER_ENCODING,
+                HeaderValue::from_static("chunked"),
+            );
+            Framing::Chunked
+        };
+        let mut head = Vec::with_capacity(512);
+        let target = parts.uri.path_and_query().map_or("/", PathAndQuery::as_str);
+        h1::write_request_head(&parts.method, target, &parts.headers, &mut head);
+        let head_request = parts.method == Method::HEAD;
+        let mut replay = framing == Framing::Empty && parts.method.is_idempotent();
         loop {
-            let (mut sender, reused) = match self.checkout() {
-                Some(s) => (s, true),
+            let (mut conn, reused) = match self.checkout() {
+                Some(c) => (c, true),
                 None => (self.connect().await?, false),
             };
-            if sender.ready().await.is_err() && reused {
-                continue; // it closed while idle
-            }
-            match sender.try_send_request(req).await {
-                Ok(response) => {
-                    let upstream = self.clone();
-                    return Ok(response.map(|inner| {
-                        Body::new(PooledBody {
-                            inner,
-                            back: Some((sender, upstream)),
-                        })
-                    }));
-                }
-                Err(mut e) => match e.take_message() {
-                    Some(unsent) if reused && !retried => {
-                        retried = true;
-                        req = unsent;
-                    }
-                    _ => return Err(e.into_error().into()),
-                },
+            match conn.exchange(&head, framing, &mut body, head_request).await {
+                Ok((response, rest)) => return Ok(self.clone().response(conn, response, rest)),
+                Err(UpstreamError::Closed) if reused && replay => replay = false,
+                Err(e) => return Err(e),
             }
         }
     }
 
-    /// The most recently returned connection that is ready, else the most recent one
-    /// (still finishing its last response, or closed: [`Upstream::send`] then moves on).
-    /// Connections come back in time order, so the stale ones are at the front.
-    fn checkout(&self) -> Option<SendRequest<Incoming>> {
+    fn response(self: Arc<Self>, conn: Conn, head: ResponseHead, rest: Bytes) -> Response<Body> {
+        let ResponseHead {
+            status,
+            headers,
+            framing,
+            reusable,
+        } = head;
+        let state = match framing {
+            Framing::Empty => BodyState::Done,
+            Framing::Length(n) => BodyState::Length(n),
+            Framing::Chunked => BodyState::Chunked(ChunkedDecoder::default()),
+            Framing::Close => BodyState::Close,
+        };
+        let mut body = UpstreamBody {
+            conn: Some(conn),
+            rest,
+            state,
+            reusable,
+            upstream: self,
+        };
+        if body.state == BodyState::Done {
+            body.finish();
+        }
+        let mut response = Response::new(Body::new(body));
+        *response.status_mut() = status;
+        *response.headers_mut() = headers;
+        response
+    }
+
+    /// The most recently returned connection the upstream has not closed; stale ones
+    /// (by age, at the front, or closed) are dropped on the way.
+    fn checkout(&self) -> Option<Conn> {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
         while idle
@@ -142,99 +195,257 @@ impl Upstream {
         {
             idle.pop_front();
         }
-        let ready = idle
-            .iter()
-            .rev()
-            .take(8)
-            .position(|c| c.sender.is_ready())
-            .map_or(idle.len().checked_sub(1)?, |from_back| {
-                idle.len() - 1 - from_back
-            });
-        idle.remove(ready).map(|c| c.sender)
+        while let Some(Idle { conn, .. }) = idle.pop_back() {
+            if conn.is_open() {
+                return Some(conn);
+            }
+        }
+        None
     }
 
-    fn give_back(&self, sender: SendRequest<Incoming>) {
-        if sender.is_closed() {
-            return;
-        }
+    fn give_back(&self, conn: Conn) {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         if idle.len() < MAX_IDLE {
             idle.push_back(Idle {
-                sender,
+                conn,
                 since: Instant::now(),
             });
         }
     }
 
-    async fn connect(&self) -> Result<SendRequest<Incoming>, UpstreamError> {
+    async fn connect(&self) -> Result<Conn, UpstreamError> {
         let host = self.authority.host();
         let host = host
             .strip_prefix('[')
             .and_then(|h| h.strip_suffix(']'))
             .unwrap_or(host);
         let port = self.authority.port_u16().unwrap_or(80);
-        let stream = TcpStream::connect((host, port)).await?;
-        stream.set_nodelay(true)?;
-        let (sender, conn) = http1::Builder::new()
-            .handshake(TokioIo::new(stream))
-            .await?;
-        let base = self.base.clone();
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, upstream = %base, "upstream connection ended");
-            }
-        });
-        Ok(sender)
+        let stream = TcpStream::connect((host, port))
+            .await
+            .map_err(UpstreamError::Connect)?;
+        stream.set_nodelay(true).map_err(UpstreamError::Connect)?;
+        Ok(Conn {
+            stream,
+            buf: BytesMut::with_capacity(READ_SIZE),
+        })
     }
 }
 
-/// An upstream response body that hands its connection back to the pool once it has
-/// been read to the end. Dropped earlier, it takes the connection down with it, since
-/// the rest of the body would still be on the wire.
-struct PooledBody {
-    inner: Incoming,
-    back: Option<(SendRequest<Incoming>, Arc<Upstream>)>,
-}
+impl Conn {
+    /// Whether an idle connection is still usable: the upstream has neither closed it
+    /// nor sent anything unasked. No system call unless the runtime saw an event on it.
+    fn is_open(&self) -> bool {
+        let mut cx = Context::from_waker(Waker::noop());
+        match self.stream.poll_read_ready(&mut cx) {
+            Poll::Pending => true,
+            Poll::Ready(Err(_)) => false,
+            Poll::Ready(Ok(())) => {
+                matches!(self.stream.try_read(&mut [0u8; 1]), Err(e) if e.kind() == ErrorKind::WouldBlock)
+            }
+        }
+    }
 
-impl PooledBody {
-    fn give_back(&mut self) {
-        if let Some((sender, upstream)) = self.back.take() {
-            upstream.give_back(sender);
+    /// Writes the request and reads up to the end of the response head (past any 1xx);
+    /// hands back the head and the bytes read after it.
+    async fn exchange(
+        &mut self,
+        head: &[u8],
+        framing: Framing,
+        body: &mut Body,
+        head_request: bool,
+    ) -> Result<(ResponseHead, Bytes), UpstreamError> {
+        self.stream.write_all(head).await.map_err(closed)?;
+        if framing != Framing::Empty {
+            let chunked = framing == Framing::Chunked;
+            while let Some(frame) = body.frame().await {
+                let frame = frame.map_err(UpstreamError::RequestBody)?;
+                let Ok(data) = frame.into_data() else {
+                    continue;
+                };
+                if data.is_empty() {
+                    continue;
+                }
+                if chunked {
+                    let size = format!("{:x}\r\n", data.len());
+                    self.stream.write_all(size.as_bytes()).await?;
+                    self.stream.write_all(&data).await?;
+                    self.stream.write_all(b"\r\n").await?;
+                } else {
+                    self.stream.write_all(&data).await?;
+                }
+            }
+            if chunked {
+                self.stream.write_all(b"0\r\n\r\n").await?;
+            }
+        }
+        let mut answered = false;
+        loop {
+            if !self.buf.is_empty() {
+                let bytes = self.buf.split().freeze();
+                match h1::parse_response(&bytes, head_request)? {
+                    Some((response, _)) if response.status == 101 => {
+                        return Err(h1::H1Error::Status(101).into());
+                    }
+                    // 100 Continue, 103 Early Hints: the final answer follows.
+                    Some((response, len)) if response.status.is_informational() => {
+                        self.buf = unshare(bytes.slice(len..));
+                        continue;
+                    }
+                    Some((response, len)) => return Ok((response, bytes.slice(len..))),
+                    None => self.buf = unshare(bytes),
+                }
+            }
+            self.buf.reserve(READ_SIZE);
+            if self.stream.read_buf(&mut self.buf).await.map_err(closed)? == 0 {
+                return Err(if answered {
+                    std::io::Error::from(ErrorKind::UnexpectedEof).into()
+                } else {
+                    UpstreamError::Closed
+                });
+            }
+            answered = true;
         }
     }
 }
 
-impl hyper::body::Body for PooledBody {
-    type Data = hyper::body::Bytes;
-    type Error = hyper::Error;
+/// A write or read error that means the upstream had closed the connection.
+fn closed(e: std::io::Error) -> UpstreamError {
+    match e.kind() {
+        ErrorKind::BrokenPipe | ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted => {
+            UpstreamError::Closed
+        }
+        _ => UpstreamError::Io(e),
+    }
+}
+
+/// The bytes back as a buffer to read more into (without a copy when nothing else
+/// holds them).
+fn unshare(bytes: Bytes) -> BytesMut {
+    bytes
+        .try_into_mut()
+        .unwrap_or_else(|shared| BytesMut::from(&shared[..]))
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum BodyState {
+    Length(u64),
+    Chunked(ChunkedDecoder),
+    Close,
+    Done,
+}
+
+/// An upstream response body, read from the connection as it is polled. Read to its
+/// end, it hands the connection back to the pool; dropped earlier, it closes it, since
+/// the rest of the body would still be on the wire.
+struct UpstreamBody {
+    conn: Option<Conn>,
+    /// Bytes read and not handed out yet.
+    rest: Bytes,
+    state: BodyState,
+    reusable: bool,
+    upstream: Arc<Upstream>,
+}
+
+impl UpstreamBody {
+    fn finish(&mut self) {
+        self.state = BodyState::Done;
+        if let Some(conn) = self.conn.take() {
+            if self.reusable && self.rest.is_empty() && conn.buf.is_empty() {
+                self.upstream.give_back(conn);
+            }
+        }
+    }
+
+    /// Reads more into `rest`; `Ok(false)` at the end of the stream.
+    fn poll_more(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<bool>> {
+        let Some(conn) = self.conn.as_mut() else {
+            return Poll::Ready(Ok(false));
+        };
+        loop {
+            ready!(conn.stream.poll_read_ready(cx))?;
+            conn.buf.reserve(READ_SIZE);
+            match conn.stream.try_read_buf(&mut conn.buf) {
+                Ok(0) => return Poll::Ready(Ok(false)),
+                Ok(_) => {
+                    self.rest = conn.buf.split().freeze();
+                    return Poll::Ready(Ok(true));
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => continue,
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+}
+
+impl hyper::body::Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        match &polled {
-            Poll::Ready(None) => self.give_back(),
-            Poll::Ready(Some(Ok(_))) if self.inner.is_end_stream() => self.give_back(),
-            Poll::Ready(Some(Err(_))) => self.back = None,
-            _ => {}
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = &mut *self;
+        loop {
+            match &mut this.state {
+                BodyState::Done => return Poll::Ready(None),
+                BodyState::Length(remaining) if !this.rest.is_empty() => {
+                    let n = (*remaining).min(this.rest.len() as u64);
+                    let data = this.rest.split_to(n as usize);
+                    *remaining -= n;
+                    if *remaining == 0 {
+                        this.finish();
+                    }
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                BodyState::Close if !this.rest.is_empty() => {
+                    return Poll::Ready(Some(Ok(Frame::data(std::mem::take(&mut this.rest)))));
+                }
+                BodyState::Chunked(decoder) => match decoder.decode(&mut this.rest) {
+                    Ok(Decoded::Data(data)) => return Poll::Ready(Some(Ok(Frame::data(data)))),
+                    Ok(Decoded::Done) => {
+                        this.finish();
+                        return Poll::Ready(None);
+                    }
+                    Ok(Decoded::NeedMore) => {}
+                    Err(e) => {
+                        this.conn = None;
+                        return Poll::Ready(Some(Err(std::io::Error::new(
+                            ErrorKind::InvalidData,
+                            e,
+                        ))));
+                    }
+                },
+                _ => {}
+            }
+            match ready!(this.poll_more(cx)) {
+                Ok(true) => {}
+                Ok(false) if this.state == BodyState::Close => {
+                    this.conn = None;
+                    this.state = BodyState::Done;
+                    return Poll::Ready(None);
+                }
+                Ok(false) => {
+                    this.conn = None;
+                    return Poll::Ready(Some(Err(ErrorKind::UnexpectedEof.into())));
+                }
+                Err(e) => {
+                    this.conn = None;
+                    return Poll::Ready(Some(Err(e)));
+                }
+            }
         }
-        polled
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.state == BodyState::Done
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-impl Drop for PooledBody {
-    fn drop(&mut self) {
-        if self.inner.is_end_stream() {
-            self.give_back();
+        match self.state {
+            BodyState::Done => SizeHint::with_exact(0),
+            BodyState::Length(n) => SizeHint::with_exact(n),
+            _ => SizeHint::default(),
         }
     }
 }

@@ -10,12 +10,14 @@ use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
 use tokio_rustls::TlsAcceptor;
 use tower::Layer;
 
@@ -53,13 +55,25 @@ pub fn with_connect_info(
     move |peer| axum::Extension(ConnectInfo(peer)).layer(router.clone())
 }
 
+/// A listener's own way of serving a plain-TCP connection, in place of hyper's (the
+/// gateway's: [`super::gateway_conn::serve`]); it gets hyper's builder to hand over
+/// what it does not take, the header read timeout, and the stop signal.
+pub type OwnConnections<S> = fn(
+    TcpStream,
+    S,
+    Arc<Builder<TokioExecutor>>,
+    Duration,
+    watch::Receiver<bool>,
+) -> Pin<Box<dyn Future<Output = ()> + Send>>;
+
 /// Serves on `listener` until `stop` turns true, then drains; `service_for` makes each
 /// connection's service from its peer address (an axum `Router`, or the gateway's own
-/// service).
+/// service), and `own` serves plain-TCP connections where hyper would.
 pub async fn run<S>(
     listener: TcpListener,
     service_for: impl Fn(SocketAddr) -> S,
     tls: Option<TlsAcceptor>,
+    own: Option<OwnConnections<S>>,
     mut stop: watch::Receiver<bool>,
 ) where
     S: tower::Service<
@@ -72,6 +86,8 @@ pub async fn run<S>(
     S::Future: Send + 'static,
 {
     let graceful = GracefulShutdown::new();
+    // Each connection served by `own` holds a sender; all are gone once they are done.
+    let (open, mut all_closed) = mpsc::channel::<()>(1);
     let mut builder = Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -92,6 +108,21 @@ pub async fn run<S>(
             () = async { let _ = stop.wait_for(|s| *s).await; } => break,
         };
         let _ = stream.set_nodelay(true);
+        if let (Some(own), None) = (own, &tls) {
+            let served = own(
+                stream,
+                service_for(peer),
+                builder.clone(),
+                HEADER_READ_TIMEOUT,
+                stop.clone(),
+            );
+            let open = open.clone();
+            tokio::spawn(async move {
+                served.await;
+                drop(open);
+            });
+            continue;
+        }
         let service = TowerToHyperService::new(service_for(peer));
         let builder = builder.clone();
         let watcher = graceful.watcher();
@@ -119,10 +150,12 @@ pub async fn run<S>(
         }
     }
     drop(listener);
-    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
-        .await
-        .is_err()
-    {
+    drop(open);
+    let drained = async {
+        graceful.shutdown().await;
+        let _ = all_closed.recv().await;
+    };
+    if tokio::time::timeout(DRAIN_TIMEOUT, drained).await.is_err() {
         tracing::warn!("some connections were still busy after {DRAIN_TIMEOUT:?}; closing them");
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod error;
 pub mod extract;
+mod gateway_conn;
 pub mod listen;
 pub mod routes;
 
@@ -11,6 +12,7 @@ use crate::gateway::Routing;
 use crate::metrics::Metrics;
 use crate::service::{LoginLimits, Service};
 use crate::verifier::{RecorderShutdown, UsageRecorder, Verifier};
+use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue};
 use axum::middleware::{self, Next};
@@ -239,7 +241,8 @@ pub struct GatewayService {
 }
 
 impl GatewayService {
-    async fn handle(self, req: hyper::Request<Incoming>) -> Response {
+    /// Answers one request, from hyper's connections or the gateway's own.
+    pub async fn handle(&self, req: axum::http::Request<Body>) -> Response {
         let started = Instant::now();
         let response = if headers_too_large(req.headers()) {
             ApiError::code(ErrorCode::HeadersTooLarge).into_response()
@@ -249,7 +252,10 @@ impl GatewayService {
                     routes::ops::healthz().await.into_response()
                 }
                 "/_tessera/healthz" => ApiError::code(ErrorCode::MethodNotAllowed).into_response(),
-                "/_tessera/verify" => self.proxy.forward_auth(&req, &self.peer).await,
+                "/_tessera/verify" => {
+                    let (parts, _) = req.into_parts();
+                    self.proxy.forward_auth(&parts, &self.peer).await
+                }
                 p if p.starts_with("/_tessera/") => {
                     ApiError::code(ErrorCode::NotFound).into_response()
                 }
@@ -277,7 +283,7 @@ impl tower::Service<hyper::Request<Incoming>> for GatewayService {
 
     fn call(&mut self, req: hyper::Request<Incoming>) -> Self::Future {
         let this = self.clone();
-        Box::pin(async move { Ok(this.handle(req).await) })
+        Box::pin(async move { Ok(this.handle(req.map(Body::new)).await) })
     }
 }
 
@@ -384,9 +390,16 @@ pub async fn serve(
             admin,
             listen::with_connect_info(app.admin_router()),
             tls.clone(),
+            None,
             stop_rx.clone()
         ),
-        listen::run(gateway, app.gateway_service(), tls, stop_rx),
+        listen::run(
+            gateway,
+            app.gateway_service(),
+            tls,
+            Some(gateway_conn::serve),
+            stop_rx
+        ),
     );
     poller.abort();
     app.recorder.flush_and_stop().await;

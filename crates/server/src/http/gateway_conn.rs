@@ -1,0 +1,322 @@
+//! The gateway listener's own HTTP/1.1 connections (plain TCP): one task reads a request
+//! head, answers it through [`GatewayService`] (whose upstream client reads the answer
+//! in the same task) and writes the response, without hyper's per-connection machinery
+//! in between. `gateway::h1` says why. A request this loop does not take (TLS and
+//! HTTP/2 never reach it; request bodies, upgrades, HTTP/1.0 and malformed heads do)
+//! hands the connection, with the bytes read so far, to hyper for the rest of its life.
+
+use super::GatewayService;
+use crate::gateway::h1::{self, Framing, Parsed};
+use axum::body::Body;
+use axum::http::{header, HeaderValue, Method, Request, StatusCode};
+use axum::response::Response;
+use bytes::{Bytes, BytesMut};
+use http_body_util::BodyExt;
+use hyper::body::Body as _;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto::Builder;
+use hyper_util::service::TowerToHyperService;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+/// Bytes read per read call.
+const READ_SIZE: usize = 8 * 1024;
+/// Body pieces up to this size are copied next to the head, to go out in one write.
+const COALESCE: usize = 16 * 1024;
+
+/// Serves one plain-TCP gateway connection until the client closes it, it idles past
+/// `header_timeout` between requests, or `stop` turns true (after the request in hand).
+pub fn serve(
+    stream: TcpStream,
+    service: GatewayService,
+    hyper: Arc<Builder<TokioExecutor>>,
+    header_timeout: Duration,
+    mut stop: watch::Receiver<bool>,
+) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+    Box::pin(async move {
+        let mut conn = Connection {
+            stream,
+            buf: BytesMut::with_capacity(READ_SIZE),
+            out: Vec::with_capacity(READ_SIZE),
+            header_timeout,
+        };
+        match conn.run(&service, &mut stop).await {
+            Ok(Next::Close) => {
+                let _ = conn.stream.shutdown().await;
+            }
+            Err(e) => tracing::debug!(error = %e, "gateway connection ended"),
+            Ok(Next::Hyper) => {
+                let io = Rewind {
+                    read: conn.buf.freeze(),
+                    stream: conn.stream,
+                };
+                let served = hyper.serve_connection_with_upgrades(
+                    TokioIo::new(io),
+                    TowerToHyperService::new(service),
+                );
+                tokio::pin!(served);
+                tokio::select! {
+                    _ = served.as_mut() => {}
+                    () = stopped(&mut stop) => {
+                        served.as_mut().graceful_shutdown();
+                        let _ = served.await;
+                    }
+                }
+            }
+        }
+    })
+}
+
+enum Next {
+    Close,
+    Hyper,
+}
+
+struct Connection {
+    stream: TcpStream,
+    /// Bytes read and not parsed yet.
+    buf: BytesMut,
+    /// A response's bytes before they are written.
+    out: Vec<u8>,
+    header_timeout: Duration,
+}
+
+impl Connection {
+    async fn run(
+        &mut self,
+        service: &GatewayService,
+        stop: &mut watch::Receiver<bool>,
+    ) -> std::io::Result<Next> {
+        loop {
+            let head = loop {
+                if !self.buf.is_empty() {
+                    let bytes = self.buf.split().freeze();
+                    match h1::parse_request(&bytes) {
+                        Parsed::Head(head, len) => {
+                            // Pipelined bytes after the head (rare) go back to the front.
+                            self.buf.extend_from_slice(&bytes[len..]);
+                            break head;
+                        }
+                        Parsed::Partial => self.put_back(bytes),
+                        Parsed::Elsewhere => {
+                            self.put_back(bytes);
+                            return Ok(Next::Hyper);
+                        }
+                    }
+                }
+                let idle = self.buf.is_empty();
+                self.buf.reserve(READ_SIZE);
+                let read = tokio::select! {
+                    read = tokio::time::timeout(self.header_timeout, self.stream.read_buf(&mut self.buf)) => read,
+                    () = stopped(stop), if idle => return Ok(Next::Close),
+                };
+                match read {
+                    Err(_) | Ok(Ok(0)) => return Ok(Next::Close),
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => return Err(e),
+                }
+            };
+            let head_request = head.method == Method::HEAD;
+            let close = head.close;
+            let mut req = Request::new(Body::empty());
+            *req.method_mut() = head.method;
+            *req.uri_mut() = head.uri;
+            *req.headers_mut() = head.headers;
+            let response = service.handle(req).await;
+            self.write_response(response, head_request, close).await?;
+            if close || *stop.borrow() {
+                return Ok(Next::Close);
+            }
+        }
+    }
+
+    /// Returns unparsed bytes to the front of the read buffer (no copy: they were split
+    /// off it and nothing else holds them).
+    fn put_back(&mut self, bytes: Bytes) {
+        let mut front = bytes
+            .try_into_mut()
+            .unwrap_or_else(|shared| BytesMut::from(&shared[..]));
+        front.unsplit(std::mem::take(&mut self.buf));
+        self.buf = front;
+    }
+
+    async fn write_response(
+        &mut self,
+        response: Response,
+        head_request: bool,
+        close: bool,
+    ) -> std::io::Result<()> {
+        let (mut parts, mut body) = response.into_parts();
+        let status = parts.status;
+        let headers = &mut parts.headers;
+        let bodiless = status.is_informational()
+            || status == StatusCode::NO_CONTENT
+            || status == StatusCode::NOT_MODIFIED;
+        let exact = body.size_hint().exact();
+        let framing = if bodiless {
+            Framing::Empty
+        } else if head_request {
+            // The length of the body a GET would get, as the upstream said it.
+            if let (false, Some(n)) = (headers.contains_key(header::CONTENT_LENGTH), exact) {
+                headers.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+            }
+            Framing::Empty
+        } else if let Some(n) = exact {
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+            if n == 0 {
+                Framing::Empty
+            } else {
+                Framing::Length(n)
+            }
+        } else {
+            headers.remove(header::CONTENT_LENGTH);
+            headers.insert(
+                header::TRANSFER_ENCODING,
+                HeaderValue::from_static("chunked"),
+            );
+            Framing::Chunked
+        };
+        if close {
+            headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        if !headers.contains_key(header::DATE) {
+            headers.insert(header::DATE, http_date());
+        }
+        self.out.clear();
+        h1::write_response_head(status, headers, &mut self.out);
+        if framing == Framing::Empty {
+            return self.flush().await;
+        }
+        let chunked = framing == Framing::Chunked;
+        loop {
+            // The head (and what is already there) goes out before waiting for a
+            // slow body.
+            let frame =
+                match std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut body).poll_frame(cx)))
+                    .await
+                {
+                    Poll::Ready(frame) => frame,
+                    Poll::Pending => {
+                        self.flush().await?;
+                        body.frame().await
+                    }
+                };
+            let Some(frame) = frame else { break };
+            // An upstream that breaks off mid-body: the client sees the connection end.
+            let frame = frame.map_err(std::io::Error::other)?;
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            if data.is_empty() {
+                continue;
+            }
+            if chunked {
+                self.out
+                    .extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+            }
+            if data.len() <= COALESCE {
+                self.out.extend_from_slice(&data);
+            } else {
+                self.flush().await?;
+                self.stream.write_all(&data).await?;
+            }
+            if chunked {
+                self.out.extend_from_slice(b"\r\n");
+            }
+            if body.is_end_stream() {
+                break;
+            }
+        }
+        if chunked {
+            self.out.extend_from_slice(b"0\r\n\r\n");
+        }
+        self.flush().await
+    }
+
+    async fn flush(&mut self) -> std::io::Result<()> {
+        if !self.out.is_empty() {
+            self.stream.write_all(&self.out).await?;
+            self.out.clear();
+        }
+        Ok(())
+    }
+}
+
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+/// `Date` for responses that have none, formatted once a second.
+fn http_date() -> HeaderValue {
+    thread_local! {
+        static CACHED: std::cell::RefCell<(u64, HeaderValue)> =
+            std::cell::RefCell::new((0, HeaderValue::from_static("")));
+    }
+    let now = SystemTime::now();
+    let secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    CACHED.with_borrow_mut(|(at, value)| {
+        if *at != secs {
+            *at = secs;
+            *value = HeaderValue::from_str(&httpdate::fmt_http_date(now))
+                .unwrap_or_else(|_| HeaderValue::from_static(""));
+        }
+        value.clone()
+    })
+}
+
+/// The connection as hyper gets it: the bytes already read, then the socket.
+struct Rewind {
+    read: Bytes,
+    stream: TcpStream,
+}
+
+impl AsyncRead for Rewind {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        if self.read.is_empty() {
+            return Pin::new(&mut self.stream).poll_read(cx, buf);
+        }
+        let n = self.read.len().min(buf.remaining());
+        buf.put_slice(&self.read.split_to(n));
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncWrite for Rewind {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
