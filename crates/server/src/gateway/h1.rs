@@ -124,6 +124,7 @@ pub fn parse_request(buf: &Bytes) -> Parsed<RequestHead> {
 #[derive(Debug)]
 pub struct ResponseHead {
     pub status: StatusCode,
+    /// Without the hop-by-hop headers: they were for this hop only.
     pub headers: HeaderMap,
     pub framing: Framing,
     /// The connection can carry another request after this response's body.
@@ -148,6 +149,8 @@ pub fn parse_response(
     let mut reusable = res.version == Some(1);
     let mut headers = HeaderMap::with_capacity(res.headers.len());
     let (mut chunked, mut coded, mut length) = (false, false, None::<u64>);
+    // Names that `Connection` lists, to leave out as well (rare).
+    let mut listed: Vec<HeaderName> = Vec::new();
     for h in res.headers.iter() {
         let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| H1Error::Header)?;
         if name == header::CONNECTION {
@@ -155,6 +158,10 @@ pub fn parse_response(
                 reusable = false;
             } else if has_token(h.value, "keep-alive") {
                 reusable = true;
+            }
+            let value = HeaderValue::from_bytes(h.value).map_err(|_| H1Error::Header)?;
+            for option in connection_options(std::iter::once(&value)) {
+                listed.push(HeaderName::from_bytes(option).map_err(|_| H1Error::Header)?);
             }
         } else if name == header::TRANSFER_ENCODING {
             coded = true;
@@ -168,9 +175,15 @@ pub fn parse_response(
                 length = Some(n);
             }
         }
+        if is_hop_by_hop(&name) {
+            continue;
+        }
         let value =
             HeaderValue::from_maybe_shared(buf.slice_ref(h.value)).map_err(|_| H1Error::Header)?;
         headers.append(name, value);
+    }
+    for name in listed {
+        headers.remove(name);
     }
     let framing = if head_request
         || status.is_informational()
@@ -205,6 +218,37 @@ pub fn parse_response(
         },
         len,
     )))
+}
+
+/// Whether a header belongs to one hop and is never forwarded (RFC 9110 §7.6.1), besides
+/// those that `Connection` lists ([`connection_options`]).
+pub fn is_hop_by_hop(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+    )
+}
+
+/// The header names that `Connection` values list, beyond `keep-alive` and `close`.
+pub fn connection_options<'a>(
+    values: impl Iterator<Item = &'a HeaderValue>,
+) -> impl Iterator<Item = &'a [u8]> {
+    values
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .map(<[u8]>::trim_ascii)
+        .filter(|t| {
+            !t.is_empty()
+                && !t.eq_ignore_ascii_case(b"keep-alive")
+                && !t.eq_ignore_ascii_case(b"close")
+        })
 }
 
 fn parse_length(digits: &[u8]) -> Option<u64> {
@@ -381,7 +425,7 @@ mod tests {
         loop {
             match d.decode(&mut buf)? {
                 Decoded::Data(b) => out.extend_from_slice(&b),
-                Decoded::Done => return Ok((out, buf.to_vec())),
+                Decoded::Done => return Ok((out, [&buf[..], rest].concat())),
                 Decoded::NeedMore if rest.is_empty() => return Err(H1Error::Chunked),
                 Decoded::NeedMore => {
                     let n = split.min(rest.len()).max(1);

@@ -2,6 +2,7 @@
 //! (`request_filter`), pick an upstream (`upstream_peer`), forward with the credential
 //! removed and the identity added, stream the answer back, and log the use.
 
+use super::h1::{connection_options, is_hop_by_hop};
 use super::upstream::Upstream;
 use super::{RouteEntry, Routing};
 use crate::http::error::ApiError;
@@ -26,19 +27,6 @@ const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-
-/// Headers that belong to one hop and are never forwarded (RFC 9110 §7.6.1).
-const HOP_BY_HOP: [HeaderName; 9] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    header::PROXY_AUTHENTICATE,
-    header::PROXY_AUTHORIZATION,
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-];
 
 /// The TCP peer of a gateway connection, with its address already as a header value
 /// (it becomes `X-Forwarded-For` on every request of the connection).
@@ -275,10 +263,8 @@ impl Proxy {
                 tracing::warn!(error = %e, service = %entry.service.name, upstream = %upstream.base, "upstream request failed");
                 ApiError::code(ErrorCode::BadGateway).into_response()
             }
-            Ok(Ok(mut resp)) => {
-                remove_hop_by_hop(resp.headers_mut());
-                resp
-            }
+            // The client has left out the upstream's hop-by-hop headers.
+            Ok(Ok(resp)) => resp,
         }
     }
 
@@ -335,27 +321,18 @@ fn rate_limit_headers(headers: &mut HeaderMap, rl: Option<RateLimitState>) {
     }
 }
 
-/// Most messages carry none of these but `Connection: keep-alive`: one pass over the
-/// (few) names finds out, and only names that `Connection` lists beyond the usual
-/// options need parsing.
+/// Removes the headers that belong to one hop (RFC 9110 §7.6.1). Most requests carry
+/// none of them but `Connection: keep-alive`: one pass over the (few) names finds out.
 fn remove_hop_by_hop(headers: &mut HeaderMap) {
-    if !headers.keys().any(|k| HOP_BY_HOP.contains(k)) {
+    if !headers.keys().any(is_hop_by_hop) {
         return;
     }
-    let listed: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-        .filter(|name| {
-            !name.eq_ignore_ascii_case("keep-alive") && !name.eq_ignore_ascii_case("close")
-        })
-        .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
+    let listed: Vec<HeaderName> = connection_options(headers.get_all(header::CONNECTION).iter())
+        .filter_map(|name| HeaderName::from_bytes(name).ok())
         .collect();
     let present: Vec<HeaderName> = headers
         .keys()
-        .filter(|k| HOP_BY_HOP.contains(k))
+        .filter(|k| is_hop_by_hop(k))
         .cloned()
         .collect();
     for name in listed.into_iter().chain(present) {
