@@ -59,27 +59,54 @@ type Shape<'a> = (&'a str, &'a str, &'a str, u16, &'a str, &'a str);
 #[derive(Deserialize)]
 struct Converted(i64, i64, String, String, String, u16, String, String, f64);
 
-/// A batch whose first record gets `first_id` as pages: one per token (and one for
-/// records that matched no token), in token order, so that inserts walk the token index
-/// from left to right. CPU work of a few milliseconds for a big batch: callers on an
-/// async runtime run it on a blocking thread.
-pub fn paginate(records: &[AccessRecord], first_id: i64) -> Result<Vec<PageRow>, StoreError> {
-    let mut groups: HashMap<Option<&str>, Vec<(i64, &AccessRecord)>> = HashMap::new();
-    for (i, r) in records.iter().enumerate() {
-        groups
-            .entry(r.token_id.as_ref().map(TokenId::as_str))
-            .or_default()
-            .push((first_id + i as i64, r));
+/// The records of one page, with their ids.
+pub type PageMembers<'a> = Vec<(i64, &'a AccessRecord)>;
+
+/// The pages a batch makes, gathered a slice of records at a time so that an async
+/// caller can give way to other tasks in between: one page per token (and one for
+/// records that matched no token).
+#[derive(Debug, Default)]
+pub struct Pages<'a> {
+    groups: HashMap<Option<&'a str>, PageMembers<'a>>,
+}
+
+impl<'a> Pages<'a> {
+    /// Adds `records`, the first of which gets the id `first_id`.
+    pub fn add(&mut self, records: &'a [AccessRecord], first_id: i64) {
+        for (i, r) in records.iter().enumerate() {
+            self.groups
+                .entry(r.token_id.as_ref().map(TokenId::as_str))
+                .or_default()
+                .push((first_id + i as i64, r));
+        }
     }
-    let mut groups: Vec<_> = groups.into_iter().collect();
-    groups.sort_unstable_by_key(|(token_id, _)| *token_id);
-    groups
-        .into_iter()
-        .map(|(token_id, members)| encode(token_id, &members))
+
+    /// The pages in token order, so that inserts walk the token index from left to
+    /// right; each becomes a row by [`encode`].
+    pub fn into_pages(self) -> Vec<(Option<&'a str>, PageMembers<'a>)> {
+        let mut pages: Vec<_> = self.groups.into_iter().collect();
+        pages.sort_unstable_by_key(|(token_id, _)| *token_id);
+        pages
+    }
+}
+
+/// A whole batch whose first record gets `first_id`, as page rows (in one go: tests).
+#[cfg(test)]
+pub fn paginate(records: &[AccessRecord], first_id: i64) -> Result<Vec<PageRow>, StoreError> {
+    let mut pages = Pages::default();
+    pages.add(records, first_id);
+    pages
+        .into_pages()
+        .iter()
+        .map(|(token_id, members)| encode(*token_id, members))
         .collect()
 }
 
-fn encode(token_id: Option<&str>, members: &[(i64, &AccessRecord)]) -> Result<PageRow, StoreError> {
+/// One page as a row.
+pub fn encode(
+    token_id: Option<&str>,
+    members: &[(i64, &AccessRecord)],
+) -> Result<PageRow, StoreError> {
     let first_id = members.first().map_or(0, |m| m.0);
     let min_time = members.iter().map(|(_, r)| ms(r.time)).min().unwrap_or(0);
     let mut shapes: HashMap<Shape<'_>, usize> = HashMap::new();

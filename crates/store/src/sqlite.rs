@@ -24,6 +24,9 @@ use tessera_core::usage::{self, AccessRecord, BucketWidth, UsageBucket};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
+/// Access records grouped into pages between two yields (see `record_access`).
+const SLICE: usize = 2048;
+
 #[derive(Clone, Debug)]
 pub struct SqliteStore {
     writer: SqlitePool,
@@ -1058,20 +1061,25 @@ impl Store for SqliteStore {
                         .fetch_one(&mut *conn)
                         .await
                         .map_err(backend)?;
-                // Encoding is CPU work of milliseconds for a big batch: off the runtime's
-                // thread, so that requests (on the same core, on a one-core gateway) are
-                // shared with it rather than held up behind it.
-                let pages = tokio::task::spawn_blocking(move || {
-                    access_pages::paginate(&records, last + 1)
-                })
-                .await
-                .map_err(|e| StoreError::Backend(e.to_string()))??;
-                // A few dozen pages a statement, giving way to other tasks in between.
-                for chunk in pages.chunks(32) {
+                // Grouping and encoding a big batch is CPU work of milliseconds: it goes a
+                // slice at a time, giving way to other tasks in between, so that requests
+                // on the same thread (a one-core gateway) wait for one slice at most.
+                let mut pages = access_pages::Pages::default();
+                for (i, slice) in records.chunks(SLICE).enumerate() {
+                    pages.add(slice, last + 1 + (i * SLICE) as i64);
+                    tokio::task::yield_now().await;
+                }
+                // A few dozen pages a statement.
+                for chunk in pages.into_pages().chunks(32) {
+                    let rows = chunk
+                        .iter()
+                        .map(|(token_id, members)| access_pages::encode(*token_id, members))
+                        .collect::<Result<Vec<_>, _>>()?;
+                    tokio::task::yield_now().await;
                     let mut qb = QueryBuilder::<Sqlite>::new(
                         "INSERT INTO access_pages (last_id, first_id, token_id, account_id, min_time, max_time, records) ",
                     );
-                    qb.push_values(chunk, |mut row, p| {
+                    qb.push_values(&rows, |mut row, p| {
                         row.push_bind(p.last_id)
                             .push_bind(p.first_id)
                             .push_bind(p.token_id.as_deref())

@@ -78,16 +78,7 @@ async fn write_batches(
             if count == 0 {
                 break;
             }
-            // Adding up a big batch takes milliseconds: off the runtime's thread.
-            let Ok((batch, usage)) = tokio::task::spawn_blocking(move || {
-                let usage = add_up(&batch);
-                (batch, usage)
-            })
-            .await
-            else {
-                metrics.access_dropped.inc_by(count as u64);
-                break;
-            };
+            let usage = add_up(&batch).await;
             match store.record_access(batch, usage).await {
                 Ok(()) => {
                     metrics.access_written.inc_by(count as u64);
@@ -107,27 +98,31 @@ async fn write_batches(
     }
 }
 
-/// The per-token counters a batch adds up to.
-fn add_up(batch: &[AccessRecord]) -> Vec<UsageDelta> {
+/// The per-token counters a batch adds up to. Milliseconds of work for a big batch: it
+/// goes a slice at a time, giving way to requests in between.
+async fn add_up(batch: &[AccessRecord]) -> Vec<UsageDelta> {
     let mut by_token: HashMap<&str, UsageDelta> = HashMap::new();
-    for r in batch {
-        let Some(id) = &r.token_id else { continue };
-        let d = by_token.entry(id.as_str()).or_insert_with(|| UsageDelta {
-            token_id: id.clone(),
-            allowed: 0,
-            denied: 0,
-            last_used_at: r.time,
-            last_used_ip: r.ip.clone(),
-        });
-        if r.allowed() {
-            d.allowed += 1;
-        } else {
-            d.denied += 1;
+    for slice in batch.chunks(2048) {
+        for r in slice {
+            let Some(id) = &r.token_id else { continue };
+            let d = by_token.entry(id.as_str()).or_insert_with(|| UsageDelta {
+                token_id: id.clone(),
+                allowed: 0,
+                denied: 0,
+                last_used_at: r.time,
+                last_used_ip: r.ip.clone(),
+            });
+            if r.allowed() {
+                d.allowed += 1;
+            } else {
+                d.denied += 1;
+            }
+            if r.time >= d.last_used_at {
+                d.last_used_at = r.time;
+                d.last_used_ip.clone_from(&r.ip);
+            }
         }
-        if r.time >= d.last_used_at {
-            d.last_used_at = r.time;
-            d.last_used_ip.clone_from(&r.ip);
-        }
+        tokio::task::yield_now().await;
     }
     by_token.into_values().collect()
 }
