@@ -757,3 +757,184 @@ async fn upstream_connections_are_reused_and_replaced_when_closed() {
     }
     assert_eq!(idle_count.load(Ordering::SeqCst), 3);
 }
+
+/// A raw HTTP/1.1 upstream that answers each path with bytes written by hand, for the
+/// framings a client library would not produce: chunked with extensions and trailers,
+/// until-close, 1xx before the answer, no body, HEAD, broken lengths. `/echo` answers a
+/// `Content-Length` request body back.
+async fn scripted_upstream() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        loop {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                        match stream.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                        continue;
+                    };
+                    let head = String::from_utf8_lossy(&buf[..end]).to_lowercase();
+                    buf.drain(..end + 4);
+                    let length: usize = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length: "))
+                        .map_or(0, |n| n.trim().parse().unwrap());
+                    while buf.len() < length {
+                        let n = stream.read(&mut chunk).await.unwrap();
+                        buf.extend_from_slice(&chunk[..n]);
+                    }
+                    let body: Vec<u8> = buf.drain(..length).collect();
+                    let path = head.split(' ').nth(1).unwrap_or("").to_owned();
+                    let (answer, then_close): (Vec<u8>, bool) = match path.as_str() {
+                        "/chunked" => (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: keep-alive, X-Hop\r\nX-Hop: secret\r\nX-Kept: 1\r\n\r\n5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n".to_vec(), false),
+                        "/until-close" => (b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nall of this".to_vec(), true),
+                        "/early" => (b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfinal".to_vec(), false),
+                        "/empty" => (b"HTTP/1.1 204 No Content\r\n\r\n".to_vec(), false),
+                        "/head" => (b"HTTP/1.1 200 OK\r\nContent-Length: 1234\r\n\r\n".to_vec(), false),
+                        "/bad-length" => (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!".to_vec(), true),
+                        "/short" => (b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly this".to_vec(), true),
+                        "/echo" => {
+                            let mut a = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len()).into_bytes();
+                            a.extend_from_slice(&body);
+                            (a, false)
+                        }
+                        _ => (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok".to_vec(), false),
+                    };
+                    if stream.write_all(&answer).await.is_err() || then_close {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    url
+}
+
+/// Writes `bytes` to the gateway as they are and reads until it closes the connection.
+async fn raw_exchange(app: &TestApp, bytes: &[u8]) -> String {
+    let addr = app.gateway_url.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(bytes).await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        stream.read_to_end(&mut out),
+    )
+    .await
+    .expect("the gateway closes the connection")
+    .unwrap();
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test]
+async fn every_framing_of_an_upstream_answer_reaches_the_client_whole() {
+    let app = TestApp::spawn().await;
+    let up = scripted_upstream().await;
+    app.apply(json!({
+        "services": [{"name": "s", "upstreams": [up]}],
+        "routes": [{"name": "s", "service": "s", "path_prefix": "/s", "auth": "none", "strip_prefix": true}]
+    }), false).await;
+    let get = |method: Method, path: &'static str| app.gw(method, path).send();
+
+    let chunked = get(Method::GET, "/s/chunked").await.unwrap();
+    assert_eq!(chunked.status(), StatusCode::OK);
+    assert_eq!(chunked.headers()["x-kept"], "1");
+    assert!(
+        chunked.headers().get("x-hop").is_none(),
+        "a header the upstream's Connection lists is for that hop only"
+    );
+    assert_eq!(chunked.text().await.unwrap(), "hello world");
+    let until_close = get(Method::GET, "/s/until-close").await.unwrap();
+    assert_eq!(until_close.text().await.unwrap(), "all of this");
+    let early = get(Method::GET, "/s/early").await.unwrap();
+    assert_eq!(
+        (early.status(), early.text().await.unwrap()),
+        (StatusCode::OK, "final".to_owned()),
+        "1xx answers are passed over"
+    );
+    assert_eq!(
+        get(Method::GET, "/s/empty").await.unwrap().status(),
+        StatusCode::NO_CONTENT
+    );
+    let head = get(Method::HEAD, "/s/head").await.unwrap();
+    assert_eq!(
+        (
+            head.status(),
+            head.headers()["content-length"].to_str().unwrap()
+        ),
+        (StatusCode::OK, "1234"),
+        "HEAD keeps the length a GET would get"
+    );
+    let (status, body) = send(app.gw(Method::GET, "/s/bad-length")).await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY);
+    assert_eq!(body["error"]["code"], "bad_gateway");
+    let short = get(Method::GET, "/s/short").await.unwrap();
+    assert!(
+        short.bytes().await.is_err(),
+        "a body cut short upstream is cut short for the client, not passed off as whole"
+    );
+    // After all of that, the pooled connections still answer correctly.
+    assert_eq!(
+        get(Method::GET, "/s/x")
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+        "ok"
+    );
+}
+
+#[tokio::test]
+async fn pipelined_requests_close_and_what_hyper_serves_instead() {
+    let app = TestApp::spawn().await;
+    let up = scripted_upstream().await;
+    app.apply(json!({
+        "services": [{"name": "s", "upstreams": [up]}],
+        "routes": [{"name": "s", "service": "s", "path_prefix": "/s", "auth": "none", "strip_prefix": true}]
+    }), false).await;
+
+    // Two requests in one write are answered in order; `Connection: close` is honoured.
+    let out = raw_exchange(
+        &app,
+        b"GET /s/early HTTP/1.1\r\nHost: a\r\n\r\nHEAD /s/head HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    let answers: Vec<&str> = out.split("HTTP/1.1 ").skip(1).collect();
+    assert_eq!(answers.len(), 2, "{out}");
+    assert!(
+        answers[0].starts_with("200 OK\r\n") && answers[0].ends_with("\r\n\r\nfinal"),
+        "{out}"
+    );
+    assert!(answers[1].contains("content-length: 1234\r\n"), "{out}");
+    assert!(answers[1].contains("connection: close\r\n"), "{out}");
+    assert!(
+        answers[1].ends_with("\r\n\r\n"),
+        "no body after a HEAD answer: {out}"
+    );
+
+    // A request with a body, after one without on the same connection, goes to hyper
+    // and still reaches the upstream.
+    let out = raw_exchange(
+        &app,
+        b"GET /s/x HTTP/1.1\r\nHost: a\r\n\r\nPOST /s/echo HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nConnection: close\r\n\r\nping",
+    )
+    .await;
+    assert_eq!(out.matches("HTTP/1.1 200 OK").count(), 2, "{out}");
+    assert!(out.ends_with("ping"), "{out}");
+
+    // HTTP/1.0, and a head that is not HTTP at all.
+    let out = raw_exchange(&app, b"GET /s/x HTTP/1.0\r\nHost: a\r\n\r\n").await;
+    assert!(
+        out.starts_with("HTTP/1.0 200 OK\r\n") && out.ends_with("ok"),
+        "{out}"
+    );
+    let out = raw_exchange(&app, b"NOT HTTP\r\n\r\n").await;
+    assert!(out.starts_with("HTTP/1.1 400"), "{out}");
+}

@@ -208,8 +208,15 @@ impl Connection {
                     }
                 };
             let Some(frame) = frame else { break };
-            // An upstream that breaks off mid-body: the client sees the connection end.
-            let frame = frame.map_err(std::io::Error::other)?;
+            let frame = match frame {
+                Ok(frame) => frame,
+                Err(e) => {
+                    // An upstream that breaks off mid-body: the client gets what came
+                    // and then sees the connection end, as a body cut short.
+                    self.flush().await?;
+                    return Err(std::io::Error::other(e));
+                }
+            };
             let Ok(data) = frame.into_data() else {
                 continue;
             };
