@@ -1,7 +1,7 @@
 //! Injected time. Nothing in Tessera reads the system clock except [`SystemClock`], so
 //! expiry, grace periods and rate windows are tested with a [`ManualClock`] and no sleeping.
 
-use chrono::{DateTime, Duration, DurationRound, Utc};
+use chrono::{DateTime, Duration, Timelike, Utc};
 use std::sync::{Arc, Mutex};
 
 /// A point in time, always UTC and truncated to whole milliseconds so that it survives
@@ -10,7 +10,9 @@ pub type Timestamp = DateTime<Utc>;
 
 /// Truncates to milliseconds; see [`Timestamp`].
 pub fn to_millis_precision(t: Timestamp) -> Timestamp {
-    t.duration_trunc(Duration::milliseconds(1)).unwrap_or(t)
+    // Setting the field, not `duration_trunc`'s arithmetic: this runs on every request.
+    t.with_nanosecond(t.nanosecond() / 1_000_000 * 1_000_000)
+        .unwrap_or(t)
 }
 
 /// Converts milliseconds since the Unix epoch to a [`Timestamp`] (storage format).

@@ -116,6 +116,7 @@ pub fn encode(
         d: Vec::new(),
         r: Vec::with_capacity(members.len()),
     };
+    let mut last: Option<(Shape<'_>, usize)> = None;
     for (id, r) in members {
         let shape = (
             r.listener.as_str(),
@@ -125,10 +126,15 @@ pub fn encode(
             &*r.code,
             r.ip.as_str(),
         );
-        let d = *shapes.entry(shape).or_insert_with(|| {
-            page.d.push(shape);
-            page.d.len() - 1
-        });
+        // A token's requests mostly repeat one shape: compare with the last before hashing.
+        let d = match last {
+            Some((s, d)) if s == shape => d,
+            _ => *shapes.entry(shape).or_insert_with(|| {
+                page.d.push(shape);
+                page.d.len() - 1
+            }),
+        };
+        last = Some((shape, d));
         let micros = (r.latency_ms * 1000.0).round().max(0.0) as u64;
         page.r
             .push((id - first_id, ms(r.time) - min_time, micros, d));
