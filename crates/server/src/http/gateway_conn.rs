@@ -259,11 +259,13 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
 }
 
-/// `Date` for responses that have none, formatted once a second.
+/// `Date` for responses that have none (as hyper adds it), formatted once a second.
+/// Wire time, not the domain's injected clock: it stamps the message, not a record.
+#[allow(clippy::disallowed_methods)]
 fn http_date() -> HeaderValue {
     thread_local! {
         static CACHED: std::cell::RefCell<(u64, HeaderValue)> =
-            std::cell::RefCell::new((0, HeaderValue::from_static("")));
+            const { std::cell::RefCell::new((0, HeaderValue::from_static(""))) };
     }
     let now = SystemTime::now();
     let secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
