@@ -816,6 +816,17 @@ async fn scripted_upstream() -> String {
     url
 }
 
+/// A server whose gateway routes `/s/…` (prefix stripped, no token) to a [`scripted_upstream`].
+async fn with_scripted_upstream() -> TestApp {
+    let app = TestApp::spawn().await;
+    let up = scripted_upstream().await;
+    app.apply(json!({
+        "services": [{"name": "s", "upstreams": [up]}],
+        "routes": [{"name": "s", "service": "s", "path_prefix": "/s", "auth": "none", "strip_prefix": true}]
+    }), false).await;
+    app
+}
+
 /// Writes `bytes` to the gateway as they are and reads until it closes the connection.
 async fn raw_exchange(app: &TestApp, bytes: &[u8]) -> String {
     let addr = app.gateway_url.trim_start_matches("http://");
@@ -834,12 +845,7 @@ async fn raw_exchange(app: &TestApp, bytes: &[u8]) -> String {
 
 #[tokio::test]
 async fn every_framing_of_an_upstream_answer_reaches_the_client_whole() {
-    let app = TestApp::spawn().await;
-    let up = scripted_upstream().await;
-    app.apply(json!({
-        "services": [{"name": "s", "upstreams": [up]}],
-        "routes": [{"name": "s", "service": "s", "path_prefix": "/s", "auth": "none", "strip_prefix": true}]
-    }), false).await;
+    let app = with_scripted_upstream().await;
     let get = |method: Method, path: &'static str| app.gw(method, path).send();
 
     let chunked = get(Method::GET, "/s/chunked").await.unwrap();
@@ -893,12 +899,7 @@ async fn every_framing_of_an_upstream_answer_reaches_the_client_whole() {
 
 #[tokio::test]
 async fn pipelined_requests_close_and_what_hyper_serves_instead() {
-    let app = TestApp::spawn().await;
-    let up = scripted_upstream().await;
-    app.apply(json!({
-        "services": [{"name": "s", "upstreams": [up]}],
-        "routes": [{"name": "s", "service": "s", "path_prefix": "/s", "auth": "none", "strip_prefix": true}]
-    }), false).await;
+    let app = with_scripted_upstream().await;
 
     // Two requests in one write are answered in order; `Connection: close` is honoured.
     let out = raw_exchange(
