@@ -94,6 +94,8 @@ impl Connection {
         stop: &mut watch::Receiver<bool>,
     ) -> std::io::Result<Next> {
         loop {
+            // The whole head must arrive within the timeout, however it is split up.
+            let deadline = tokio::time::Instant::now() + self.header_timeout;
             let head = loop {
                 if !self.buf.is_empty() {
                     let bytes = self.buf.split().freeze();
@@ -113,7 +115,7 @@ impl Connection {
                 let idle = self.buf.is_empty();
                 self.buf.reserve(READ_SIZE);
                 let read = tokio::select! {
-                    read = tokio::time::timeout(self.header_timeout, self.stream.read_buf(&mut self.buf)) => read,
+                    read = tokio::time::timeout_at(deadline, self.stream.read_buf(&mut self.buf)) => read,
                     () = stopped(stop), if idle => return Ok(Next::Close),
                 };
                 match read {
