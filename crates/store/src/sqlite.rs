@@ -1091,8 +1091,9 @@ impl Store for SqliteStore {
                     qb.build().execute(&mut *conn).await.map_err(backend)?;
                     tokio::task::yield_now().await;
                 }
-                for chunk in usage.chunks(150) {
-                    // One UPDATE … FROM (VALUES …) for many tokens at once.
+                // One UPDATE … FROM (VALUES …) for a few dozen tokens at once: 150 a
+                // statement took 0.6–3.5 ms of the core at a time, 25 take 0.2–0.3 ms.
+                for chunk in usage.chunks(25) {
                     let mut qb = QueryBuilder::<Sqlite>::new(
                         "WITH d(id, allowed, denied, at, ip) AS (",
                     );
