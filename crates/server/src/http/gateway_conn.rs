@@ -30,8 +30,9 @@ const READ_SIZE: usize = 8 * 1024;
 /// Body pieces up to this size are copied next to the head, to go out in one write.
 const COALESCE: usize = 16 * 1024;
 
-/// Serves one plain-TCP gateway connection until the client closes it, it idles past
-/// `header_timeout` between requests, or `stop` turns true (after the request in hand).
+/// Serves one plain-TCP gateway connection until the client closes it, a request head
+/// takes longer than `header_timeout` (less up to 5 s; idling counts) to arrive, or
+/// `stop` turns true (after the request in hand).
 pub fn serve(
     stream: TcpStream,
     service: GatewayService,
@@ -45,6 +46,7 @@ pub fn serve(
             buf: BytesMut::with_capacity(READ_SIZE),
             out: Vec::with_capacity(READ_SIZE),
             header_timeout,
+            deadline: Box::pin(tokio::time::sleep(header_timeout)),
         };
         match conn.run(&service, &mut stop).await {
             Ok(Next::Close) => {
@@ -85,7 +87,14 @@ struct Connection {
     /// A response's bytes before they are written.
     out: Vec<u8>,
     header_timeout: Duration,
+    /// When the head being waited for must be in. Moved only once it is less than
+    /// `header_timeout` minus [`DEADLINE_SLACK`] away, so that most requests leave the
+    /// timer where it is (a timer set per request cost more than parsing the head).
+    deadline: Pin<Box<tokio::time::Sleep>>,
 }
+
+/// How much earlier than `header_timeout` a head may have to arrive (see `deadline`).
+const DEADLINE_SLACK: Duration = Duration::from_secs(5);
 
 impl Connection {
     async fn run(
@@ -94,8 +103,11 @@ impl Connection {
         stop: &mut watch::Receiver<bool>,
     ) -> std::io::Result<Next> {
         loop {
-            // The whole head must arrive within the timeout, however it is split up.
-            let deadline = tokio::time::Instant::now() + self.header_timeout;
+            // The whole head must arrive in time, however it is split up.
+            let now = tokio::time::Instant::now();
+            if self.deadline.deadline() < now + (self.header_timeout - DEADLINE_SLACK) {
+                self.deadline.as_mut().reset(now + self.header_timeout);
+            }
             let head = loop {
                 if !self.buf.is_empty() {
                     let bytes = self.buf.split().freeze();
@@ -115,13 +127,15 @@ impl Connection {
                 let idle = self.buf.is_empty();
                 self.buf.reserve(READ_SIZE);
                 let read = tokio::select! {
-                    read = tokio::time::timeout_at(deadline, self.stream.read_buf(&mut self.buf)) => read,
+                    biased;
+                    read = self.stream.read_buf(&mut self.buf) => read,
+                    () = self.deadline.as_mut() => return Ok(Next::Close),
                     () = stopped(stop), if idle => return Ok(Next::Close),
                 };
                 match read {
-                    Err(_) | Ok(Ok(0)) => return Ok(Next::Close),
-                    Ok(Ok(_)) => {}
-                    Ok(Err(e)) => return Err(e),
+                    Ok(0) => return Ok(Next::Close),
+                    Ok(_) => {}
+                    Err(e) => return Err(e),
                 }
             };
             let head_request = head.method == Method::HEAD;
