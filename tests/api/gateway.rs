@@ -761,7 +761,7 @@ async fn upstream_connections_are_reused_and_replaced_when_closed() {
 /// A raw HTTP/1.1 upstream that answers each path with bytes written by hand, for the
 /// framings a client library would not produce: chunked with extensions and trailers,
 /// until-close, 1xx before the answer, no body, HEAD, broken lengths. `/echo` answers a
-/// `Content-Length` request body back.
+/// `Content-Length` request body back; `/reject` answers 413 without reading the body.
 async fn scripted_upstream() -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
@@ -781,6 +781,15 @@ async fn scripted_upstream() -> String {
                     };
                     let head = String::from_utf8_lossy(&buf[..end]).to_lowercase();
                     buf.drain(..end + 4);
+                    let path = head.split(' ').nth(1).unwrap_or("").to_owned();
+                    if path == "/reject" {
+                        // Answers before reading the body, and reads none of it after.
+                        let _ = stream
+                            .write_all(b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 4\r\nConnection: close\r\n\r\nbig!")
+                            .await;
+                        tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+                        return;
+                    }
                     let length: usize = head
                         .lines()
                         .find_map(|l| l.strip_prefix("content-length: "))
@@ -790,7 +799,6 @@ async fn scripted_upstream() -> String {
                         buf.extend_from_slice(&chunk[..n]);
                     }
                     let body: Vec<u8> = buf.drain(..length).collect();
-                    let path = head.split(' ').nth(1).unwrap_or("").to_owned();
                     let (answer, then_close): (Vec<u8>, bool) = match path.as_str() {
                         "/chunked" => (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: keep-alive, X-Hop\r\nX-Hop: secret\r\nX-Kept: 1\r\n\r\n5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n".to_vec(), false),
                         "/until-close" => (b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nall of this".to_vec(), true),
@@ -938,4 +946,37 @@ async fn pipelined_requests_close_and_what_hyper_serves_instead() {
     );
     let out = raw_exchange(&app, b"NOT HTTP\r\n\r\n").await;
     assert!(out.starts_with("HTTP/1.1 400"), "{out}");
+}
+
+#[tokio::test]
+async fn an_upstream_that_answers_before_reading_the_body_is_heard() {
+    let app = TestApp::spawn().await;
+    let up = scripted_upstream().await;
+    app.apply(json!({
+        "services": [{"name": "s", "upstreams": [up], "timeout_ms": 3000}],
+        "routes": [{"name": "s", "service": "s", "path_prefix": "/s", "auth": "none", "strip_prefix": true}]
+    }), false).await;
+    // 64 MiB: far more than the sockets between here and the upstream can hold, so a
+    // gateway that wrote the whole body before reading would stall into a 504.
+    let size = 64 * 1024 * 1024;
+    let addr = app.gateway_url.trim_start_matches("http://").to_owned();
+    let stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let (mut reader, mut writer) = stream.into_split();
+    tokio::spawn(async move {
+        let head = format!("POST /s/reject HTTP/1.1\r\nHost: a\r\nContent-Length: {size}\r\n\r\n");
+        writer.write_all(head.as_bytes()).await.unwrap();
+        let chunk = vec![b'x'; 64 * 1024];
+        for _ in 0..size / chunk.len() {
+            if writer.write_all(&chunk).await.is_err() {
+                return; // the gateway stopped reading: expected
+            }
+        }
+    });
+    let mut answer = vec![0u8; 4096];
+    let n = tokio::time::timeout(std::time::Duration::from_secs(2), reader.read(&mut answer))
+        .await
+        .expect("the upstream's early answer arrives well before the service timeout")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer[..n]);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
 }

@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{ready, Context, Poll, Waker};
 use std::time::{Duration, Instant};
 use tessera_core::gateway::split_upstream;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// Idle connections kept per upstream; more are closed when they come back.
@@ -148,7 +148,10 @@ impl Upstream {
                 None => (self.connect().await?, false),
             };
             match conn.exchange(&head, framing, &mut body, head_request).await {
-                Ok((response, rest)) => return Ok(self.clone().response(conn, response, rest)),
+                Ok((mut response, rest, whole)) => {
+                    response.reusable &= whole;
+                    return Ok(self.clone().response(conn, response, rest));
+                }
                 Err(UpstreamError::Closed) if reused && replay => replay = false,
                 Err(e) => return Err(e),
             }
@@ -246,65 +249,109 @@ impl Conn {
     }
 
     /// Writes the request and reads up to the end of the response head (past any 1xx);
-    /// hands back the head and the bytes read after it.
+    /// hands back the head, the bytes read after it, and whether the whole request
+    /// body went out (if not, the connection cannot carry another request).
     async fn exchange(
         &mut self,
         head: &[u8],
         framing: Framing,
         body: &mut Body,
         head_request: bool,
-    ) -> Result<(ResponseHead, Bytes), UpstreamError> {
+    ) -> Result<(ResponseHead, Bytes, bool), UpstreamError> {
         self.stream.write_all(head).await.map_err(closed)?;
-        if framing != Framing::Empty {
-            let chunked = framing == Framing::Chunked;
-            while let Some(frame) = body.frame().await {
-                let frame = frame.map_err(UpstreamError::RequestBody)?;
-                let Ok(data) = frame.into_data() else {
-                    continue;
-                };
-                if data.is_empty() {
-                    continue;
-                }
-                if chunked {
-                    let size = format!("{:x}\r\n", data.len());
-                    self.stream.write_all(size.as_bytes()).await?;
-                    self.stream.write_all(&data).await?;
-                    self.stream.write_all(b"\r\n").await?;
-                } else {
-                    self.stream.write_all(&data).await?;
-                }
-            }
-            if chunked {
-                self.stream.write_all(b"0\r\n\r\n").await?;
-            }
+        if framing == Framing::Empty {
+            let (response, rest) = read_head(&mut self.stream, &mut self.buf, head_request).await?;
+            return Ok((response, rest, true));
         }
-        let mut answered = false;
+        // The body goes while the answer is awaited: an upstream may answer (a 413, say)
+        // before it has read all of it, and that answer is the one to pass on.
+        let (mut reader, mut writer) = self.stream.split();
+        let send = send_body(&mut writer, framing, body);
+        let answer = read_head(&mut reader, &mut self.buf, head_request);
+        tokio::pin!(send, answer);
+        let (mut sending, mut send_error) = (true, None);
         loop {
-            if !self.buf.is_empty() {
-                let bytes = self.buf.split().freeze();
-                match h1::parse_response(&bytes, head_request)? {
-                    Some((response, _)) if response.status == 101 => {
-                        return Err(h1::H1Error::Status(101).into());
-                    }
-                    // 100 Continue, 103 Early Hints: the final answer follows.
-                    Some((response, len)) if response.status.is_informational() => {
-                        self.buf = unshare(bytes.slice(len..));
-                        continue;
-                    }
-                    Some((response, len)) => return Ok((response, bytes.slice(len..))),
-                    None => self.buf = unshare(bytes),
+            tokio::select! {
+                sent = &mut send, if sending => {
+                    sending = false;
+                    send_error = sent.err();
+                }
+                answer = &mut answer => {
+                    let whole = !sending && send_error.is_none();
+                    return match (answer, send_error) {
+                        (Ok((response, rest)), _) => Ok((response, rest, whole)),
+                        (Err(_), Some(e)) | (Err(e), None) => Err(e),
+                    };
                 }
             }
-            self.buf.reserve(READ_SIZE);
-            if self.stream.read_buf(&mut self.buf).await.map_err(closed)? == 0 {
-                return Err(if answered {
-                    std::io::Error::from(ErrorKind::UnexpectedEof).into()
-                } else {
-                    UpstreamError::Closed
-                });
-            }
-            answered = true;
         }
+    }
+}
+
+/// Writes a request body framed as `framing` (a length, or chunked).
+async fn send_body(
+    writer: &mut (impl AsyncWrite + Unpin),
+    framing: Framing,
+    body: &mut Body,
+) -> Result<(), UpstreamError> {
+    let chunked = framing == Framing::Chunked;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(UpstreamError::RequestBody)?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        if data.is_empty() {
+            continue;
+        }
+        if chunked {
+            writer
+                .write_all(format!("{:x}\r\n", data.len()).as_bytes())
+                .await?;
+            writer.write_all(&data).await?;
+            writer.write_all(b"\r\n").await?;
+        } else {
+            writer.write_all(&data).await?;
+        }
+    }
+    if chunked {
+        writer.write_all(b"0\r\n\r\n").await?;
+    }
+    Ok(())
+}
+
+/// Reads into `buf` until it holds a final response head (1xx answers are passed over);
+/// answers the head and the bytes after it.
+async fn read_head(
+    reader: &mut (impl AsyncRead + Unpin),
+    buf: &mut BytesMut,
+    head_request: bool,
+) -> Result<(ResponseHead, Bytes), UpstreamError> {
+    let mut answered = false;
+    loop {
+        if !buf.is_empty() {
+            let bytes = buf.split().freeze();
+            match h1::parse_response(&bytes, head_request)? {
+                Some((response, _)) if response.status == 101 => {
+                    return Err(h1::H1Error::Status(101).into());
+                }
+                // 100 Continue, 103 Early Hints: the final answer follows.
+                Some((response, len)) if response.status.is_informational() => {
+                    *buf = unshare(bytes.slice(len..));
+                    continue;
+                }
+                Some((response, len)) => return Ok((response, bytes.slice(len..))),
+                None => *buf = unshare(bytes),
+            }
+        }
+        buf.reserve(READ_SIZE);
+        if reader.read_buf(buf).await.map_err(closed)? == 0 {
+            return Err(if answered {
+                std::io::Error::from(ErrorKind::UnexpectedEof).into()
+            } else {
+                UpstreamError::Closed
+            });
+        }
+        answered = true;
     }
 }
 
