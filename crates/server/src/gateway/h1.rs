@@ -10,7 +10,7 @@
 //! this path does not take (TLS, HTTP/2, upgrades, request bodies, HTTP/1.0).
 
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
-use bytes::{Buf, Bytes};
+use bytes::{Buf, Bytes, BytesMut};
 
 /// At most this many header lines in a message head.
 pub const MAX_HEADERS: usize = 100;
@@ -159,8 +159,7 @@ pub fn parse_response(
             } else if has_token(h.value, "keep-alive") {
                 reusable = true;
             }
-            let value = HeaderValue::from_bytes(h.value).map_err(|_| H1Error::Header)?;
-            for option in connection_options(std::iter::once(&value)) {
+            for option in connection_options(std::iter::once(h.value)) {
                 listed.push(HeaderName::from_bytes(option).map_err(|_| H1Error::Header)?);
             }
         } else if name == header::TRANSFER_ENCODING {
@@ -185,11 +184,7 @@ pub fn parse_response(
     for name in listed {
         headers.remove(name);
     }
-    let framing = if head_request
-        || status.is_informational()
-        || status == StatusCode::NO_CONTENT
-        || status == StatusCode::NOT_MODIFIED
-    {
+    let framing = if head_request || is_bodiless(status) {
         Framing::Empty
     } else if coded {
         // A length beside a transfer coding is ignored, and dropped (RFC 9112 §6.3).
@@ -239,16 +234,94 @@ pub fn is_hop_by_hop(name: &HeaderName) -> bool {
 
 /// The header names that `Connection` values list, beyond `keep-alive` and `close`.
 pub fn connection_options<'a>(
-    values: impl Iterator<Item = &'a HeaderValue>,
+    values: impl Iterator<Item = &'a [u8]>,
 ) -> impl Iterator<Item = &'a [u8]> {
     values
-        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .flat_map(|v| v.split(|&b| b == b','))
         .map(<[u8]>::trim_ascii)
         .filter(|t| {
             !t.is_empty()
                 && !t.eq_ignore_ascii_case(b"keep-alive")
                 && !t.eq_ignore_ascii_case(b"close")
         })
+}
+
+/// Removes the headers that belong to one hop (RFC 9110 §7.6.1), and those that
+/// `Connection` lists. Most messages carry none of them but `Connection: keep-alive`:
+/// one pass over the (few) names finds out.
+pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
+    let listed: Vec<HeaderName> = connection_options(
+        headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .map(HeaderValue::as_bytes),
+    )
+    .filter_map(|name| HeaderName::from_bytes(name).ok())
+    .collect();
+    let present: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| is_hop_by_hop(k))
+        .cloned()
+        .collect();
+    for name in listed.into_iter().chain(present) {
+        headers.remove(name);
+    }
+}
+
+/// Whether a response with this status never has a body, whatever its headers say
+/// (RFC 9112 §6.3); a response to `HEAD` has none either.
+pub fn is_bodiless(status: StatusCode) -> bool {
+    status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+}
+
+/// Sets the headers that say how `body` is framed on the wire, and answers that
+/// framing: nothing for a body already at its end, `Content-Length` when its size is
+/// known, `Transfer-Encoding: chunked` otherwise.
+pub fn frame_body(headers: &mut HeaderMap, body: &impl hyper::body::Body) -> Framing {
+    if body.is_end_stream() {
+        return Framing::Empty;
+    }
+    match body.size_hint().exact() {
+        Some(n) => {
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+            Framing::Length(n)
+        }
+        None => {
+            headers.remove(header::CONTENT_LENGTH);
+            headers.insert(
+                header::TRANSFER_ENCODING,
+                HeaderValue::from_static("chunked"),
+            );
+            Framing::Chunked
+        }
+    }
+}
+
+/// The line before a chunk of `len` bytes (`{len:x}\r\n`).
+pub fn chunk_size_line(len: usize, out: &mut Vec<u8>) {
+    use std::io::Write as _;
+    // Writing into a Vec cannot fail.
+    let _ = write!(out, "{len:x}\r\n");
+}
+
+/// The end of a chunk's data.
+pub const CHUNK_END: &[u8] = b"\r\n";
+/// The last chunk, with no trailer fields.
+pub const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
+
+/// Gives bytes split off the front of `buf` (and not used) back to it, in front of
+/// what it still holds: without a copy when nothing else holds them.
+pub fn put_back(buf: &mut BytesMut, bytes: Bytes) {
+    let mut front = bytes
+        .try_into_mut()
+        .unwrap_or_else(|shared| BytesMut::from(&shared[..]));
+    front.unsplit(std::mem::take(buf));
+    *buf = front;
 }
 
 fn parse_length(digits: &[u8]) -> Option<u64> {
@@ -436,6 +509,17 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn hop_by_hop_headers_go() {
+        let mut h = HeaderMap::new();
+        h.insert("connection", "close, x-custom".parse().unwrap());
+        h.insert("x-custom", "1".parse().unwrap());
+        h.insert("te", "trailers".parse().unwrap());
+        h.insert("x-kept", "1".parse().unwrap());
+        remove_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
     }
 
     #[test]

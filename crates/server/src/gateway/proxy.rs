@@ -2,7 +2,7 @@
 //! (`request_filter`), pick an upstream (`upstream_peer`), forward with the credential
 //! removed and the identity added, stream the answer back, and log the use.
 
-use super::h1::{connection_options, is_hop_by_hop};
+use super::h1::remove_hop_by_hop;
 use super::upstream::Upstream;
 use super::{RouteEntry, Routing};
 use crate::http::error::ApiError;
@@ -320,25 +320,6 @@ fn rate_limit_headers(headers: &mut HeaderMap, rl: Option<RateLimitState>) {
     }
 }
 
-/// Removes the headers that belong to one hop (RFC 9110 §7.6.1). Most requests carry
-/// none of them but `Connection: keep-alive`: one pass over the (few) names finds out.
-fn remove_hop_by_hop(headers: &mut HeaderMap) {
-    if !headers.keys().any(is_hop_by_hop) {
-        return;
-    }
-    let listed: Vec<HeaderName> = connection_options(headers.get_all(header::CONNECTION).iter())
-        .filter_map(|name| HeaderName::from_bytes(name).ok())
-        .collect();
-    let present: Vec<HeaderName> = headers
-        .keys()
-        .filter(|k| is_hop_by_hop(k))
-        .cloned()
-        .collect();
-    for name in listed.into_iter().chain(present) {
-        headers.remove(name);
-    }
-}
-
 /// Takes the token out of every carrier: the header, a Bearer `Authorization`, and the
 /// `X-API-KEY` piece of `Cookie` (other cookies stay).
 fn remove_credentials(headers: &mut HeaderMap) {
@@ -397,16 +378,5 @@ mod tests {
         basic.insert("authorization", "Basic abc".parse().unwrap());
         remove_credentials(&mut basic);
         assert_eq!(basic["authorization"], "Basic abc");
-    }
-
-    #[test]
-    fn hop_by_hop_headers_go() {
-        let mut h = HeaderMap::new();
-        h.insert("connection", "close, x-custom".parse().unwrap());
-        h.insert("x-custom", "1".parse().unwrap());
-        h.insert("te", "trailers".parse().unwrap());
-        h.insert("x-kept", "1".parse().unwrap());
-        remove_hop_by_hop(&mut h);
-        assert_eq!(h.len(), 1);
     }
 }

@@ -10,10 +10,10 @@
 use super::h1::{self, ChunkedDecoder, Decoded, Framing, ResponseHead};
 use axum::body::Body;
 use axum::http::uri::{Authority, PathAndQuery};
-use axum::http::{header, HeaderValue, Method, Request, Response, Uri};
+use axum::http::{HeaderValue, Method, Request, Response, Uri};
 use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt;
-use hyper::body::{Body as _, Frame, SizeHint};
+use hyper::body::{Frame, SizeHint};
 use std::collections::VecDeque;
 use std::io::ErrorKind;
 use std::pin::Pin;
@@ -122,21 +122,7 @@ impl Upstream {
         req: Request<Body>,
     ) -> Result<Response<Body>, UpstreamError> {
         let (mut parts, mut body) = req.into_parts();
-        let framing = if body.is_end_stream() {
-            Framing::Empty
-        } else if let Some(n) = body.size_hint().exact() {
-            parts
-                .headers
-                .insert(header::CONTENT_LENGTH, HeaderValue::from(n));
-            Framing::Length(n)
-        } else {
-            parts.headers.remove(header::CONTENT_LENGTH);
-            parts.headers.insert(
-                header::TRANSFER_ENCODING,
-                HeaderValue::from_static("chunked"),
-            );
-            Framing::Chunked
-        };
+        let framing = h1::frame_body(&mut parts.headers, &body);
         let mut head = Vec::with_capacity(512);
         let target = parts.uri.path_and_query().map_or("/", PathAndQuery::as_str);
         h1::write_request_head(&parts.method, target, &parts.headers, &mut head);
@@ -304,17 +290,17 @@ async fn send_body(
             continue;
         }
         if chunked {
-            writer
-                .write_all(format!("{:x}\r\n", data.len()).as_bytes())
-                .await?;
+            let mut line = Vec::with_capacity(18);
+            h1::chunk_size_line(data.len(), &mut line);
+            writer.write_all(&line).await?;
             writer.write_all(&data).await?;
-            writer.write_all(b"\r\n").await?;
+            writer.write_all(h1::CHUNK_END).await?;
         } else {
             writer.write_all(&data).await?;
         }
     }
     if chunked {
-        writer.write_all(b"0\r\n\r\n").await?;
+        writer.write_all(h1::LAST_CHUNK).await?;
     }
     Ok(())
 }
@@ -336,11 +322,11 @@ async fn read_head(
                 }
                 // 100 Continue, 103 Early Hints: the final answer follows.
                 Some((response, len)) if response.status.is_informational() => {
-                    *buf = unshare(bytes.slice(len..));
+                    h1::put_back(buf, bytes.slice(len..));
                     continue;
                 }
                 Some((response, len)) => return Ok((response, bytes.slice(len..))),
-                None => *buf = unshare(bytes),
+                None => h1::put_back(buf, bytes),
             }
         }
         buf.reserve(READ_SIZE);
@@ -363,14 +349,6 @@ fn closed(e: std::io::Error) -> UpstreamError {
         }
         _ => UpstreamError::Io(e),
     }
-}
-
-/// The bytes back as a buffer to read more into (without a copy when nothing else
-/// holds them).
-fn unshare(bytes: Bytes) -> BytesMut {
-    bytes
-        .try_into_mut()
-        .unwrap_or_else(|shared| BytesMut::from(&shared[..]))
 }
 
 #[derive(Debug, PartialEq, Eq)]

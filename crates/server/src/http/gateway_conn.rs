@@ -8,7 +8,7 @@
 use super::GatewayService;
 use crate::gateway::h1::{self, Framing, Parsed};
 use axum::body::Body;
-use axum::http::{header, HeaderValue, Method, Request, StatusCode};
+use axum::http::{header, HeaderValue, Method, Request};
 use axum::response::Response;
 use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt;
@@ -117,9 +117,9 @@ impl Connection {
                             self.buf.extend_from_slice(&bytes[len..]);
                             break head;
                         }
-                        Parsed::Partial => self.put_back(bytes),
+                        Parsed::Partial => h1::put_back(&mut self.buf, bytes),
                         Parsed::Elsewhere => {
-                            self.put_back(bytes);
+                            h1::put_back(&mut self.buf, bytes);
                             return Ok(Next::Hyper);
                         }
                     }
@@ -152,16 +152,6 @@ impl Connection {
         }
     }
 
-    /// Returns unparsed bytes to the front of the read buffer (no copy: they were split
-    /// off it and nothing else holds them).
-    fn put_back(&mut self, bytes: Bytes) {
-        let mut front = bytes
-            .try_into_mut()
-            .unwrap_or_else(|shared| BytesMut::from(&shared[..]));
-        front.unsplit(std::mem::take(&mut self.buf));
-        self.buf = front;
-    }
-
     async fn write_response(
         &mut self,
         response: Response,
@@ -171,32 +161,24 @@ impl Connection {
         let (mut parts, mut body) = response.into_parts();
         let status = parts.status;
         let headers = &mut parts.headers;
-        let bodiless = status.is_informational()
-            || status == StatusCode::NO_CONTENT
-            || status == StatusCode::NOT_MODIFIED;
-        let exact = body.size_hint().exact();
-        let framing = if bodiless {
+        let framing = if h1::is_bodiless(status) {
             Framing::Empty
         } else if head_request {
             // The length of the body a GET would get, as the upstream said it.
-            if let (false, Some(n)) = (headers.contains_key(header::CONTENT_LENGTH), exact) {
+            if let (false, Some(n)) = (
+                headers.contains_key(header::CONTENT_LENGTH),
+                body.size_hint().exact(),
+            ) {
                 headers.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
             }
             Framing::Empty
-        } else if let Some(n) = exact {
-            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
-            if n == 0 {
-                Framing::Empty
-            } else {
-                Framing::Length(n)
-            }
         } else {
-            headers.remove(header::CONTENT_LENGTH);
-            headers.insert(
-                header::TRANSFER_ENCODING,
-                HeaderValue::from_static("chunked"),
-            );
-            Framing::Chunked
+            let framing = h1::frame_body(headers, &body);
+            if framing == Framing::Empty {
+                // A response without a length or a coding would run until the close.
+                headers.insert(header::CONTENT_LENGTH, HeaderValue::from(0));
+            }
+            framing
         };
         if close {
             headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
@@ -240,8 +222,7 @@ impl Connection {
                 continue;
             }
             if chunked {
-                self.out
-                    .extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+                h1::chunk_size_line(data.len(), &mut self.out);
             }
             if data.len() <= COALESCE {
                 self.out.extend_from_slice(&data);
@@ -250,14 +231,14 @@ impl Connection {
                 self.stream.write_all(&data).await?;
             }
             if chunked {
-                self.out.extend_from_slice(b"\r\n");
+                self.out.extend_from_slice(h1::CHUNK_END);
             }
             if body.is_end_stream() {
                 break;
             }
         }
         if chunked {
-            self.out.extend_from_slice(b"0\r\n\r\n");
+            self.out.extend_from_slice(h1::LAST_CHUNK);
         }
         self.flush().await
     }
