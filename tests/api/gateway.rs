@@ -980,3 +980,37 @@ async fn an_upstream_that_answers_before_reading_the_body_is_heard() {
     let answer = String::from_utf8_lossy(&answer[..n]);
     assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
 }
+
+#[tokio::test]
+async fn a_stop_lets_gateway_requests_in_flight_finish_on_both_paths() {
+    let mut app = TestApp::spawn().await;
+    let up = upstream("a").await;
+    app.apply(json!({
+        "services": [{"name": "up", "upstreams": [up]}],
+        "routes": [{"name": "up", "service": "up", "path_prefix": "/up", "auth": "none", "strip_prefix": true}]
+    }), false).await;
+    // `/slow` answers after 3 s: once through the gateway's own path (HTTP/1.1), once
+    // through a connection handed to hyper (HTTP/1.0).
+    let own = tokio::spawn(app.gw(Method::GET, "/up/slow").send());
+    let addr = app.gateway_url.trim_start_matches("http://").to_owned();
+    let handed_over = tokio::spawn(async move {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        stream
+            .write_all(b"GET /up/slow HTTP/1.0\r\nHost: a\r\n\r\n")
+            .await
+            .unwrap();
+        let mut out = String::new();
+        stream.read_to_string(&mut out).await.unwrap();
+        out
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    app.stop().await;
+    let own = own.await.unwrap().expect("answered, not cut off");
+    assert_eq!(own.status(), StatusCode::OK);
+    assert_eq!(own.text().await.unwrap(), "late");
+    let handed_over = handed_over.await.unwrap();
+    assert!(
+        handed_over.starts_with("HTTP/1.0 200") && handed_over.ends_with("late"),
+        "{handed_over}"
+    );
+}

@@ -5,23 +5,19 @@
 //! HTTP/2 never reach it; request bodies, upgrades, HTTP/1.0 and malformed heads do)
 //! hands the connection, with the bytes read so far, to hyper for the rest of its life.
 
+use super::listen::{Rewind, Served};
 use super::GatewayService;
 use crate::gateway::h1::{self, Framing, Parsed};
 use axum::body::Body;
 use axum::http::{header, HeaderValue, Method, Request};
 use axum::response::Response;
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use http_body_util::BodyExt;
 use hyper::body::Body as _;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto::Builder;
-use hyper_util::service::TowerToHyperService;
-use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::Poll;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
@@ -32,14 +28,14 @@ const COALESCE: usize = 16 * 1024;
 
 /// Serves one plain-TCP gateway connection until the client closes it, a request head
 /// takes longer than `header_timeout` (less up to 5 s; idling counts) to arrive, or
-/// `stop` turns true (after the request in hand).
+/// `stop` turns true (after the request in hand); or until a request this loop does
+/// not take, when it hands the connection back for hyper to serve.
 pub fn serve(
     stream: TcpStream,
     service: GatewayService,
-    hyper: Arc<Builder<TokioExecutor>>,
     header_timeout: Duration,
     mut stop: watch::Receiver<bool>,
-) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+) -> Served<GatewayService> {
     Box::pin(async move {
         let mut conn = Connection {
             stream,
@@ -51,26 +47,13 @@ pub fn serve(
         match conn.run(&service, &mut stop).await {
             Ok(Next::Close) => {
                 let _ = conn.stream.shutdown().await;
+                None
             }
-            Err(e) => tracing::debug!(error = %e, "gateway connection ended"),
-            Ok(Next::Hyper) => {
-                let io = Rewind {
-                    read: conn.buf.freeze(),
-                    stream: conn.stream,
-                };
-                let served = hyper.serve_connection_with_upgrades(
-                    TokioIo::new(io),
-                    TowerToHyperService::new(service),
-                );
-                tokio::pin!(served);
-                tokio::select! {
-                    _ = served.as_mut() => {}
-                    () = stopped(&mut stop) => {
-                        served.as_mut().graceful_shutdown();
-                        let _ = served.await;
-                    }
-                }
+            Err(e) => {
+                tracing::debug!(error = %e, "gateway connection ended");
+                None
             }
+            Ok(Next::Hyper) => Some((Rewind::new(conn.buf.freeze(), conn.stream), service)),
         }
     })
 }
@@ -274,55 +257,4 @@ fn http_date() -> HeaderValue {
         }
         value.clone()
     })
-}
-
-/// The connection as hyper gets it: the bytes already read, then the socket.
-struct Rewind {
-    read: Bytes,
-    stream: TcpStream,
-}
-
-impl AsyncRead for Rewind {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        if self.read.is_empty() {
-            return Pin::new(&mut self.stream).poll_read(cx, buf);
-        }
-        let n = self.read.len().min(buf.remaining());
-        buf.put_slice(&self.read.split_to(n));
-        Poll::Ready(Ok(()))
-    }
-}
-
-impl AsyncWrite for Rewind {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.stream.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.stream).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.stream).poll_shutdown(cx)
-    }
 }

@@ -4,6 +4,7 @@
 
 use axum::extract::ConnectInfo;
 use axum::middleware::AddExtension;
+use bytes::Bytes;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::server::graceful::GracefulShutdown;
@@ -15,9 +16,11 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 use tower::Layer;
 
@@ -56,15 +59,13 @@ pub fn with_connect_info(
 }
 
 /// A listener's own way of serving a plain-TCP connection, in place of hyper's (the
-/// gateway's: [`super::gateway_conn::serve`]); it gets hyper's builder to hand over
-/// what it does not take, the header read timeout, and the stop signal.
-pub type OwnConnections<S> = fn(
-    TcpStream,
-    S,
-    Arc<Builder<TokioExecutor>>,
-    Duration,
-    watch::Receiver<bool>,
-) -> Pin<Box<dyn Future<Output = ()> + Send>>;
+/// gateway's: [`super::gateway_conn::serve`]). It gets the header read timeout and the
+/// stop signal; a connection it does not take to the end comes back, with the bytes
+/// already read and the service, for hyper to serve.
+pub type OwnConnections<S> = fn(TcpStream, S, Duration, watch::Receiver<bool>) -> Served<S>;
+
+/// A connection served by [`OwnConnections`]: what comes back for hyper, if anything.
+pub type Served<S> = Pin<Box<dyn Future<Output = Option<(Rewind, S)>> + Send>>;
 
 /// Serves on `listener` until `stop` turns true, then drains; `service_for` makes each
 /// connection's service from its peer address (an axum `Router`, or the gateway's own
@@ -86,8 +87,6 @@ pub async fn run<S>(
     S::Future: Send + 'static,
 {
     let graceful = GracefulShutdown::new();
-    // Each connection served by `own` holds a sender; all are gone once they are done.
-    let (open, mut all_closed) = mpsc::channel::<()>(1);
     let mut builder = Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -108,38 +107,45 @@ pub async fn run<S>(
             () = async { let _ = stop.wait_for(|s| *s).await; } => break,
         };
         let _ = stream.set_nodelay(true);
-        if let (Some(own), None) = (own, &tls) {
-            let served = own(
-                stream,
-                service_for(peer),
-                builder.clone(),
-                HEADER_READ_TIMEOUT,
-                stop.clone(),
-            );
-            let open = open.clone();
-            tokio::spawn(async move {
-                served.await;
-                drop(open);
-            });
-            continue;
-        }
-        let service = TowerToHyperService::new(service_for(peer));
+        let service = service_for(peer);
         let builder = builder.clone();
+        // Held for the connection's whole life, whoever serves it: the drain waits for
+        // every watcher to be gone.
         let watcher = graceful.watcher();
-        match &tls {
-            None => {
+        match (&tls, own) {
+            (None, Some(own)) => {
+                let served = own(stream, service, HEADER_READ_TIMEOUT, stop.clone());
+                tokio::spawn(async move {
+                    if let Some((io, service)) = served.await {
+                        let conn = builder
+                            .serve_connection_with_upgrades(
+                                TokioIo::new(io),
+                                TowerToHyperService::new(service),
+                            )
+                            .into_owned();
+                        let _ = watcher.watch(conn).await;
+                    }
+                });
+            }
+            (None, None) => {
                 let conn = builder
-                    .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                    .serve_connection_with_upgrades(
+                        TokioIo::new(stream),
+                        TowerToHyperService::new(service),
+                    )
                     .into_owned();
                 tokio::spawn(watcher.watch(conn));
             }
-            Some(acceptor) => {
+            (Some(acceptor), _) => {
                 let acceptor = acceptor.clone();
                 tokio::spawn(async move {
                     match acceptor.accept(stream).await {
                         Ok(tls_stream) => {
                             let conn = builder
-                                .serve_connection_with_upgrades(TokioIo::new(tls_stream), service)
+                                .serve_connection_with_upgrades(
+                                    TokioIo::new(tls_stream),
+                                    TowerToHyperService::new(service),
+                                )
                                 .into_owned();
                             let _ = watcher.watch(conn).await;
                         }
@@ -150,12 +156,68 @@ pub async fn run<S>(
         }
     }
     drop(listener);
-    drop(open);
-    let drained = async {
-        graceful.shutdown().await;
-        let _ = all_closed.recv().await;
-    };
-    if tokio::time::timeout(DRAIN_TIMEOUT, drained).await.is_err() {
+    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
+        .await
+        .is_err()
+    {
         tracing::warn!("some connections were still busy after {DRAIN_TIMEOUT:?}; closing them");
+    }
+}
+
+/// A connection handed to hyper after some of it was read: those bytes first, then
+/// the socket.
+pub struct Rewind {
+    read: Bytes,
+    stream: TcpStream,
+}
+
+impl Rewind {
+    pub fn new(read: Bytes, stream: TcpStream) -> Self {
+        Self { read, stream }
+    }
+}
+
+impl AsyncRead for Rewind {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        if self.read.is_empty() {
+            return Pin::new(&mut self.stream).poll_read(cx, buf);
+        }
+        let n = self.read.len().min(buf.remaining());
+        buf.put_slice(&self.read.split_to(n));
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncWrite for Rewind {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
     }
 }

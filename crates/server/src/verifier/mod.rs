@@ -478,7 +478,6 @@ impl Verifier {
         }
     }
 
-    /// The account's state and resolved permissions, from memory when possible.
     /// The account of a cached token: the link its entry keeps, unless anything was
     /// evicted since the link was made (every eviction moves the epoch, so a role
     /// change or a disabled account still shows on the next request).
@@ -502,6 +501,7 @@ impl Verifier {
         Ok(account)
     }
 
+    /// The account's state and resolved permissions, from memory when possible.
     pub async fn account(&self, id: &AccountId) -> Result<Option<Arc<AccountSnapshot>>, Denial> {
         if let Some(a) = self.accounts.get(id) {
             return Ok(Some(a));
