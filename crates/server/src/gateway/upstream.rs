@@ -372,10 +372,13 @@ struct UpstreamBody {
 }
 
 impl UpstreamBody {
+    /// Ends the body; the connection goes back to the pool if it can carry another
+    /// request and the upstream sent nothing past this answer (every read lands in
+    /// `rest`, so `rest` says it).
     fn finish(&mut self) {
         self.state = BodyState::Done;
         if let Some(conn) = self.conn.take() {
-            if self.reusable && self.rest.is_empty() && conn.buf.is_empty() {
+            if self.reusable && self.rest.is_empty() {
                 self.upstream.give_back(conn);
             }
         }
