@@ -81,13 +81,26 @@ impl<'a> Pages<'a> {
         }
     }
 
-    /// The pages in token order, so that inserts walk the token index from left to
-    /// right; each becomes a row by [`encode`].
+    /// The pages in the order of their last ids: inserts append to the table, and each
+    /// page can be chained after the ones before it ([`owners_of`]); each becomes a row
+    /// by [`encode`].
     pub fn into_pages(self) -> Vec<(Option<&'a str>, PageMembers<'a>)> {
         let mut pages: Vec<_> = self.groups.into_iter().collect();
-        pages.sort_unstable_by_key(|(token_id, _)| *token_id);
+        pages.sort_unstable_by_key(|(_, members)| members.last().map(|m| m.0));
         pages
     }
+}
+
+/// The token and the account a page's records belong to (the chains it joins).
+pub fn owners_of<'a>(
+    token_id: Option<&'a str>,
+    members: &[(i64, &'a AccessRecord)],
+) -> (Option<&'a str>, Option<&'a str>) {
+    let account = members
+        .first()
+        .and_then(|m| m.1.account_id.as_ref())
+        .map(AccountId::as_str);
+    (token_id, account)
 }
 
 /// A whole batch whose first record gets `first_id`, as page rows (in one go: tests).
@@ -103,9 +116,9 @@ pub fn paginate(records: &[AccessRecord], first_id: i64) -> Result<Vec<PageRow>,
 }
 
 /// One page as a row.
-pub fn encode(
-    token_id: Option<&str>,
-    members: &[(i64, &AccessRecord)],
+pub fn encode<'a>(
+    token_id: Option<&'a str>,
+    members: &[(i64, &'a AccessRecord)],
 ) -> Result<PageRow, StoreError> {
     let first_id = members.first().map_or(0, |m| m.0);
     let min_time = members.iter().map(|(_, r)| ms(r.time)).min().unwrap_or(0);
@@ -145,10 +158,7 @@ pub fn encode(
         first_id,
         last_id: members.last().map_or(0, |m| m.0),
         token_id: token_id.map(str::to_owned),
-        account_id: members
-            .first()
-            .and_then(|m| m.1.account_id.as_ref())
-            .map(|a| a.as_str().to_owned()),
+        account_id: owners_of(token_id, members).1.map(str::to_owned),
         min_time,
         max_time: members.iter().map(|(_, r)| ms(r.time)).max().unwrap_or(0),
         records,

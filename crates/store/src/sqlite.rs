@@ -8,6 +8,7 @@ use sqlx::sqlite::{
     SqliteSynchronous,
 };
 use sqlx::{Connection, QueryBuilder, Row, Sqlite, SqlitePool};
+use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
 use std::time::Duration;
 use tessera_core::account::{AccountRecord, Role, SUPER_ADMIN};
@@ -57,7 +58,8 @@ impl SqliteStore {
                 options
                     .clone()
                     .pragma("cache_size", "-65536")
-                    .pragma("wal_autocheckpoint", "10000"),
+                    .pragma("wal_autocheckpoint", "10000")
+                    .pragma("temp_store", "memory"),
             )
             .await
             .map_err(backend)?;
@@ -347,17 +349,54 @@ fn page_of(row: &SqliteRow) -> StoreResult<Vec<(i64, AccessRecord)>> {
 }
 
 /// Only pages whose time span meets `[since, until)` can hold records in it.
-fn push_page_window(
-    qb: &mut QueryBuilder<'_, Sqlite>,
-    since: Option<Timestamp>,
-    until: Option<Timestamp>,
-) {
+/// `SELECT last_id, token_id, account_id, records` of the access-log pages of a token, an
+/// account (or both), or all, newest first: pages that may hold records of the time
+/// window, and only records before the cursor `before`. A token's or an account's pages
+/// are walked along their chain from its head (migration 0005), so only that owner's pages
+/// are read, in that order, as far as the caller reads.
+fn pages_newest_first<'a>(
+    token_id: Option<&'a TokenId>,
+    account_id: Option<&'a AccountId>,
+    (since, until): (Option<Timestamp>, Option<Timestamp>),
+    before: Option<i64>,
+) -> QueryBuilder<'a, Sqlite> {
+    const COLUMNS: &str = "SELECT a.last_id, a.token_id, a.account_id, a.records";
+    let chain = |qb: &mut QueryBuilder<'a, Sqlite>, prev: &str, owner: &'a str| {
+        qb.push("WITH RECURSIVE chain(id) AS (SELECT last_id FROM access_heads WHERE owner = ")
+            .push_bind(owner)
+            .push(format!(
+                " UNION ALL SELECT p.{prev} FROM chain JOIN access_pages AS p ON p.last_id = chain.id \
+                 WHERE p.{prev} IS NOT NULL) {COLUMNS} FROM chain CROSS JOIN access_pages AS a \
+                 ON a.last_id = chain.id WHERE 1 = 1"
+            ));
+    };
+    let mut qb = QueryBuilder::new("");
+    match (token_id, account_id) {
+        (Some(t), account) => {
+            chain(&mut qb, "prev_by_token", t.as_str());
+            if let Some(a) = account {
+                qb.push(" AND a.account_id = ").push_bind(a.as_str());
+            }
+        }
+        (None, Some(a)) => chain(&mut qb, "prev_by_account", a.as_str()),
+        // The whole log, along the primary key.
+        (None, None) => {
+            qb.push(format!("{COLUMNS} FROM access_pages AS a WHERE 1 = 1"));
+        }
+    }
     if let Some(since) = since {
-        qb.push(" AND max_time >= ").push_bind(ms(since));
+        qb.push(" AND a.max_time >= ").push_bind(ms(since));
     }
     if let Some(until) = until {
-        qb.push(" AND min_time < ").push_bind(ms(until));
+        qb.push(" AND a.min_time < ").push_bind(ms(until));
     }
+    if let Some(b) = before {
+        qb.push(" AND a.first_id < ").push_bind(b);
+    }
+    if token_id.is_none() && account_id.is_none() {
+        qb.push(" ORDER BY a.last_id DESC");
+    }
+    qb
 }
 
 impl Store for SqliteStore {
@@ -1069,25 +1108,74 @@ impl Store for SqliteStore {
                     pages.add(slice, last + 1 + (i * SLICE) as i64);
                     tokio::task::yield_now().await;
                 }
-                // A few dozen pages a statement.
-                for chunk in pages.into_pages().chunks(32) {
+                let pages = pages.into_pages();
+                // Each page joins its token's and its account's chains: it points at the
+                // page before it in each, and becomes the chain's head.
+                let owners: HashSet<&str> = pages
+                    .iter()
+                    .flat_map(|(token_id, members)| {
+                        let (token, account) = access_pages::owners_of(*token_id, members);
+                        token.into_iter().chain(account)
+                    })
+                    .collect();
+                let mut heads = HashMap::with_capacity(owners.len());
+                for chunk in owners.iter().copied().collect::<Vec<_>>().chunks(500) {
+                    let mut qb = QueryBuilder::<Sqlite>::new(
+                        "SELECT owner, last_id FROM access_heads WHERE owner IN ",
+                    );
+                    qb.push_tuples(chunk, |mut t, owner| {
+                        t.push_bind(*owner);
+                    });
+                    let found: Vec<(String, i64)> = qb
+                        .build_query_as()
+                        .fetch_all(&mut *conn)
+                        .await
+                        .map_err(backend)?;
+                    for (owner, last_id) in found {
+                        if let Some(o) = owners.get(owner.as_str()) {
+                            heads.insert(*o, last_id);
+                        }
+                    }
+                }
+                // A few dozen pages a statement, in id order.
+                for chunk in pages.chunks(32) {
                     let rows = chunk
                         .iter()
-                        .map(|(token_id, members)| access_pages::encode(*token_id, members))
-                        .collect::<Result<Vec<_>, _>>()?;
+                        .map(|(token_id, members)| {
+                            let (token, account) = access_pages::owners_of(*token_id, members);
+                            let row = access_pages::encode(*token_id, members)?;
+                            let prev = (
+                                token.and_then(|o| heads.insert(o, row.last_id)),
+                                account.and_then(|o| heads.insert(o, row.last_id)),
+                            );
+                            Ok((row, prev))
+                        })
+                        .collect::<Result<Vec<_>, StoreError>>()?;
                     tokio::task::yield_now().await;
                     let mut qb = QueryBuilder::<Sqlite>::new(
-                        "INSERT INTO access_pages (last_id, first_id, token_id, account_id, min_time, max_time, records) ",
+                        "INSERT INTO access_pages (last_id, first_id, token_id, account_id, min_time, max_time, records, prev_by_token, prev_by_account) ",
                     );
-                    qb.push_values(&rows, |mut row, p| {
+                    qb.push_values(&rows, |mut row, (p, (prev_by_token, prev_by_account))| {
                         row.push_bind(p.last_id)
                             .push_bind(p.first_id)
                             .push_bind(p.token_id.as_deref())
                             .push_bind(p.account_id.as_deref())
                             .push_bind(p.min_time)
                             .push_bind(p.max_time)
-                            .push_bind(p.records.as_str());
+                            .push_bind(p.records.as_str())
+                            .push_bind(*prev_by_token)
+                            .push_bind(*prev_by_account);
                     });
+                    qb.build().execute(&mut *conn).await.map_err(backend)?;
+                    tokio::task::yield_now().await;
+                }
+                let heads: Vec<_> = heads.into_iter().collect();
+                for chunk in heads.chunks(250) {
+                    let mut qb = QueryBuilder::<Sqlite>::new("INSERT INTO access_heads (owner, last_id) ");
+                    qb.push_values(chunk, |mut row, (owner, last_id)| {
+                        row.push_bind(*owner).push_bind(*last_id);
+                    });
+                    qb.push(" ON CONFLICT (owner) DO UPDATE SET last_id = excluded.last_id");
                     qb.build().execute(&mut *conn).await.map_err(backend)?;
                     tokio::task::yield_now().await;
                 }
@@ -1123,23 +1211,14 @@ impl Store for SqliteStore {
         filter: &AccessFilter,
         page: &Page,
     ) -> StoreResult<Vec<(i64, AccessRecord)>> {
-        // Pages newest first (by their newest record), through the token's or the
-        // account's index when the filter names one; merged into records newest first.
+        // Pages newest first (by their newest record), merged into records newest first.
         let before = page.after.as_deref().and_then(|a| a.parse::<i64>().ok());
-        let mut qb = QueryBuilder::new(
-            "SELECT last_id, token_id, account_id, records FROM access_pages WHERE 1 = 1",
+        let mut qb = pages_newest_first(
+            filter.token_id.as_ref(),
+            filter.account_id.as_ref(),
+            (filter.since, filter.until),
+            before,
         );
-        if let Some(t) = &filter.token_id {
-            qb.push(" AND token_id = ").push_bind(t.as_str());
-        }
-        if let Some(a) = &filter.account_id {
-            qb.push(" AND account_id = ").push_bind(a.as_str());
-        }
-        push_page_window(&mut qb, filter.since, filter.until);
-        if let Some(b) = before {
-            qb.push(" AND first_id < ").push_bind(b);
-        }
-        qb.push(" ORDER BY last_id DESC");
         let mut rows = qb.build().fetch(&self.reader);
         let mut merge = access_pages::Merge::new(filter, before);
         let mut pending = rows.try_next().await.map_err(backend)?;
@@ -1164,11 +1243,7 @@ impl Store for SqliteStore {
         until: Timestamp,
         width: BucketWidth,
     ) -> StoreResult<Vec<UsageBucket>> {
-        let mut qb = QueryBuilder::new(
-            "SELECT token_id, account_id, records FROM access_pages WHERE token_id = ",
-        );
-        qb.push_bind(token_id.as_str());
-        push_page_window(&mut qb, Some(since), Some(until));
+        let mut qb = pages_newest_first(Some(token_id), None, (Some(since), Some(until)), None);
         let rows = qb.build().fetch_all(&self.reader).await.map_err(backend)?;
         let mut records = Vec::new();
         for row in &rows {

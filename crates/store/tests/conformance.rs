@@ -12,7 +12,8 @@ async fn sqlite_passes_the_conformance_suite() {
 }
 
 /// A database written before access-log pages (migration 0004) keeps its records: same
-/// ids, same order, same fields, found by token and by account.
+/// ids, same order, same fields, found by token and by account (through the chains of
+/// migration 0005), and new records join those chains.
 #[tokio::test]
 async fn access_records_written_before_pages_survive_the_upgrade() {
     use sqlx::Connection;
@@ -93,4 +94,12 @@ async fn access_records_written_before_pages_survive_the_upgrade() {
         .await
         .unwrap();
     assert_eq!(newest[0].0, 5);
+    // … and join the token's and the account's chains after the converted pages.
+    let a = store.list_access(&by_token, &page).await.unwrap();
+    assert_eq!(a.iter().map(|(id, _)| *id).collect::<Vec<_>>(), [5, 4, 1]);
+    let mine = store.list_access(&by_account, &page).await.unwrap();
+    assert_eq!(
+        mine.iter().map(|(id, _)| *id).collect::<Vec<_>>(),
+        [5, 4, 3, 1]
+    );
 }
