@@ -11,6 +11,7 @@
 
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
 use bytes::{Buf, Bytes, BytesMut};
+use std::mem::MaybeUninit;
 
 /// At most this many header lines in a message head.
 pub const MAX_HEADERS: usize = 100;
@@ -67,11 +68,18 @@ pub enum Parsed<T> {
     Elsewhere,
 }
 
+/// Room for a head's headers, left uninitialised: the parser writes only what it finds,
+/// and zeroing all the slots (3 KiB) for every head cost about 300 instructions a head
+/// (callgrind), 1.3% of a proxied request.
+fn header_slots<'b>() -> [MaybeUninit<httparse::Header<'b>>; MAX_HEADERS] {
+    [const { MaybeUninit::uninit() }; MAX_HEADERS]
+}
+
 /// Parses the request head at the start of `buf`.
 pub fn parse_request(buf: &Bytes) -> Parsed<RequestHead> {
-    let mut raw = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut raw);
-    let len = match req.parse(buf) {
+    let mut raw = header_slots();
+    let mut req = httparse::Request::new(&mut []);
+    let len = match req.parse_with_uninit_headers(buf, &mut raw) {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD_BYTES => return Parsed::Partial,
         _ => return Parsed::Elsewhere,
@@ -137,9 +145,11 @@ pub fn parse_response(
     buf: &Bytes,
     head_request: bool,
 ) -> Result<Option<(ResponseHead, usize)>, H1Error> {
-    let mut raw = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut res = httparse::Response::new(&mut raw);
-    let len = match res.parse(buf)? {
+    let mut raw = header_slots();
+    let mut res = httparse::Response::new(&mut []);
+    let len = match httparse::ParserConfig::default()
+        .parse_response_with_uninit_headers(&mut res, buf, &mut raw)?
+    {
         httparse::Status::Complete(len) => len,
         httparse::Status::Partial if buf.len() < MAX_HEAD_BYTES => return Ok(None),
         httparse::Status::Partial => return Err(H1Error::HeadTooLarge),
