@@ -108,8 +108,8 @@ const WRITER_NICENESS: i32 = 10;
 /// turns with the requests, which shows in their tail latency when the gateway has one
 /// core. Ten nice steps lower it still gets a tenth of a contended core, more than twice
 /// what it needs at 40,000 requests a second, so nothing is dropped; on an idle core it
-/// runs as fast as before. Management writes share the thread and wait the same way,
-/// which costs them a few milliseconds at most, and only while the core is saturated.
+/// runs as fast as before. Management writes share the thread, so they too give way, but
+/// only while the core is saturated.
 /// Linux keeps a nice value per thread; elsewhere this does nothing.
 fn lower_writer_priority() {
     #[cfg(target_os = "linux")]
@@ -410,10 +410,9 @@ fn page_of(row: &SqliteRow) -> StoreResult<Vec<(i64, AccessRecord)>> {
     )
 }
 
-/// Only pages whose time span meets `[since, until)` can hold records in it.
 /// `SELECT last_id, token_id, account_id, records` of the access-log pages of a token, an
-/// account (or both), or all, newest first: pages that may hold records of the time
-/// window, and only records before the cursor `before`. A token's or an account's pages
+/// account (or both), or all, newest first: the pages whose time span meets `[since,
+/// until)` and that hold records before the cursor `before`. A token's or an account's pages
 /// are walked along their chain from its head (migration 0005), so only that owner's pages
 /// are read, in that order, as far as the caller reads.
 fn pages_newest_first<'a>(
@@ -459,6 +458,50 @@ fn pages_newest_first<'a>(
         qb.push(" ORDER BY a.last_id DESC");
     }
     qb
+}
+
+/// The newest access-log page of each of `owners` (tokens and accounts) that has one.
+async fn chain_heads<'a>(
+    conn: &mut SqliteConnection,
+    owners: &HashSet<&'a str>,
+) -> StoreResult<HashMap<&'a str, i64>> {
+    let mut heads = HashMap::with_capacity(owners.len());
+    for chunk in owners.iter().copied().collect::<Vec<_>>().chunks(500) {
+        let mut qb =
+            QueryBuilder::<Sqlite>::new("SELECT owner, last_id FROM access_heads WHERE owner IN ");
+        qb.push_tuples(chunk, |mut t, owner| {
+            t.push_bind(*owner);
+        });
+        let found: Vec<(String, i64)> = qb
+            .build_query_as()
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(backend)?;
+        for (owner, last_id) in found {
+            if let Some(o) = owners.get(owner.as_str()) {
+                heads.insert(*o, last_id);
+            }
+        }
+    }
+    Ok(heads)
+}
+
+/// Makes each owner's page the head of its chain.
+async fn set_chain_heads(
+    conn: &mut SqliteConnection,
+    heads: HashMap<&str, i64>,
+) -> StoreResult<()> {
+    let heads: Vec<_> = heads.into_iter().collect();
+    for chunk in heads.chunks(250) {
+        let mut qb = QueryBuilder::<Sqlite>::new("INSERT INTO access_heads (owner, last_id) ");
+        qb.push_values(chunk, |mut row, (owner, last_id)| {
+            row.push_bind(*owner).push_bind(*last_id);
+        });
+        qb.push(" ON CONFLICT (owner) DO UPDATE SET last_id = excluded.last_id");
+        qb.build().execute(&mut *conn).await.map_err(backend)?;
+        tokio::task::yield_now().await;
+    }
+    Ok(())
 }
 
 impl Store for SqliteStore {
@@ -1180,25 +1223,7 @@ impl Store for SqliteStore {
                         token.into_iter().chain(account)
                     })
                     .collect();
-                let mut heads = HashMap::with_capacity(owners.len());
-                for chunk in owners.iter().copied().collect::<Vec<_>>().chunks(500) {
-                    let mut qb = QueryBuilder::<Sqlite>::new(
-                        "SELECT owner, last_id FROM access_heads WHERE owner IN ",
-                    );
-                    qb.push_tuples(chunk, |mut t, owner| {
-                        t.push_bind(*owner);
-                    });
-                    let found: Vec<(String, i64)> = qb
-                        .build_query_as()
-                        .fetch_all(&mut *conn)
-                        .await
-                        .map_err(backend)?;
-                    for (owner, last_id) in found {
-                        if let Some(o) = owners.get(owner.as_str()) {
-                            heads.insert(*o, last_id);
-                        }
-                    }
-                }
+                let mut heads = chain_heads(conn, &owners).await?;
                 // A few dozen pages a statement, in id order.
                 for chunk in pages.chunks(32) {
                     let rows = chunk
@@ -1231,16 +1256,7 @@ impl Store for SqliteStore {
                     qb.build().execute(&mut *conn).await.map_err(backend)?;
                     tokio::task::yield_now().await;
                 }
-                let heads: Vec<_> = heads.into_iter().collect();
-                for chunk in heads.chunks(250) {
-                    let mut qb = QueryBuilder::<Sqlite>::new("INSERT INTO access_heads (owner, last_id) ");
-                    qb.push_values(chunk, |mut row, (owner, last_id)| {
-                        row.push_bind(*owner).push_bind(*last_id);
-                    });
-                    qb.push(" ON CONFLICT (owner) DO UPDATE SET last_id = excluded.last_id");
-                    qb.build().execute(&mut *conn).await.map_err(backend)?;
-                    tokio::task::yield_now().await;
-                }
+                set_chain_heads(conn, heads).await?;
                 // One UPDATE … FROM (VALUES …) for a few dozen tokens at once: 150 a
                 // statement took 0.6–3.5 ms of the core at a time, 25 take 0.2–0.3 ms.
                 for chunk in usage.chunks(25) {
