@@ -216,8 +216,11 @@ struct LimiterKey {
     limit: RateLimit,
 }
 
-/// Hashes a [`TokenHash`] by taking 8 of its bytes: a SHA-256 digest is already
-/// uniformly random, so hashing it again (SipHash) would only cost time.
+/// Hashes a [`TokenHash`] by taking 8 of its bytes: the digest of a token Tessera issued is
+/// uniformly random, so hashing it again (SipHash) would only cost time. Only for the
+/// cache of issued tokens: the digests of unknown tokens come from values an attacker
+/// picks, and by trying values they could pick digests that collide in the table, so
+/// that cache keeps moka's keyed hash.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct DigestHasher;
 
@@ -254,7 +257,7 @@ pub struct Verifier {
     clock: Arc<dyn Clock>,
     metrics: Arc<Metrics>,
     tokens: Cache<TokenHash, Arc<TokenEntry>, DigestHasher>,
-    unknown: Cache<TokenHash, (), DigestHasher>,
+    unknown: Cache<TokenHash, ()>,
     accounts: Cache<AccountId, Arc<AccountSnapshot>>,
     limiters: Cache<LimiterKey, Arc<Limiter>>,
     /// Bumped by every eviction. A cache fill reads it before going to the store and
@@ -289,7 +292,7 @@ impl Verifier {
             unknown: Cache::builder()
                 .max_capacity(1_000_000)
                 .time_to_live(NEGATIVE_TTL)
-                .build_with_hasher(DigestHasher),
+                .build(),
             accounts: Cache::builder()
                 .max_capacity(200_000)
                 .time_to_live(POSITIVE_TTL)
