@@ -7,7 +7,7 @@ use axum::middleware::AddExtension;
 use bytes::Bytes;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use hyper_util::service::TowerToHyperService;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
@@ -67,6 +67,34 @@ pub type OwnConnections<S> = fn(TcpStream, S, Duration, watch::Receiver<bool>) -
 /// A connection served by [`OwnConnections`]: what comes back for hyper, if anything.
 pub type Served<S> = Pin<Box<dyn Future<Output = Option<(Rewind, S)>> + Send>>;
 
+/// Serves `io` with hyper (HTTP/1.1 or HTTP/2, upgrades allowed) until it closes; the
+/// drain on stop waits for it through `watcher`. Every way a connection reaches hyper
+/// (plain, handed over by the own loop, TLS) goes through here.
+fn with_hyper<I, S>(
+    builder: &Builder<TokioExecutor>,
+    watcher: Watcher,
+    io: I,
+    service: S,
+) -> impl Future<Output = ()> + Send + 'static
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: tower::Service<
+            hyper::Request<hyper::body::Incoming>,
+            Response = axum::response::Response,
+            Error = std::convert::Infallible,
+        > + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let conn = builder
+        .serve_connection_with_upgrades(TokioIo::new(io), TowerToHyperService::new(service))
+        .into_owned();
+    async move {
+        let _ = watcher.watch(conn).await;
+    }
+}
+
 /// Serves on `listener` until `stop` turns true, then drains; `service_for` makes each
 /// connection's service from its peer address (an axum `Router`, or the gateway's own
 /// service), and `own` serves plain-TCP connections where hyper would.
@@ -117,37 +145,19 @@ pub async fn run<S>(
                 let served = own(stream, service, HEADER_READ_TIMEOUT, stop.clone());
                 tokio::spawn(async move {
                     if let Some((io, service)) = served.await {
-                        let conn = builder
-                            .serve_connection_with_upgrades(
-                                TokioIo::new(io),
-                                TowerToHyperService::new(service),
-                            )
-                            .into_owned();
-                        let _ = watcher.watch(conn).await;
+                        with_hyper(&builder, watcher, io, service).await;
                     }
                 });
             }
             (None, None) => {
-                let conn = builder
-                    .serve_connection_with_upgrades(
-                        TokioIo::new(stream),
-                        TowerToHyperService::new(service),
-                    )
-                    .into_owned();
-                tokio::spawn(watcher.watch(conn));
+                tokio::spawn(with_hyper(&builder, watcher, stream, service));
             }
             (Some(acceptor), _) => {
                 let acceptor = acceptor.clone();
                 tokio::spawn(async move {
                     match acceptor.accept(stream).await {
                         Ok(tls_stream) => {
-                            let conn = builder
-                                .serve_connection_with_upgrades(
-                                    TokioIo::new(tls_stream),
-                                    TowerToHyperService::new(service),
-                                )
-                                .into_owned();
-                            let _ = watcher.watch(conn).await;
+                            with_hyper(&builder, watcher, tls_stream, service).await;
                         }
                         Err(e) => tracing::debug!(error = %e, %peer, "TLS handshake failed"),
                     }
