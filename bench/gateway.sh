@@ -4,12 +4,14 @@
 #   2. nginx as a proxy checking X-API-KEY against a `map` of 1,000 keys;
 #   3. the Tessera gateway with the same 1,000 tokens (auth: token route);
 #   4. the Tessera gateway on an auth: none route;
-#   5. the Tessera gateway again with 1,000,000 tokens in the database;
+#   5. a second Tessera gateway with 1,000,000 tokens in its database (the same 1,000 in use);
 # and the memory per cached token (RSS growth while 100,000 distinct tokens get cached).
 # The server under test is pinned to core 0 (taskset), wrk and the upstream to core 1;
 # nginx runs with worker_processes 1. 64 connections, DURATION seconds each. Loopback runs
 # on a shared VM swing by ±15% from one run to the next, so the four runs go in ROUNDS
-# interleaved rounds (default 3) and each figure is the median of its rounds.
+# interleaved rounds (default 3) and each figure is the median of its rounds. Both Tessera
+# servers run side by side on core 0 (only the one under load is busy), so the 1,000,000
+# run is interleaved with the others too.
 # Needs: nginx, wrk (apt-get install nginx-light wrk), 2 cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,7 +19,7 @@ DURATION=${DURATION:-10}
 ROUNDS=${ROUNDS:-3}
 CONNS=64
 WORK=$(mktemp -d /tmp/tessera-bench.XXXXXX)
-UP_PORT=19001 NGX_PORT=19002 ADMIN_PORT=19080 GW_PORT=19000
+UP_PORT=19001 NGX_PORT=19002 ADMIN_PORT=19080 GW_PORT=19000 BIG_ADMIN_PORT=19081 BIG_GW_PORT=19010
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
 trap cleanup EXIT
@@ -50,21 +52,30 @@ nginx_conf upstream "server { listen 127.0.0.1:$UP_PORT; location / { return 200
 taskset -c 1 "$NGINX" -p "$WORK/upstream" -c "$WORK/upstream/nginx.conf" & PIDS+=($!)
 wait_port $UP_PORT
 
-# Tessera on core 0.
-start_tessera() {
-  TESSERA_ADMIN_PASSWORD=benchmark-password taskset -c 0 "$BIN" serve --database-url "sqlite://$WORK/tessera.db" \
-    --admin-addr 127.0.0.1:$ADMIN_PORT --gateway-addr 127.0.0.1:$GW_PORT 2>>"$WORK/tessera.log" &
+# Tessera on core 0: one server with 1,000 tokens, one with 1,000,000.
+start_tessera() { # $1 = database, $2 = admin port, $3 = gateway port; sets TESSERA_PID
+  TESSERA_ADMIN_PASSWORD=benchmark-password taskset -c 0 "$BIN" serve --database-url "sqlite://$1" \
+    --admin-addr 127.0.0.1:$2 --gateway-addr 127.0.0.1:$3 2>>"$WORK/tessera.log" &
   TESSERA_PID=$!; PIDS+=($TESSERA_PID)
-  wait_port $ADMIN_PORT; wait_port $GW_PORT
+  wait_port $2; wait_port $3
 }
-start_tessera
-A=http://127.0.0.1:$ADMIN_PORT
-curl -sf -c "$WORK/jar" -H 'Content-Type: application/json' -d '{"username":"admin","password":"benchmark-password"}' $A/api/v1/login >/dev/null
-curl -sf -b "$WORK/jar" -H "Origin: $A" -X PUT -H 'Content-Type: application/json' $A/api/v1/gateway/config -d "{
-  \"services\": [{\"name\": \"up\", \"upstreams\": [\"http://127.0.0.1:$UP_PORT\"]}],
-  \"routes\": [{\"name\": \"checked\", \"service\": \"up\", \"path_prefix\": \"/checked\"},
-               {\"name\": \"open\", \"service\": \"up\", \"path_prefix\": \"/open\", \"auth\": \"none\"}]}" >/dev/null
+configure() { # $1 = admin port
+  local a=http://127.0.0.1:$1
+  curl -sf -c "$WORK/jar" -H 'Content-Type: application/json' -d '{"username":"admin","password":"benchmark-password"}' $a/api/v1/login >/dev/null
+  curl -sf -b "$WORK/jar" -H "Origin: $a" -X PUT -H 'Content-Type: application/json' $a/api/v1/gateway/config -d "{
+    \"services\": [{\"name\": \"up\", \"upstreams\": [\"http://127.0.0.1:$UP_PORT\"]}],
+    \"routes\": [{\"name\": \"checked\", \"service\": \"up\", \"path_prefix\": \"/checked\"},
+                 {\"name\": \"open\", \"service\": \"up\", \"path_prefix\": \"/open\", \"auth\": \"none\"}]}" >/dev/null
+}
+start_tessera "$WORK/tessera.db" $ADMIN_PORT $GW_PORT
+configure $ADMIN_PORT
 "$SEED" "$WORK/tessera.db" 1000 "$WORK/keys.txt" 1000 2>>"$WORK/tessera.log"
+# Token values are deterministic: the big database's first 1,000 are the same 1,000 keys.
+start_tessera "$WORK/big.db" $BIG_ADMIN_PORT $BIG_GW_PORT
+BIG_PID=$TESSERA_PID
+configure $BIG_ADMIN_PORT
+"$SEED" "$WORK/big.db" 1000000 "$WORK/keys100k.txt" 100000 2>>"$WORK/tessera.log"
+sync; sleep 3 # let the kernel write the seeded database back before measuring
 
 # nginx as a key-checking proxy, with a map of the same 1,000 keys, on core 0.
 { echo "map_hash_bucket_size 128; map_hash_max_size 16384;"; echo "map \$http_x_api_key \$api_client { default \"\";"; awk '{ printf "  \"%s\" \"1\";\n", $1 }' "$WORK/keys.txt"; echo "}"; } > "$WORK/map.conf"
@@ -103,11 +114,13 @@ run() { # $1 = url, $2 = lua script or ""
 
 # Warm the caches and pools, then measure.
 run "http://127.0.0.1:$GW_PORT/checked" "$WORK/keys.lua" >/dev/null
+run "http://127.0.0.1:$BIG_GW_PORT/checked" "$WORK/keys.lua" >/dev/null
 for _ in $(seq "$ROUNDS"); do
   run "http://127.0.0.1:$UP_PORT/" "" >> "$WORK/raw.txt"
   run "http://127.0.0.1:$NGX_PORT/" "$WORK/keys.lua" >> "$WORK/nginx.txt"
   run "http://127.0.0.1:$GW_PORT/checked" "$WORK/keys.lua" >> "$WORK/tessera.txt"
   run "http://127.0.0.1:$GW_PORT/open" "" >> "$WORK/open.txt"
+  run "http://127.0.0.1:$BIG_GW_PORT/checked" "$WORK/keys.lua" >> "$WORK/big.txt"
 done
 # The median of each column of a file of "req/s p50 p99" lines.
 median() { for col in 1 2 3; do awk -v c=$col '{ print $c }' "$1" | sort -g | sed -n "$(( ($(wc -l < "$1") + 1) / 2 ))p"; done | xargs; }
@@ -115,21 +128,13 @@ read -r RAW_RPS RAW_P50 RAW_P99 < <(median "$WORK/raw.txt")
 read -r NGX_RPS NGX_P50 NGX_P99 < <(median "$WORK/nginx.txt")
 read -r TSR_RPS TSR_P50 TSR_P99 < <(median "$WORK/tessera.txt")
 read -r OPEN_RPS OPEN_P50 OPEN_P99 < <(median "$WORK/open.txt")
-
-# 1,000,000 tokens in the database; the same 1,000 in use.
-kill "$TESSERA_PID"; wait "$TESSERA_PID" 2>/dev/null || true
-"$SEED" "$WORK/tessera.db" 1000000 "$WORK/keys100k.txt" 100000 2>>"$WORK/tessera.log"
-sync; sleep 3 # let the kernel write the seeded database back before measuring
-start_tessera
-run "http://127.0.0.1:$GW_PORT/checked" "$WORK/keys.lua" >/dev/null
-for _ in $(seq "$ROUNDS"); do run "http://127.0.0.1:$GW_PORT/checked" "$WORK/keys.lua" >> "$WORK/big.txt"; done
 read -r BIG_RPS BIG_P50 BIG_P99 < <(median "$WORK/big.txt")
 
 # Memory per cached token: RSS before and after 100,000 distinct tokens are cached.
-rss() { awk '/VmRSS/ { print $2 }' /proc/"$TESSERA_PID"/status; }
+rss() { awk '/VmRSS/ { print $2 }' /proc/"$BIG_PID"/status; }
 BEFORE=$(rss)
 lua keys100k "$WORK/keys100k.txt"
-taskset -c 1 wrk -t1 -c$CONNS -d$((DURATION / 2 + 5))s -s "$WORK/keys100k.lua" "http://127.0.0.1:$GW_PORT/checked" >/dev/null
+taskset -c 1 wrk -t1 -c$CONNS -d$((DURATION / 2 + 5))s -s "$WORK/keys100k.lua" "http://127.0.0.1:$BIG_GW_PORT/checked" >/dev/null
 AFTER=$(rss)
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }

@@ -18,6 +18,12 @@ pub const MAX_HEADERS: usize = 100;
 /// A message head larger than this is refused (requests: by hyper's path, which answers
 /// 431; responses: 502).
 pub const MAX_HEAD_BYTES: usize = 64 * 1024;
+/// Room for the headers the gateway adds to a head it parsed: on the way up the token's
+/// and account's ids, `X-Forwarded-*` and `Host`; on the way down `RateLimit-*`,
+/// `Content-Length`, `Date`, `Connection`. Sized for them up front, a map does not grow
+/// (re-hash every entry) halfway through a request: growing cost about 1,100 instructions
+/// a proxied request, of 35,600 (checked) or 21,500 (`auth: none`; callgrind).
+const ADDED_HEADERS: usize = 6;
 
 #[derive(Debug, thiserror::Error)]
 pub enum H1Error {
@@ -91,7 +97,7 @@ pub fn parse_request(buf: &Bytes) -> Parsed<RequestHead> {
         return Parsed::Elsewhere;
     }
     let mut close = false;
-    let mut headers = HeaderMap::with_capacity(req.headers.len());
+    let mut headers = HeaderMap::with_capacity(req.headers.len() + ADDED_HEADERS);
     for h in req.headers.iter() {
         let Ok(name) = HeaderName::from_bytes(h.name.as_bytes()) else {
             return Parsed::Elsewhere;
@@ -157,7 +163,7 @@ pub fn parse_response(
     let code = res.code.unwrap_or(0);
     let status = StatusCode::from_u16(code).map_err(|_| H1Error::Status(code))?;
     let mut reusable = res.version == Some(1);
-    let mut headers = HeaderMap::with_capacity(res.headers.len());
+    let mut headers = HeaderMap::with_capacity(res.headers.len() + ADDED_HEADERS);
     let (mut chunked, mut coded, mut length) = (false, false, None::<u64>);
     // Names that `Connection` lists, to leave out as well (rare).
     let mut listed: Vec<HeaderName> = Vec::new();
