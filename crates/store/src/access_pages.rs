@@ -1,6 +1,6 @@
 //! The access log's storage format, shared by the backends: a batch of records becomes
-//! one *page* per token (and one for records that matched no token), each page a row
-//! holding its records as JSON.
+//! *pages* of one token each (or of records that matched no token), each page a row
+//! holding its records as JSON; a busy token's second fills several pages.
 //!
 //! A page is `{"i": first_id, "t": min_time, "d": [[listener, method, path, status,
 //! code, ip], …], "r": [[id - i, time - t, latency_µs, index into d], …]}`: one token's
@@ -16,12 +16,13 @@
 //! but pages of one batch overlap in id range, so readers merge them ([`Merge`]).
 
 use crate::ms;
+use foldhash::HashMap;
 use serde::{Deserialize, Serialize};
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::BinaryHeap;
 use tessera_core::clock::from_unix_millis;
 use tessera_core::ids::{AccountId, TokenId};
 use tessera_core::store::{AccessFilter, StoreError};
-use tessera_core::usage::{AccessRecord, Listener};
+use tessera_core::usage::{AccessRecord, Listener, RECORDS_PER_SLICE};
 
 /// One page as written: the key columns and the records' JSON.
 #[derive(Debug)]
@@ -63,21 +64,33 @@ struct Converted(i64, i64, String, String, String, u16, String, String, f64);
 pub type PageMembers<'a> = Vec<(i64, &'a AccessRecord)>;
 
 /// The pages a batch makes, gathered a slice of records at a time so that an async
-/// caller can give way to other tasks in between: one page per token (and one for
-/// records that matched no token).
+/// caller can give way to other tasks in between: pages of one token each (or of records
+/// that matched no token), of at most [`RECORDS_PER_SLICE`] records.
+///
+/// Why the bound: a page is encoded in one go, and one busy token (or a flood of unknown
+/// ones) would otherwise make a page of a whole second's records, milliseconds of work.
 #[derive(Debug, Default)]
 pub struct Pages<'a> {
-    groups: HashMap<Option<&'a str>, PageMembers<'a>>,
+    /// Each token's page being filled, by its index in `pages`. Keyed by token ids, which
+    /// Tessera draws (not clients): a fast hash without a secret key will do.
+    filling: HashMap<Option<&'a str>, usize>,
+    pages: Vec<(Option<&'a str>, PageMembers<'a>)>,
 }
 
 impl<'a> Pages<'a> {
     /// Adds `records`, the first of which gets the id `first_id`.
     pub fn add(&mut self, records: &'a [AccessRecord], first_id: i64) {
         for (i, r) in records.iter().enumerate() {
-            self.groups
-                .entry(r.token_id.as_ref().map(TokenId::as_str))
-                .or_default()
-                .push((first_id + i as i64, r));
+            let token_id = r.token_id.as_ref().map(TokenId::as_str);
+            let page = match self.filling.get(&token_id) {
+                Some(&p) if self.pages[p].1.len() < RECORDS_PER_SLICE => p,
+                _ => {
+                    self.pages.push((token_id, Vec::new()));
+                    self.filling.insert(token_id, self.pages.len() - 1);
+                    self.pages.len() - 1
+                }
+            };
+            self.pages[page].1.push((first_id + i as i64, r));
         }
     }
 
@@ -85,7 +98,7 @@ impl<'a> Pages<'a> {
     /// page can be chained after the ones before it ([`owners_of`]); each becomes a row
     /// by [`encode`].
     pub fn into_pages(self) -> Vec<(Option<&'a str>, PageMembers<'a>)> {
-        let mut pages: Vec<_> = self.groups.into_iter().collect();
+        let mut pages = self.pages;
         pages.sort_unstable_by_key(|(_, members)| members.last().map(|m| m.0));
         pages
     }
@@ -122,7 +135,8 @@ pub fn encode<'a>(
 ) -> Result<PageRow, StoreError> {
     let first_id = members.first().map_or(0, |m| m.0);
     let min_time = members.iter().map(|(_, r)| ms(r.time)).min().unwrap_or(0);
-    let mut shapes: HashMap<Shape<'_>, usize> = HashMap::new();
+    // Shapes hold paths that clients choose: std's keyed hash here.
+    let mut shapes: std::collections::HashMap<Shape<'_>, usize> = Default::default();
     let mut page = PageRef {
         i: first_id,
         t: min_time,
@@ -353,6 +367,39 @@ mod tests {
         assert_eq!((a.first_id, a.last_id), (101, 104));
         let back = decode(a.token_id.as_deref(), a.account_id.as_deref(), &a.records).unwrap();
         assert_eq!(back, vec![(101, batch[1].clone()), (104, batch[4].clone())]);
+    }
+
+    #[test]
+    fn a_busy_token_fills_several_bounded_pages_in_id_order() {
+        let n = 2 * RECORDS_PER_SLICE + 100;
+        let mut batch: Vec<AccessRecord> = (0..n as i64).map(|i| rec(Some("busy"), i)).collect();
+        batch.insert(7, rec(Some("quiet"), 7));
+        let pages = paginate(&batch, 1).unwrap();
+        let busy: Vec<_> = pages
+            .iter()
+            .filter(|p| p.token_id.as_deref() == Some("busy"))
+            .map(|p| (p.first_id, p.last_id))
+            .collect();
+        let full = RECORDS_PER_SLICE as i64;
+        assert_eq!(
+            busy,
+            [
+                (1, full + 1),
+                (full + 2, 2 * full + 1),
+                (2 * full + 2, n as i64 + 1)
+            ],
+            "bounded pages of one token, in id order (the quiet token's record is id 8)"
+        );
+        let mut back = Vec::new();
+        for p in &pages {
+            back.extend(
+                decode(p.token_id.as_deref(), p.account_id.as_deref(), &p.records).unwrap(),
+            );
+        }
+        back.sort_by_key(|(id, _)| *id);
+        let ids: Vec<i64> = back.iter().map(|(id, _)| *id).collect();
+        assert_eq!(ids, (1..=batch.len() as i64).collect::<Vec<_>>());
+        assert_eq!(back[7].1, batch[7]);
     }
 
     #[test]

@@ -21,12 +21,9 @@ use tessera_core::store::*;
 use tessera_core::token::{
     PreviousValue, RateLimit, TokenHash, TokenName, TokenRecord, TokenStatus,
 };
-use tessera_core::usage::{self, AccessRecord, BucketWidth, UsageBucket};
+use tessera_core::usage::{self, AccessRecord, BucketWidth, UsageBucket, RECORDS_PER_SLICE};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
-
-/// Access records grouped into pages between two yields (see `record_access`).
-const SLICE: usize = 2048;
 
 #[derive(Clone, Debug)]
 pub struct SqliteStore {
@@ -1195,7 +1192,7 @@ impl Store for SqliteStore {
 
     async fn record_access(
         &self,
-        records: Vec<AccessRecord>,
+        mut records: Vec<AccessRecord>,
         usage: Vec<UsageDelta>,
     ) -> StoreResult<()> {
         self.write(move |conn| {
@@ -1209,8 +1206,8 @@ impl Store for SqliteStore {
                 // slice at a time, giving way to other tasks in between, so that requests
                 // on the same thread (a one-core gateway) wait for one slice at most.
                 let mut pages = access_pages::Pages::default();
-                for (i, slice) in records.chunks(SLICE).enumerate() {
-                    pages.add(slice, last + 1 + (i * SLICE) as i64);
+                for (i, slice) in records.chunks(RECORDS_PER_SLICE).enumerate() {
+                    pages.add(slice, last + 1 + (i * RECORDS_PER_SLICE) as i64);
                     tokio::task::yield_now().await;
                 }
                 let pages = pages.into_pages();
@@ -1224,21 +1221,22 @@ impl Store for SqliteStore {
                     })
                     .collect();
                 let mut heads = chain_heads(conn, &owners).await?;
-                // A few dozen pages a statement, in id order.
+                // A few dozen pages a statement, in id order, encoded a few at a time (a
+                // page of a busy token holds hundreds of records).
                 for chunk in pages.chunks(32) {
-                    let rows = chunk
-                        .iter()
-                        .map(|(token_id, members)| {
+                    let mut rows = Vec::with_capacity(chunk.len());
+                    for few in chunk.chunks(8) {
+                        for (token_id, members) in few {
                             let (token, account) = access_pages::owners_of(*token_id, members);
                             let row = access_pages::encode(*token_id, members)?;
                             let prev = (
                                 token.and_then(|o| heads.insert(o, row.last_id)),
                                 account.and_then(|o| heads.insert(o, row.last_id)),
                             );
-                            Ok((row, prev))
-                        })
-                        .collect::<Result<Vec<_>, StoreError>>()?;
-                    tokio::task::yield_now().await;
+                            rows.push((row, prev));
+                        }
+                        tokio::task::yield_now().await;
+                    }
                     let mut qb = QueryBuilder::<Sqlite>::new(
                         "INSERT INTO access_pages (last_id, first_id, token_id, account_id, min_time, max_time, records, prev_by_token, prev_by_account) ",
                     );
@@ -1276,6 +1274,11 @@ impl Store for SqliteStore {
                          last_used_at = MAX(COALESCE(tokens.last_used_at, 0), d.at) FROM d WHERE tokens.id = d.id",
                     );
                     qb.build().execute(&mut *conn).await.map_err(backend)?;
+                    tokio::task::yield_now().await;
+                }
+                // Freeing a batch is work too (four strings a record): a slice at a time.
+                while !records.is_empty() {
+                    records.truncate(records.len().saturating_sub(RECORDS_PER_SLICE));
                     tokio::task::yield_now().await;
                 }
                 Ok(())
