@@ -8,15 +8,15 @@
 # and the memory per cached token (RSS growth while 100,000 distinct tokens get cached).
 # The server under test is pinned to core 0 (taskset), wrk and the upstream to core 1;
 # nginx runs with worker_processes 1. 64 connections, DURATION seconds each. Loopback runs
-# on a shared VM swing by ±15% from one run to the next, so the four runs go in ROUNDS
-# interleaved rounds (default 3) and each figure is the median of its rounds. Both Tessera
-# servers run side by side on core 0 (only the one under load is busy), so the 1,000,000
-# run is interleaved with the others too.
+# on a shared VM swing by ±25% from one run to the next, so the five runs go in ROUNDS
+# interleaved rounds (default 5); each figure is the median of its rounds, each ratio the
+# median of the rounds' own ratios. Both Tessera servers run side by side on core 0 (only
+# the one under load is busy), so the 1,000,000-token run is interleaved too.
 # Needs: nginx, wrk (apt-get install nginx-light wrk), 2 cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${DURATION:-10}
-ROUNDS=${ROUNDS:-3}
+ROUNDS=${ROUNDS:-5}
 CONNS=64
 WORK=$(mktemp -d /tmp/tessera-bench.XXXXXX)
 UP_PORT=19001 NGX_PORT=19002 ADMIN_PORT=19080 GW_PORT=19000 BIG_ADMIN_PORT=19081 BIG_GW_PORT=19010
@@ -137,16 +137,14 @@ lua keys100k "$WORK/keys100k.txt"
 taskset -c 1 wrk -t1 -c$CONNS -d$((DURATION / 2 + 5))s -s "$WORK/keys100k.lua" "http://127.0.0.1:$BIG_GW_PORT/checked" >/dev/null
 AFTER=$(rss)
 
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
-printf '\n%-44s %10s %9s %9s\n' "median of $ROUNDS (${CONNS} conns, ${DURATION}s, wrk core 1)" "req/s" "p50 ms" "p99 ms"
-printf '%-44s %10s %9s %9s\n' "raw upstream (nginx return 200)" "$RAW_RPS" "$RAW_P50" "$RAW_P99"
-printf '%-44s %10s %9s %9s\n' "nginx proxy + map of 1,000 keys (core 0)" "$NGX_RPS" "$NGX_P50" "$NGX_P99"
-printf '%-44s %10s %9s %9s\n' "tessera gateway, 1,000 tokens (core 0)" "$TSR_RPS" "$TSR_P50" "$TSR_P99"
-printf '%-44s %10s %9s %9s\n' "tessera gateway, auth: none (core 0)" "$OPEN_RPS" "$OPEN_P50" "$OPEN_P99"
-printf '%-44s %10s %9s %9s\n' "tessera gateway, 1,000,000 tokens in db" "$BIG_RPS" "$BIG_P50" "$BIG_P99"
-echo
-echo "throughput  tessera / nginx:               $(ratio "$TSR_RPS" "$NGX_RPS")   (goal >= 1.0)"
-echo "p99         tessera / nginx:               $(ratio "$TSR_P99" "$NGX_P99")   (goal <= 1.2)"
-echo "throughput  checks / auth none:            $(ratio "$TSR_RPS" "$OPEN_RPS")   (goal >= 0.9)"
-echo "throughput  1,000,000 / 1,000 tokens:      $(ratio "$BIG_RPS" "$TSR_RPS")   (goal >= 0.9)"
+# Each ratio is the median over rounds of that round's ratio: the two runs it compares
+# ran seconds apart, so a drift of the VM's speed across the run cancels out.
+ratio() { # $1, $2 = files, $3 = column (1 req/s, 3 p99)
+  paste -d' ' "$1" "$2" | awk -v c="$3" '{ print $c / $(c + 3) }' | sort -g \
+    | awk '{ v[NR] = $1 } END { printf "%.2f", v[int((NR + 1) / 2)] }'
+}
+echo "throughput  tessera / nginx:               $(ratio "$WORK/tessera.txt" "$WORK/nginx.txt" 1)   (goal >= 1.0)"
+echo "p99         tessera / nginx:               $(ratio "$WORK/tessera.txt" "$WORK/nginx.txt" 3)   (goal <= 1.2)"
+echo "throughput  checks / auth none:            $(ratio "$WORK/tessera.txt" "$WORK/open.txt" 1)   (goal >= 0.9)"
+echo "throughput  1,000,000 / 1,000 tokens:      $(ratio "$WORK/big.txt" "$WORK/tessera.txt" 1)   (goal >= 0.9)"
 echo "memory per cached token:                   $(( (AFTER - BEFORE) * 1024 / 100000 )) bytes (RSS $BEFORE -> $AFTER KiB over 100,000 tokens)"
