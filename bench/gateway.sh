@@ -149,6 +149,13 @@ ratio() { # $1, $2 = files, $3 = column (1 req/s, 3 p99)
   paste -d' ' "$1" "$2" | awk -v c="$3" '{ print $c / $(c + 3) }' | sort -g \
     | awk '{ v[NR] = $1 } END { printf "%.2f", v[int((NR + 1) / 2)] }'
 }
+printf '\n%-44s %10s %9s %9s\n' "median of $ROUNDS (${CONNS} conns, ${DURATION}s, wrk core 1)" "req/s" "p50 ms" "p99 ms"
+printf '%-44s %10s %9s %9s\n' "raw upstream (nginx return 200)" "$RAW_RPS" "$RAW_P50" "$RAW_P99"
+printf '%-44s %10s %9s %9s\n' "nginx proxy + map of 1,000 keys (core 0)" "$NGX_RPS" "$NGX_P50" "$NGX_P99"
+printf '%-44s %10s %9s %9s\n' "tessera gateway, 1,000 tokens (core 0)" "$TSR_RPS" "$TSR_P50" "$TSR_P99"
+printf '%-44s %10s %9s %9s\n' "tessera gateway, auth: none (core 0)" "$OPEN_RPS" "$OPEN_P50" "$OPEN_P99"
+printf '%-44s %10s %9s %9s\n' "tessera gateway, 1,000,000 tokens in db" "$BIG_RPS" "$BIG_P50" "$BIG_P99"
+echo
 echo "throughput  tessera / nginx:               $(ratio "$WORK/tessera.txt" "$WORK/nginx.txt" 1)   (goal >= 1.0)"
 echo "p99         tessera / nginx:               $(ratio "$WORK/tessera.txt" "$WORK/nginx.txt" 3)   (goal <= 1.2)"
 echo "throughput  checks / auth none:            $(ratio "$WORK/tessera.txt" "$WORK/open.txt" 1)   (goal >= 0.9)"
