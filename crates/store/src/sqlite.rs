@@ -1192,10 +1192,10 @@ impl Store for SqliteStore {
 
     async fn record_access(
         &self,
-        mut records: Vec<AccessRecord>,
+        records: Vec<AccessRecord>,
         usage: Vec<UsageDelta>,
     ) -> StoreResult<()> {
-        self.write(move |conn| {
+        let mut records = self.write(move |conn| {
             Box::pin(async move {
                 let (last,): (i64,) =
                     sqlx::query_as("SELECT COALESCE(MAX(last_id), 0) FROM access_pages")
@@ -1276,15 +1276,17 @@ impl Store for SqliteStore {
                     qb.build().execute(&mut *conn).await.map_err(backend)?;
                     tokio::task::yield_now().await;
                 }
-                // Freeing a batch is work too (four strings a record): a slice at a time.
-                while !records.is_empty() {
-                    records.truncate(records.len().saturating_sub(RECORDS_PER_SLICE));
-                    tokio::task::yield_now().await;
-                }
-                Ok(())
+                Ok(records)
             })
         })
-        .await
+        .await?;
+        // Freeing a batch is work too (four strings a record): a slice at a time, and
+        // after the commit, so that the writer is not held meanwhile.
+        while !records.is_empty() {
+            records.truncate(records.len().saturating_sub(RECORDS_PER_SLICE));
+            tokio::task::yield_now().await;
+        }
+        Ok(())
     }
 
     async fn list_access(
