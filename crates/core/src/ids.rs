@@ -4,7 +4,7 @@
 use crate::clock::Timestamp;
 use serde::{Deserialize, Serialize};
 use std::fmt;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// Monotonic ULIDs: two ids made in the same millisecond still sort in creation order.
 static GENERATOR: Mutex<Option<ulid::Generator>> = Mutex::new(None);
@@ -26,28 +26,30 @@ fn next_ulid(now: Timestamp) -> String {
 macro_rules! prefixed_id {
     ($(#[$meta:meta])* $name:ident, $prefix:literal) => {
         $(#[$meta])*
+        /// Shared text: an id is cloned into every access record and cache entry, and a
+        /// clone is a count, not an allocation.
         #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
         #[serde(transparent)]
-        pub struct $name(String);
+        pub struct $name(Arc<str>);
 
         impl $name {
             pub const PREFIX: &'static str = $prefix;
 
             /// A new id whose time part is `now`.
             pub fn generate(now: Timestamp) -> Self {
-                Self(format!("{}{}", $prefix, next_ulid(now)))
+                Self(format!("{}{}", $prefix, next_ulid(now)).into())
             }
 
             /// Accepts only the shape this id has (prefix + 26 ULID characters).
             pub fn parse(s: &str) -> Option<Self> {
                 let rest = s.strip_prefix($prefix)?;
                 (rest.len() == 26 && rest.bytes().all(|b| b.is_ascii_alphanumeric()))
-                    .then(|| Self(s.to_owned()))
+                    .then(|| Self(s.into()))
             }
 
             /// Wraps a value read back from storage, which only ever holds valid ids.
             pub fn from_trusted(s: String) -> Self {
-                Self(s)
+                Self(s.into())
             }
 
             pub fn as_str(&self) -> &str {

@@ -188,12 +188,15 @@ pub fn decode(
     let corrupt = |e: &dyn std::fmt::Display| {
         StoreError::Backend(format!("an access-log page does not decode: {e}"))
     };
+    // One id for the whole page: its records share it.
+    let token_id = token_id.map(|t| TokenId::from_trusted(t.to_owned()));
+    let account_id = account_id.map(|a| AccountId::from_trusted(a.to_owned()));
     let record = |time: i64, shape: (&str, &str, &str, u16, &str, &str), latency_ms: f64| {
         let (listener, method, path, status, code, ip) = shape;
         Ok(AccessRecord {
             time: from_unix_millis(time),
-            token_id: token_id.map(|t| TokenId::from_trusted(t.to_owned())),
-            account_id: account_id.map(|a| AccountId::from_trusted(a.to_owned())),
+            token_id: token_id.clone(),
+            account_id: account_id.clone(),
             listener: Listener::parse(listener).ok_or_else(|| corrupt(&"an unknown listener"))?,
             method: method.to_owned().into(),
             path: path.to_owned(),
