@@ -24,7 +24,9 @@ use tessera_core::ids::{AccountId, TokenId};
 use tessera_core::store::{AccessFilter, StoreError};
 use tessera_core::usage::{AccessRecord, Listener, RECORDS_PER_SLICE};
 
-/// One page as written: the key columns and the records' JSON.
+/// One page as encoded: the key columns and the records' JSON. Its ids are relative to
+/// its batch (the first record is 0) until [`PageRow::placed_at`] puts them where the log
+/// ends: a batch is encoded before its write transaction begins.
 #[derive(Debug)]
 pub struct PageRow {
     pub first_id: i64,
@@ -36,10 +38,9 @@ pub struct PageRow {
     pub records: String,
 }
 
-/// A page as written ([module docs](self)).
+/// A page as encoded, all but its first id `i` ([module docs](self)).
 #[derive(Serialize)]
 struct PageRef<'a> {
-    i: i64,
     t: i64,
     d: Vec<Shape<'a>>,
     r: Vec<(i64, i64, u64, usize)>,
@@ -116,15 +117,35 @@ pub fn owners_of<'a>(
     (token_id, account)
 }
 
+impl PageRow {
+    /// The page's first and last ids and its JSON once its batch starts at id `base`.
+    pub fn placed_at(&self, base: i64) -> (i64, i64, String) {
+        let first_id = base + self.first_id;
+        // The JSON is `{"t":…}`: the first id goes in front.
+        let rest = self.records.strip_prefix('{').unwrap_or(&self.records);
+        let records = format!("{{\"i\":{first_id},{rest}");
+        (first_id, base + self.last_id, records)
+    }
+}
+
 /// A whole batch whose first record gets `first_id`, as page rows (in one go: tests).
 #[cfg(test)]
 pub fn paginate(records: &[AccessRecord], first_id: i64) -> Result<Vec<PageRow>, StoreError> {
     let mut pages = Pages::default();
-    pages.add(records, first_id);
+    pages.add(records, 0);
     pages
         .into_pages()
         .iter()
-        .map(|(token_id, members)| encode(*token_id, members))
+        .map(|(token_id, members)| {
+            let row = encode(*token_id, members)?;
+            let (first_id, last_id, records) = row.placed_at(first_id);
+            Ok(PageRow {
+                first_id,
+                last_id,
+                records,
+                ..row
+            })
+        })
         .collect()
 }
 
@@ -138,7 +159,6 @@ pub fn encode<'a>(
     // Shapes hold paths that clients choose: std's keyed hash here.
     let mut shapes: std::collections::HashMap<Shape<'_>, usize> = Default::default();
     let mut page = PageRef {
-        i: first_id,
         t: min_time,
         d: Vec::new(),
         r: Vec::with_capacity(members.len()),

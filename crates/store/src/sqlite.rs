@@ -1192,67 +1192,75 @@ impl Store for SqliteStore {
 
     async fn record_access(
         &self,
-        records: Vec<AccessRecord>,
+        mut records: Vec<AccessRecord>,
         usage: Vec<UsageDelta>,
     ) -> StoreResult<()> {
-        let mut records = self.write(move |conn| {
+        // Grouping and encoding a big batch is CPU work of milliseconds: it goes a slice
+        // at a time, giving way to other tasks in between, so that requests on the same
+        // thread (a one-core gateway) wait for one slice at most. And it comes before the
+        // write transaction, with ids relative to the batch, so that the writer is not
+        // held meanwhile: management writes wait only for the batch's statements.
+        let mut pages = access_pages::Pages::default();
+        for (i, slice) in records.chunks(RECORDS_PER_SLICE).enumerate() {
+            pages.add(slice, (i * RECORDS_PER_SLICE) as i64);
+            tokio::task::yield_now().await;
+        }
+        let pages = pages.into_pages();
+        let mut rows = Vec::with_capacity(pages.len());
+        for few in pages.chunks(8) {
+            for (token_id, members) in few {
+                rows.push(access_pages::encode(*token_id, members)?);
+            }
+            tokio::task::yield_now().await;
+        }
+        drop(pages);
+        // Freeing the batch is work too (four strings a record): a slice at a time.
+        while !records.is_empty() {
+            records.truncate(records.len().saturating_sub(RECORDS_PER_SLICE));
+            tokio::task::yield_now().await;
+        }
+        self.write(move |conn| {
             Box::pin(async move {
                 let (last,): (i64,) =
                     sqlx::query_as("SELECT COALESCE(MAX(last_id), 0) FROM access_pages")
                         .fetch_one(&mut *conn)
                         .await
                         .map_err(backend)?;
-                // Grouping and encoding a big batch is CPU work of milliseconds: it goes a
-                // slice at a time, giving way to other tasks in between, so that requests
-                // on the same thread (a one-core gateway) wait for one slice at most.
-                let mut pages = access_pages::Pages::default();
-                for (i, slice) in records.chunks(RECORDS_PER_SLICE).enumerate() {
-                    pages.add(slice, last + 1 + (i * RECORDS_PER_SLICE) as i64);
-                    tokio::task::yield_now().await;
-                }
-                let pages = pages.into_pages();
                 // Each page joins its token's and its account's chains: it points at the
                 // page before it in each, and becomes the chain's head.
-                let owners: HashSet<&str> = pages
+                let owners: HashSet<&str> = rows
                     .iter()
-                    .flat_map(|(token_id, members)| {
-                        let (token, account) = access_pages::owners_of(*token_id, members);
-                        token.into_iter().chain(account)
-                    })
+                    .flat_map(|r| r.token_id.as_deref().into_iter().chain(r.account_id.as_deref()))
                     .collect();
                 let mut heads = chain_heads(conn, &owners).await?;
-                // A few dozen pages a statement, in id order, encoded a few at a time (a
-                // page of a busy token holds hundreds of records).
-                for chunk in pages.chunks(32) {
-                    let mut rows = Vec::with_capacity(chunk.len());
-                    for few in chunk.chunks(8) {
-                        for (token_id, members) in few {
-                            let (token, account) = access_pages::owners_of(*token_id, members);
-                            let row = access_pages::encode(*token_id, members)?;
-                            let prev = (
-                                token.and_then(|o| heads.insert(o, row.last_id)),
-                                account.and_then(|o| heads.insert(o, row.last_id)),
-                            );
-                            rows.push((row, prev));
-                        }
-                        tokio::task::yield_now().await;
-                    }
+                // A few dozen pages a statement, in id order.
+                for chunk in rows.chunks(32) {
+                    let placed: Vec<_> = chunk
+                        .iter()
+                        .map(|row| {
+                            let (first_id, last_id, records) = row.placed_at(last + 1);
+                            let prev_by_token =
+                                row.token_id.as_deref().and_then(|o| heads.insert(o, last_id));
+                            let prev_by_account =
+                                row.account_id.as_deref().and_then(|o| heads.insert(o, last_id));
+                            (row, (first_id, last_id, records), (prev_by_token, prev_by_account))
+                        })
+                        .collect();
                     let mut qb = QueryBuilder::<Sqlite>::new(
                         "INSERT INTO access_pages (last_id, first_id, token_id, account_id, min_time, max_time, records, prev_by_token, prev_by_account) ",
                     );
-                    qb.push_values(&rows, |mut row, (p, (prev_by_token, prev_by_account))| {
-                        row.push_bind(p.last_id)
-                            .push_bind(p.first_id)
+                    qb.push_values(&placed, |mut b, (p, (first_id, last_id, records), (prev_by_token, prev_by_account))| {
+                        b.push_bind(*last_id)
+                            .push_bind(*first_id)
                             .push_bind(p.token_id.as_deref())
                             .push_bind(p.account_id.as_deref())
                             .push_bind(p.min_time)
                             .push_bind(p.max_time)
-                            .push_bind(p.records.as_str())
+                            .push_bind(records.as_str())
                             .push_bind(*prev_by_token)
                             .push_bind(*prev_by_account);
                     });
                     qb.build().execute(&mut *conn).await.map_err(backend)?;
-                    tokio::task::yield_now().await;
                 }
                 set_chain_heads(conn, heads).await?;
                 // One UPDATE … FROM (VALUES …) for a few dozen tokens at once: 150 a
@@ -1274,19 +1282,11 @@ impl Store for SqliteStore {
                          last_used_at = MAX(COALESCE(tokens.last_used_at, 0), d.at) FROM d WHERE tokens.id = d.id",
                     );
                     qb.build().execute(&mut *conn).await.map_err(backend)?;
-                    tokio::task::yield_now().await;
                 }
-                Ok(records)
+                Ok(())
             })
         })
-        .await?;
-        // Freeing a batch is work too (four strings a record): a slice at a time, and
-        // after the commit, so that the writer is not held meanwhile.
-        while !records.is_empty() {
-            records.truncate(records.len().saturating_sub(RECORDS_PER_SLICE));
-            tokio::task::yield_now().await;
-        }
-        Ok(())
+        .await
     }
 
     async fn list_access(
