@@ -1213,7 +1213,6 @@ impl Store for SqliteStore {
             }
             tokio::task::yield_now().await;
         }
-        drop(pages);
         // Freeing the batch is work too (four strings a record): a slice at a time.
         while !records.is_empty() {
             records.truncate(records.len().saturating_sub(RECORDS_PER_SLICE));
