@@ -62,16 +62,45 @@ type Shape<'a> = (&'a str, &'a str, &'a str, u16, &'a str, &'a str);
 struct Converted(i64, i64, String, String, String, u16, String, String, f64);
 
 /// The records of one page, with their ids.
-pub type PageMembers<'a> = Vec<(i64, &'a AccessRecord)>;
+type PageMembers<'a> = Vec<(i64, &'a AccessRecord)>;
 
-/// The pages a batch makes, gathered a slice of records at a time so that an async
-/// caller can give way to other tasks in between: pages of one token each (or of records
-/// that matched no token), of at most [`RECORDS_PER_SLICE`] records.
+/// A batch as page rows, ids relative to the batch (see [`PageRow::placed_at`]), in the
+/// order of their last ids: inserts append to the table, and each page can be chained
+/// after the ones before it.
+///
+/// Grouping, encoding and freeing a big batch is CPU work of milliseconds: it goes a
+/// slice at a time, giving way to other tasks in between, so that requests on the same
+/// thread (a one-core gateway) wait for one slice at most. A backend calls this before
+/// its write transaction, so that the writer is not held meanwhile.
+pub async fn encode_batch(mut records: Vec<AccessRecord>) -> Result<Vec<PageRow>, StoreError> {
+    let mut pages = Pages::default();
+    for (i, slice) in records.chunks(RECORDS_PER_SLICE).enumerate() {
+        pages.add(slice, (i * RECORDS_PER_SLICE) as i64);
+        tokio::task::yield_now().await;
+    }
+    let pages = pages.into_pages();
+    let mut rows = Vec::with_capacity(pages.len());
+    for few in pages.chunks(8) {
+        for (token_id, members) in few {
+            rows.push(encode(*token_id, members)?);
+        }
+        tokio::task::yield_now().await;
+    }
+    // Freeing the batch is work too (four strings a record): a slice at a time.
+    while !records.is_empty() {
+        records.truncate(records.len().saturating_sub(RECORDS_PER_SLICE));
+        tokio::task::yield_now().await;
+    }
+    Ok(rows)
+}
+
+/// The pages a batch makes: pages of one token each (or of records that matched no
+/// token), of at most [`RECORDS_PER_SLICE`] records.
 ///
 /// Why the bound: a page is encoded in one go, and one busy token (or a flood of unknown
 /// ones) would otherwise make a page of a whole second's records, milliseconds of work.
 #[derive(Debug, Default)]
-pub struct Pages<'a> {
+struct Pages<'a> {
     /// Each token's page being filled, by its index in `pages`. Keyed by token ids, which
     /// Tessera draws (not clients): a fast hash without a secret key will do.
     filling: HashMap<Option<&'a str>, usize>,
@@ -80,7 +109,7 @@ pub struct Pages<'a> {
 
 impl<'a> Pages<'a> {
     /// Adds `records`, the first of which gets the id `first_id`.
-    pub fn add(&mut self, records: &'a [AccessRecord], first_id: i64) {
+    fn add(&mut self, records: &'a [AccessRecord], first_id: i64) {
         for (i, r) in records.iter().enumerate() {
             let token_id = r.token_id.as_ref().map(TokenId::as_str);
             let page = match self.filling.get(&token_id) {
@@ -95,26 +124,12 @@ impl<'a> Pages<'a> {
         }
     }
 
-    /// The pages in the order of their last ids: inserts append to the table, and each
-    /// page can be chained after the ones before it ([`owners_of`]); each becomes a row
-    /// by [`encode`].
-    pub fn into_pages(self) -> Vec<(Option<&'a str>, PageMembers<'a>)> {
+    /// The pages in the order of their last ids.
+    fn into_pages(self) -> Vec<(Option<&'a str>, PageMembers<'a>)> {
         let mut pages = self.pages;
         pages.sort_unstable_by_key(|(_, members)| members.last().map(|m| m.0));
         pages
     }
-}
-
-/// The token and the account a page's records belong to (the chains it joins).
-pub fn owners_of<'a>(
-    token_id: Option<&'a str>,
-    members: &[(i64, &'a AccessRecord)],
-) -> (Option<&'a str>, Option<&'a str>) {
-    let account = members
-        .first()
-        .and_then(|m| m.1.account_id.as_ref())
-        .map(AccountId::as_str);
-    (token_id, account)
 }
 
 impl PageRow {
@@ -128,29 +143,8 @@ impl PageRow {
     }
 }
 
-/// A whole batch whose first record gets `first_id`, as page rows (in one go: tests).
-#[cfg(test)]
-pub fn paginate(records: &[AccessRecord], first_id: i64) -> Result<Vec<PageRow>, StoreError> {
-    let mut pages = Pages::default();
-    pages.add(records, 0);
-    pages
-        .into_pages()
-        .iter()
-        .map(|(token_id, members)| {
-            let row = encode(*token_id, members)?;
-            let (first_id, last_id, records) = row.placed_at(first_id);
-            Ok(PageRow {
-                first_id,
-                last_id,
-                records,
-                ..row
-            })
-        })
-        .collect()
-}
-
 /// One page as a row.
-pub fn encode<'a>(
+fn encode<'a>(
     token_id: Option<&'a str>,
     members: &[(i64, &'a AccessRecord)],
 ) -> Result<PageRow, StoreError> {
@@ -192,7 +186,11 @@ pub fn encode<'a>(
         first_id,
         last_id: members.last().map_or(0, |m| m.0),
         token_id: token_id.map(str::to_owned),
-        account_id: owners_of(token_id, members).1.map(str::to_owned),
+        // A token belongs to one account: the page's first record names it.
+        account_id: members
+            .first()
+            .and_then(|m| m.1.account_id.as_ref())
+            .map(|a| a.as_str().to_owned()),
         min_time,
         max_time: members.iter().map(|(_, r)| ms(r.time)).max().unwrap_or(0),
         records,
@@ -339,6 +337,23 @@ mod tests {
     use super::*;
     use std::cmp::Reverse;
 
+    /// A whole batch whose first record gets `first_id`, as the rows a backend writes.
+    async fn paginate(records: &[AccessRecord], first_id: i64) -> Result<Vec<PageRow>, StoreError> {
+        let rows = encode_batch(records.to_vec()).await?;
+        Ok(rows
+            .into_iter()
+            .map(|row| {
+                let (first_id, last_id, records) = row.placed_at(first_id);
+                PageRow {
+                    first_id,
+                    last_id,
+                    records,
+                    ..row
+                }
+            })
+            .collect())
+    }
+
     fn rec(token: Option<&str>, secs: i64) -> AccessRecord {
         AccessRecord {
             time: from_unix_millis(secs * 1000),
@@ -354,8 +369,8 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_batch_round_trips_through_its_pages_and_merges_back_in_id_order() {
+    #[tokio::test]
+    async fn a_batch_round_trips_through_its_pages_and_merges_back_in_id_order() {
         let batch = vec![
             rec(Some("b"), 1),
             rec(Some("a"), 2),
@@ -363,7 +378,7 @@ mod tests {
             rec(Some("b"), 4),
             rec(Some("a"), 5),
         ];
-        let pages = paginate(&batch, 100).unwrap();
+        let pages = paginate(&batch, 100).await.unwrap();
         assert_eq!(pages.len(), 3, "one page per token, one for no token");
         let filter = AccessFilter::default();
         let mut merge = Merge::new(&filter, Some(104));
@@ -392,12 +407,12 @@ mod tests {
         assert_eq!(back, vec![(101, batch[1].clone()), (104, batch[4].clone())]);
     }
 
-    #[test]
-    fn a_busy_token_fills_several_bounded_pages_in_id_order() {
+    #[tokio::test]
+    async fn a_busy_token_fills_several_bounded_pages_in_id_order() {
         let n = 2 * RECORDS_PER_SLICE + 100;
         let mut batch: Vec<AccessRecord> = (0..n as i64).map(|i| rec(Some("busy"), i)).collect();
         batch.insert(7, rec(Some("quiet"), 7));
-        let pages = paginate(&batch, 1).unwrap();
+        let pages = paginate(&batch, 1).await.unwrap();
         let busy: Vec<_> = pages
             .iter()
             .filter(|p| p.token_id.as_deref() == Some("busy"))
@@ -425,10 +440,10 @@ mod tests {
         assert_eq!(back[7].1, batch[7]);
     }
 
-    #[test]
-    fn repeated_requests_are_written_once_as_a_shape() {
+    #[tokio::test]
+    async fn repeated_requests_are_written_once_as_a_shape() {
         let batch: Vec<AccessRecord> = (0..100).map(|i| rec(Some("t"), i)).collect();
-        let pages = paginate(&batch, 1).unwrap();
+        let pages = paginate(&batch, 1).await.unwrap();
         assert_eq!(pages.len(), 1);
         assert_eq!(
             pages[0].records.matches("/p ").count(),

@@ -13,7 +13,7 @@ use tessera_core::permission::Permission;
 use tessera_core::policy::TokenPolicy;
 use tessera_core::store::*;
 use tessera_core::token::*;
-use tessera_core::usage::{AccessRecord, BucketWidth, Listener};
+use tessera_core::usage::{AccessRecord, BucketWidth, Listener, RECORDS_PER_SLICE};
 
 fn now() -> Timestamp {
     SystemClock.now()
@@ -759,19 +759,54 @@ async fn access_and_usage<S: Store>(store: &S) {
         .await
         .unwrap();
     assert_eq!(everything.len(), 4 + 15);
-    let mut paged = Vec::new();
+    let paged = access_paged(store, &AccessFilter::default(), 3).await;
+    assert_eq!(paged, everything);
+    assert!(everything.windows(2).all(|w| w[0].0 > w[1].0));
+
+    // One busy token in one batch fills several pages (at most RECORDS_PER_SLICE
+    // records each), chained one after the other: a query by token still finds every
+    // record once, newest first, and stops at the earlier batches' pages by time.
+    let busy = 2 * RECORDS_PER_SLICE as i64 + 10;
+    let mut records: Vec<AccessRecord> = (0..busy)
+        .map(|i| rec(2000 + i, 200, Some(&tok.id)))
+        .collect();
+    records.insert(5, other_rec(2005));
+    store.record_access(records, Vec::new()).await.unwrap();
+    let busy_filter = AccessFilter {
+        token_id: Some(tok.id.clone()),
+        since: Some(base + Duration::seconds(2000)),
+        ..Default::default()
+    };
+    let seen: Vec<_> = access_paged(store, &busy_filter, 100)
+        .await
+        .into_iter()
+        .map(|(_, r)| r.time)
+        .collect();
+    let expected: Vec<_> = (0..busy)
+        .rev()
+        .map(|i| base + Duration::seconds(2000 + i))
+        .collect();
+    assert_eq!(seen, expected);
+}
+
+/// Every access record `filter` selects, read `limit` at a time along the cursors.
+async fn access_paged<S: Store>(
+    store: &S,
+    filter: &AccessFilter,
+    limit: u32,
+) -> Vec<(i64, AccessRecord)> {
+    let mut all = Vec::new();
     let mut after = None;
     loop {
         let page = store
-            .list_access(&AccessFilter::default(), &Page { limit: 3, after })
+            .list_access(filter, &Page { limit, after })
             .await
             .unwrap();
         let Some(last) = page.last() else { break };
         after = Some(last.0.to_string());
-        paged.extend(page);
+        all.extend(page);
     }
-    assert_eq!(paged, everything);
-    assert!(everything.windows(2).all(|w| w[0].0 > w[1].0));
+    all
 }
 
 async fn audit_chain<S: Store>(store: &S) {

@@ -21,7 +21,7 @@ use tessera_core::store::*;
 use tessera_core::token::{
     PreviousValue, RateLimit, TokenHash, TokenName, TokenRecord, TokenStatus,
 };
-use tessera_core::usage::{self, AccessRecord, BucketWidth, UsageBucket, RECORDS_PER_SLICE};
+use tessera_core::usage::{self, AccessRecord, BucketWidth, UsageBucket};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -1192,32 +1192,12 @@ impl Store for SqliteStore {
 
     async fn record_access(
         &self,
-        mut records: Vec<AccessRecord>,
+        records: Vec<AccessRecord>,
         usage: Vec<UsageDelta>,
     ) -> StoreResult<()> {
-        // Grouping and encoding a big batch is CPU work of milliseconds: it goes a slice
-        // at a time, giving way to other tasks in between, so that requests on the same
-        // thread (a one-core gateway) wait for one slice at most. And it comes before the
-        // write transaction, with ids relative to the batch, so that the writer is not
-        // held meanwhile: management writes wait only for the batch's statements.
-        let mut pages = access_pages::Pages::default();
-        for (i, slice) in records.chunks(RECORDS_PER_SLICE).enumerate() {
-            pages.add(slice, (i * RECORDS_PER_SLICE) as i64);
-            tokio::task::yield_now().await;
-        }
-        let pages = pages.into_pages();
-        let mut rows = Vec::with_capacity(pages.len());
-        for few in pages.chunks(8) {
-            for (token_id, members) in few {
-                rows.push(access_pages::encode(*token_id, members)?);
-            }
-            tokio::task::yield_now().await;
-        }
-        // Freeing the batch is work too (four strings a record): a slice at a time.
-        while !records.is_empty() {
-            records.truncate(records.len().saturating_sub(RECORDS_PER_SLICE));
-            tokio::task::yield_now().await;
-        }
+        // Encoded before the write transaction: management writes wait only for the
+        // batch's statements.
+        let rows = access_pages::encode_batch(records).await?;
         self.write(move |conn| {
             Box::pin(async move {
                 let (last,): (i64,) =
