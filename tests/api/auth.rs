@@ -433,3 +433,26 @@ async fn failed_logins_are_rate_limited_per_username_and_audited() {
     assert_eq!(reasons.iter().filter(|r| **r == "rate_limited").count(), 1);
     assert_eq!(reasons.len(), 4);
 }
+
+/// The verifier's cache forgets a token on every change made through Tessera; a change
+/// made behind its back (another tool writing the database) shows once the cached entry's
+/// minute is up.
+#[tokio::test]
+async fn a_cached_token_is_read_again_after_its_time_to_live() {
+    let app = TestApp::spawn().await;
+    let t = app.admin_token.clone();
+    let me = || app.with(&t, Method::GET, "/api/v1/user/me");
+    assert_eq!(send(me()).await.0, StatusCode::OK);
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", app.db_path().display()))
+        .await
+        .unwrap();
+    sqlx::query("UPDATE tokens SET disabled = 1 WHERE name = 'test-admin'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    // Still cached: the write did not go through Tessera.
+    app.clock.advance(chrono::Duration::seconds(59));
+    assert_eq!(send(me()).await.0, StatusCode::OK);
+    app.clock.advance(chrono::Duration::seconds(2));
+    error_of(me(), 401, "token_disabled").await;
+}

@@ -13,6 +13,7 @@ use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Request};
 use axum::response::{IntoResponse, Response};
 use ipnet::IpNet;
+use quanta::Instant;
 use std::borrow::Cow;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -100,8 +101,8 @@ impl Proxy {
     }
 
     /// `GET /_tessera/verify?scope=a:b&scope=c:d`: forward auth for nginx, Traefik, Envoy.
-    pub async fn forward_auth(&self, req: &Parts, peer: &Peer) -> Response {
-        let line = RequestLine::new(req.method.as_str(), req.uri.path());
+    pub async fn forward_auth(&self, req: &Parts, peer: &Peer, started: Instant) -> Response {
+        let line = RequestLine::new(req.method.as_str(), req.uri.path(), started);
         let ip = self.client_ip(&req.headers, peer);
         let mut scopes = Vec::new();
         for (k, v) in form_pairs(req.uri.query().unwrap_or("")) {
@@ -133,8 +134,8 @@ impl Proxy {
         response
     }
 
-    /// Every other gateway request: route, check, forward.
-    pub async fn handle(&self, req: Request<Body>, peer: &Peer) -> Response {
+    /// Every other gateway request (arrived at `started`): route, check, forward.
+    pub async fn handle(&self, req: Request<Body>, peer: &Peer, started: Instant) -> Response {
         let ip = self.client_ip(req.headers(), peer);
         let Ok(path) = normalize_path(req.uri().path()) else {
             return ApiError::invalid_request(
@@ -155,7 +156,7 @@ impl Proxy {
         // Only token routes read credentials, so only they are logged.
         let mut admitted = None;
         if entry.route.auth == RouteAuth::Token {
-            let line = request_line(&req);
+            let line = request_line(&req, started);
             let v = self.verifier.verify(carriers(req.headers()), ip).await;
             match self.admit(&entry, &v) {
                 Ok(a) => admitted = Some((a, v, line)),
@@ -279,7 +280,7 @@ impl Proxy {
         self.verifier.record_use(
             Listener::Gateway,
             line,
-            v.token.as_deref(),
+            v.presented(),
             peer.text_of(ip),
             response.status().as_u16(),
             response.extensions().get::<ErrorCode>().copied(),

@@ -4,7 +4,7 @@
 use super::error::ApiError;
 use super::AppState;
 use crate::service::{Caller, CallerAuth, SESSION_COOKIE};
-use crate::verifier::{Carriers, Denial, RequestLine, TokenEntry};
+use crate::verifier::{Carriers, Denial, Presented, RequestLine, TokenEntry};
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
@@ -13,6 +13,7 @@ use ipnet::IpNet;
 use serde::de::DeserializeOwned;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
+use tessera_core::clock::Timestamp;
 use tessera_core::error::ErrorCode;
 
 /// `axum::Json`, but malformed, mistyped or oversized bodies get the contract's errors.
@@ -154,6 +155,17 @@ pub struct TokenUseSlot(pub Arc<Mutex<Option<TokenUse>>>);
 pub struct TokenUse {
     pub token: Option<Arc<TokenEntry>>,
     pub ip: IpAddr,
+    /// When the token was checked (the access log's time of the request).
+    pub at: Timestamp,
+}
+
+impl TokenUse {
+    pub fn presented(&self) -> Presented<'_> {
+        Presented {
+            token: self.token.as_deref(),
+            at: self.at,
+        }
+    }
 }
 
 /// The value of cookie `name`, from every `Cookie` header.
@@ -189,9 +201,9 @@ pub fn carriers(headers: &HeaderMap) -> Carriers<'_> {
     }
 }
 
-/// The request as the access log keeps it.
-pub fn request_line<B>(req: &axum::http::Request<B>) -> RequestLine {
-    RequestLine::new(req.method().as_str(), req.uri().path())
+/// The request as the access log keeps it, arrived at `started`.
+pub fn request_line<B>(req: &axum::http::Request<B>, started: quanta::Instant) -> RequestLine {
+    RequestLine::new(req.method().as_str(), req.uri().path(), started)
 }
 
 /// Whether a state-changing request on a session cookie comes from our own origin.
@@ -227,6 +239,7 @@ impl FromRequestParts<AppState> for Caller {
                     *s = Some(TokenUse {
                         token: v.token.clone(),
                         ip: client.ip,
+                        at: v.at,
                     });
                 }
             }

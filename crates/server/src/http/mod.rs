@@ -243,7 +243,7 @@ pub struct GatewayService {
 impl GatewayService {
     /// Answers one request, from hyper's connections or the gateway's own.
     pub async fn handle(&self, req: axum::http::Request<Body>) -> Response {
-        let started = Instant::now();
+        let started = quanta::Instant::now();
         let response = if headers_too_large(req.headers()) {
             ApiError::code(ErrorCode::HeadersTooLarge).into_response()
         } else {
@@ -254,12 +254,12 @@ impl GatewayService {
                 "/_tessera/healthz" => ApiError::code(ErrorCode::MethodNotAllowed).into_response(),
                 "/_tessera/verify" => {
                     let (parts, _) = req.into_parts();
-                    self.proxy.forward_auth(&parts, &self.peer).await
+                    self.proxy.forward_auth(&parts, &self.peer, started).await
                 }
                 p if p.starts_with("/_tessera/") => {
                     ApiError::code(ErrorCode::NotFound).into_response()
                 }
-                _ => self.proxy.handle(req, &self.peer).await,
+                _ => self.proxy.handle(req, &self.peer, started).await,
             }
         };
         self.metrics
@@ -349,14 +349,14 @@ async fn observe_admin(State(state): State<AppState>, req: Request, next: Next) 
 async fn record_token_use(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     let slot = TokenUseSlot::default();
     req.extensions_mut().insert(slot.clone());
-    let line = request_line(&req);
+    let line = request_line(&req, quanta::Instant::now());
     let response = next.run(req).await;
     let used = slot.0.lock().ok().and_then(|mut s| s.take());
     if let Some(used) = used {
         state.verifier.record_use(
             Listener::Admin,
             line,
-            used.token.as_deref(),
+            used.presented(),
             used.ip.to_string(),
             response.status().as_u16(),
             response.extensions().get::<ErrorCode>().copied(),
