@@ -98,6 +98,25 @@ impl TokenValue {
     }
 }
 
+/// Whether every byte is an ASCII letter or digit, with no branch per byte. A token's
+/// characters are random, so a branch on each one's class (what `all` and
+/// `is_ascii_alphanumeric` compile to) mispredicts often: that loop was the largest part
+/// of a cache-hit verification after SHA-256 (perf, 1,000 tokens in rotation).
+fn all_alphanumeric(bytes: &[u8]) -> bool {
+    const ALPHANUMERIC: [bool; 256] = {
+        let mut table = [false; 256];
+        let mut b = 0;
+        while b < 256 {
+            table[b] = (b as u8).is_ascii_alphanumeric();
+            b += 1;
+        }
+        table
+    };
+    bytes
+        .iter()
+        .fold(true, |ok, &b| ok & ALPHANUMERIC[usize::from(b)])
+}
+
 /// Length, prefix, alphabet and checksum.
 fn check_format(candidate: &str) -> Result<(), FormatError> {
     if candidate.len() != TOKEN_LEN {
@@ -106,7 +125,7 @@ fn check_format(candidate: &str) -> Result<(), FormatError> {
     let Some(rest) = candidate.strip_prefix(PREFIX) else {
         return Err(FormatError::Prefix);
     };
-    if !rest.bytes().all(|b| b.is_ascii_alphanumeric()) {
+    if !all_alphanumeric(rest.as_bytes()) {
         return Err(FormatError::Alphabet);
     }
     // Decode the checksum rather than encode the CRC: no allocation on the hot path.

@@ -7,7 +7,9 @@ use super::upstream::Upstream;
 use super::{RouteEntry, Routing};
 use crate::http::error::ApiError;
 use crate::http::extract::{carriers, client_ip, request_line};
-use crate::verifier::{Denial, RateLimitState, RequestLine, Verification, Verifier};
+use crate::verifier::{
+    Denial, IdentityHeaders, RateLimitState, RequestLine, Verification, Verifier,
+};
 use axum::body::Body;
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Request};
@@ -76,8 +78,7 @@ struct Target<'a> {
 
 /// What the checks decided for a token route.
 struct Admitted {
-    token_id: HeaderValue,
-    account_id: HeaderValue,
+    identity: IdentityHeaders,
     rate_limit: Option<RateLimitState>,
 }
 
@@ -121,9 +122,11 @@ impl Proxy {
         let response = match result {
             Ok(rl) => {
                 let mut r = axum::http::StatusCode::NO_CONTENT.into_response();
-                if let (Some(t), Some(a)) = (v.token_id(), v.account_id()) {
-                    set(r.headers_mut(), TOKEN_ID, t.as_str());
-                    set(r.headers_mut(), ACCOUNT_ID, a.as_str());
+                if let Some(t) = &v.token {
+                    r.headers_mut()
+                        .insert(TOKEN_ID, t.identity.token_id.clone());
+                    r.headers_mut()
+                        .insert(ACCOUNT_ID, t.identity.account_id.clone());
                 }
                 rate_limit_headers(r.headers_mut(), rl);
                 r
@@ -211,8 +214,7 @@ impl Proxy {
             (a, b) => a.or(b),
         };
         Ok(Admitted {
-            token_id: header_value(ok.token.record.id.as_str()),
-            account_id: header_value(ok.account.id.as_str()),
+            identity: ok.token.identity.clone(),
             rate_limit,
         })
     }
@@ -235,11 +237,17 @@ impl Proxy {
         let original_host = headers.remove(header::HOST);
         remove_hop_by_hop(headers);
         remove_credentials(headers);
-        headers.remove(&TOKEN_ID);
-        headers.remove(&ACCOUNT_ID);
-        if let Some(a) = admitted {
-            headers.insert(TOKEN_ID, a.token_id.clone());
-            headers.insert(ACCOUNT_ID, a.account_id.clone());
+        // The identity replaces whatever the client sent under those names (`insert`
+        // drops every earlier value); an `auth: none` route forwards none.
+        match admitted {
+            Some(a) => {
+                headers.insert(TOKEN_ID, a.identity.token_id.clone());
+                headers.insert(ACCOUNT_ID, a.identity.account_id.clone());
+            }
+            None => {
+                headers.remove(&TOKEN_ID);
+                headers.remove(&ACCOUNT_ID);
+            }
         }
         let forwarded_for = match headers.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
             Some(prior) if self.trusted_proxies.iter().any(|n| n.contains(&peer.ip)) => {

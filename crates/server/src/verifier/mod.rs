@@ -5,6 +5,9 @@
 //! no lock held across I/O. It knows nothing of HTTP: callers hand it the carriers' raw
 //! values and the client address.
 //!
+//! (The one thing of HTTP it keeps is [`IdentityHeaders`], built once per cached token
+//! for the gateway.)
+//!
 //! Revocation is strict: the service evicts affected entries after each narrowing change
 //! commits and before it answers. A fill that raced with such an eviction is not cached
 //! (see [`Verifier::epoch`]), so a revoked token can never be put back by a slow reader.
@@ -12,6 +15,7 @@
 pub mod recorder;
 
 use crate::metrics::{Metrics, OutcomeLabel};
+use axum::http::HeaderValue;
 use governor::clock::{Clock as _, DefaultClock};
 use governor::middleware::StateInformationMiddleware;
 use governor::state::{InMemoryState, NotKeyed};
@@ -161,10 +165,31 @@ pub struct TokenEntry {
     pub scopes: Option<PermissionSet>,
     /// The cache's time to live for this entry ([`POSITIVE_TTL`] after it was read).
     cached_until: Timestamp,
+    pub identity: IdentityHeaders,
     /// The token's account as last looked up, and the verifier's epoch before that
     /// lookup: good while no eviction has happened since (one cache lookup less per
     /// request; see [`Verifier::account_of`]).
     account: Mutex<Option<(u64, Arc<AccountSnapshot>)>>,
+}
+
+/// `X-Tessera-Token-Id` and `X-Tessera-Account-Id` as the gateway forwards them: made
+/// when the token is cached, so a request clones two shared values instead of copying
+/// both ids into new ones.
+#[derive(Debug, Clone)]
+pub struct IdentityHeaders {
+    pub token_id: HeaderValue,
+    pub account_id: HeaderValue,
+}
+
+impl IdentityHeaders {
+    fn of(record: &TokenRecord) -> Self {
+        // Ids are ULIDs: always valid header text. An empty value stands in otherwise.
+        let value = |id: &str| HeaderValue::from_str(id).unwrap_or(HeaderValue::from_static(""));
+        Self {
+            token_id: value(record.id.as_str()),
+            account_id: value(record.account_id.as_str()),
+        }
+    }
 }
 
 /// An account as the verifier needs it: its state and resolved permissions.
@@ -219,14 +244,6 @@ impl Verification {
             token: self.token.as_deref(),
             at: self.at,
         }
-    }
-
-    pub fn token_id(&self) -> Option<&TokenId> {
-        self.token.as_ref().map(|t| &t.record.id)
-    }
-
-    pub fn account_id(&self) -> Option<&AccountId> {
-        self.token.as_ref().map(|t| &t.record.account_id)
     }
 }
 
@@ -515,6 +532,7 @@ impl Verifier {
                 let entry = Arc::new(TokenEntry {
                     scopes: record.scopes.clone().map(PermissionSet::new),
                     cached_until: now + POSITIVE_TTL,
+                    identity: IdentityHeaders::of(&record),
                     record,
                     account: Mutex::new(None),
                 });
