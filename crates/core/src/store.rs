@@ -88,6 +88,18 @@ pub struct UsageDelta {
     pub last_used_ip: String,
 }
 
+impl UsageDelta {
+    /// Adds `other`, a delta of the same token, into this one.
+    pub fn merge(&mut self, other: &UsageDelta) {
+        self.allowed += other.allowed;
+        self.denied += other.denied;
+        if other.last_used_at >= self.last_used_at {
+            self.last_used_at = other.last_used_at;
+            self.last_used_ip.clone_from(&other.last_used_ip);
+        }
+    }
+}
+
 /// A change to the gateway's configuration, applied all at once: services upserted,
 /// then routes upserted, then routes deleted, then services deleted.
 #[derive(Debug, Clone, Default)]
