@@ -11,14 +11,21 @@ use tessera_core::usage::{AccessRecord, RECORDS_PER_SLICE};
 use tessera_store::AnyStore;
 use tokio::sync::oneshot;
 
-/// Records held at most between two batches; more are dropped (and counted).
-const CAPACITY: usize = 65_536;
+/// Records held at most between two batches; more are dropped (and counted). Two full
+/// batches: a writer held up for a second (a long management write, a checkpoint) loses
+/// nothing at the rates one core serves.
+const CAPACITY: usize = 2 * MAX_BATCH;
 /// Records are visible within two seconds (the contract); a second between batches
 /// makes each batch bigger, and a batch costs less per record the bigger it is
 /// (`cargo bench -p tessera-store --bench access_log`).
 const FLUSH_EVERY: Duration = Duration::from_millis(1000);
-/// Records in one write transaction at most.
-const MAX_BATCH: usize = 20_000;
+/// Records in one write transaction at most: a second's records at the rates one core
+/// serves. What a batch costs the writer goes mostly by the tokens in it (a page and a
+/// counter update each), not by its records, so cutting a second's records into several
+/// batches multiplies that cost: with batches of 20,000 at 50,000 requests a second, each
+/// token got two or three pages and counter updates a second, and the writer thread
+/// spent 0.35–0.49 µs a request; with one batch a second, 0.18 µs.
+const MAX_BATCH: usize = 65_536;
 
 #[derive(Debug, Clone)]
 pub struct UsageRecorder {
