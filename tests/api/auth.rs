@@ -456,3 +456,58 @@ async fn a_cached_token_is_read_again_after_its_time_to_live() {
     app.clock.advance(chrono::Duration::seconds(2));
     error_of(me(), 401, "token_disabled").await;
 }
+
+/// A token in use is read again in the background before its minute is up, so that no
+/// request waits for the database when the minute ends; a change made behind Tessera's
+/// back shows as soon as that read is done.
+#[tokio::test]
+async fn a_token_in_use_is_read_again_in_the_background_before_its_time_to_live() {
+    let app = TestApp::spawn().await;
+    let t = app.admin_token.clone();
+    let me = || app.with(&t, Method::GET, "/api/v1/user/me");
+    assert_eq!(send(me()).await.0, StatusCode::OK);
+    let metric = |name: &'static str| {
+        let rb = app.req(Method::GET, "/metrics");
+        async move {
+            let text = rb.send().await.unwrap().text().await.unwrap();
+            text.lines()
+                .find(|l| l.starts_with(name))
+                .and_then(|l| l.rsplit(' ').next())
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or_else(|| panic!("{name} not in\n{text}"))
+        }
+    };
+    let lookups = metric("tessera_token_store_lookups_total").await;
+    assert_eq!(metric("tessera_token_cache_refreshes_total").await, 0.0);
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", app.db_path().display()))
+        .await
+        .unwrap();
+    sqlx::query("UPDATE tokens SET disabled = 1 WHERE name = 'test-admin'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    // Past the point where a hit starts the background read (30 to 45 s), before the
+    // time to live (60 s): this request is answered from memory.
+    app.clock.advance(chrono::Duration::seconds(46));
+    assert_eq!(send(me()).await.0, StatusCode::OK);
+    let mut waited = 0;
+    while metric("tessera_token_cache_refreshes_total").await < 1.0 {
+        assert!(waited < 100, "no background read started");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        waited += 1;
+    }
+    // The read's result replaces the entry, still within the first minute.
+    let mut answer = send(me()).await.0;
+    while answer == StatusCode::OK && waited < 200 {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        waited += 1;
+        answer = send(me()).await.0;
+    }
+    error_of(me(), 401, "token_disabled").await;
+    assert_eq!(
+        metric("tessera_token_store_lookups_total").await,
+        lookups,
+        "no request went to the database itself"
+    );
+    assert_eq!(metric("tessera_token_cache_refreshes_total").await, 1.0);
+}

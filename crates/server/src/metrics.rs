@@ -31,8 +31,10 @@ pub struct Metrics {
     pub verifications: Family<OutcomeLabel, Counter>,
     pub verification_seconds: Histogram,
     pub cache: Family<CacheLabel, Counter>,
-    /// Store reads made because a digest was in neither cache.
+    /// Store reads made on a request's path because a digest was in neither cache.
     pub store_lookups: Counter,
+    /// Cached tokens read again in the background before their time to live ran out.
+    pub cache_refreshes: Counter,
     cache_hit_ratio: Gauge<f64, AtomicU64>,
     pub access_written: Counter,
     pub access_dropped: Counter,
@@ -82,8 +84,14 @@ impl Default for Metrics {
         let store_lookups = Counter::default();
         registry.register(
             "token_store_lookups",
-            "Token lookups that reached the database",
+            "Token lookups that reached the database on a request's path",
             store_lookups.clone(),
+        );
+        let cache_refreshes = Counter::default();
+        registry.register(
+            "token_cache_refreshes",
+            "Cached tokens in use read again in the background before their time to live ran out",
+            cache_refreshes.clone(),
         );
         let cache_hit_ratio = Gauge::<f64, AtomicU64>::default();
         registry.register(
@@ -130,6 +138,7 @@ impl Default for Metrics {
             verification_seconds,
             cache,
             store_lookups,
+            cache_refreshes,
             cache_hit_ratio,
             access_written,
             access_dropped,

@@ -152,12 +152,7 @@ impl App {
     pub fn new(store: AnyStore, clock: Arc<dyn Clock>, config: ServerConfig) -> Self {
         let metrics = Arc::new(Metrics::default());
         let (recorder, recorder_shutdown) = UsageRecorder::start(store.clone(), metrics.clone());
-        let verifier = Arc::new(Verifier::new(
-            store.clone(),
-            clock.clone(),
-            metrics.clone(),
-            recorder,
-        ));
+        let verifier = Verifier::new(store.clone(), clock.clone(), metrics.clone(), recorder);
         let routing = Arc::new(Routing::new(store.clone()));
         let service = Arc::new(Service::new(
             store,
