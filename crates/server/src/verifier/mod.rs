@@ -163,7 +163,7 @@ pub struct RateLimitState {
 pub struct TokenEntry {
     pub record: TokenRecord,
     pub scopes: Option<PermissionSet>,
-    /// The cache's time to live for this entry ([`POSITIVE_TTL`] after it was read).
+    /// The cache's time to live for this entry ([`MAX_AGE`] after it was read).
     cached_until: Timestamp,
     /// From when a hit reads the token again in the background ([`refresh_from`]).
     refresh_from: Timestamp,
@@ -180,7 +180,7 @@ impl TokenEntry {
     fn new(record: TokenRecord, hash: &TokenHash, now: Timestamp) -> Self {
         Self {
             scopes: record.scopes.clone().map(PermissionSet::new),
-            cached_until: now + POSITIVE_TTL,
+            cached_until: now + MAX_AGE,
             refresh_from: refresh_from(hash, now),
             refreshing: AtomicBool::new(false),
             identity: IdentityHeaders::of(&record),
@@ -190,19 +190,19 @@ impl TokenEntry {
     }
 }
 
-/// When a cached token in use is read again, in the background: between half and three
-/// quarters of [`POSITIVE_TTL`] after it was read, at a point drawn from its digest.
+/// When a cached token is next read again, in the background, by the first hit from
+/// then on: [`FRESH_FOR`] after it was read, plus up to [`FRESH_SPREAD`], at a point drawn
+/// from its digest.
 ///
-/// Why: tokens cached together (a gateway's first second under load) would otherwise
-/// reach their time to live together, and for a second every request would wait for
-/// the database. Under `bench/gateway.sh` that second came every 61 s, with p99 at
-/// 12–16 ms against 2–5 ms. The digest is uniformly random, so the reads spread evenly
-/// over a quarter of the TTL without a random number generator on the hot path.
+/// Why: tokens cached together (a gateway's first second under load) used to reach their
+/// time to live together, and for a second every request waited for the database: under
+/// `bench/gateway.sh` that second came every 61 s, with p99 at 12–16 ms against 2–5 ms.
+/// The digest is uniformly random, so the reads spread evenly without a random number
+/// generator on the hot path.
 fn refresh_from(hash: &TokenHash, now: Timestamp) -> Timestamp {
-    let spread = u128::from(u16::from_le_bytes([hash.0[8], hash.0[9]]));
-    let ttl = POSITIVE_TTL.as_millis();
-    let after = ttl / 2 + ttl / 4 * spread / 65_536;
-    now + Duration::from_millis(u64::try_from(after).unwrap_or(u64::MAX))
+    let point = u64::from(u16::from_le_bytes([hash.0[8], hash.0[9]]));
+    let spread = u64::try_from(FRESH_SPREAD.as_millis()).unwrap_or(0);
+    now + FRESH_FOR + Duration::from_millis(spread * point / 65_536)
 }
 
 /// `X-Tessera-Token-Id` and `X-Tessera-Account-Id` as the gateway forwards them: made
@@ -321,9 +321,20 @@ impl std::hash::Hasher for DigestHashState {
     }
 }
 
-/// How long cached records may live even without an eviction: a last safety net. A
-/// token in use is read again before then, off the request path ([`refresh_from`]).
-const POSITIVE_TTL: Duration = Duration::from_secs(60);
+/// Every change made through Tessera evicts what it affects at once; these bound how
+/// long a change made behind its back (another program writing the database) can go
+/// unseen. A cached token is read again in the background by its first use after
+/// 30–45 s ([`refresh_from`]), so a token in use sees such a change within 45 s and a
+/// request or two; and no entry is used past [`MAX_AGE`], read on the request path then.
+/// The maximum age is longer than the refresh so that a token idle for a minute or two
+/// (a client that calls in bursts) comes back to its cached entry rather than to the
+/// database on the request path.
+const FRESH_FOR: Duration = Duration::from_secs(30);
+const FRESH_SPREAD: Duration = Duration::from_secs(15);
+const MAX_AGE: Duration = Duration::from_secs(300);
+/// How long a resolved account is kept for tokens whose link to it was dropped by an
+/// eviction ([`Verifier::account_of`]).
+const ACCOUNT_TTL: Duration = Duration::from_secs(60);
 /// How many issued tokens the verifier keeps in memory.
 const CACHED_TOKENS: usize = 2_000_000;
 
@@ -390,7 +401,7 @@ impl Verifier {
                 .build(),
             accounts: Cache::builder()
                 .max_capacity(200_000)
-                .time_to_live(POSITIVE_TTL)
+                .time_to_live(ACCOUNT_TTL)
                 .build(),
             limiters: Cache::builder()
                 .max_capacity(2_000_000)
