@@ -9,6 +9,7 @@ use std::time::Duration;
 use tessera_core::store::{Store, UsageDelta};
 use tessera_core::usage::{AccessRecord, RECORDS_PER_SLICE};
 use tessera_store::AnyStore;
+use tessera_store::Pacer;
 use tokio::sync::oneshot;
 
 /// Records held at most between two batches; more are dropped (and counted). Two full
@@ -158,12 +159,13 @@ async fn write_batches(
 }
 
 /// The per-token counters a batch adds up to. Milliseconds of work for a big batch: it
-/// goes a slice at a time, giving way to requests in between.
+/// goes a slice at a time, spread out ([`Pacer`]).
 async fn add_up(batch: &[AccessRecord]) -> Vec<UsageDelta> {
     // Keyed by the address of the id's shared text, which the records of one cached token
     // share: hashing and comparing the ids' text was most of this loop (perf). The
     // addresses are not chosen by clients: a fast hash without a secret key will do.
     let mut by_token: HashMap<usize, UsageDelta> = HashMap::new();
+    let mut pace = Pacer::new(batch.len().div_ceil(RECORDS_PER_SLICE));
     for slice in batch.chunks(RECORDS_PER_SLICE) {
         for r in slice {
             let Some(id) = &r.token_id else { continue };
@@ -186,7 +188,7 @@ async fn add_up(batch: &[AccessRecord]) -> Vec<UsageDelta> {
                 d.last_used_ip.clone_from(&r.ip);
             }
         }
-        tokio::task::yield_now().await;
+        pace.step().await;
     }
     // A token read twice in the batch (cached again after an eviction) has two
     // addresses, so two deltas: one each is what the store's update expects.
