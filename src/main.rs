@@ -8,6 +8,26 @@ mod cli;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// mimalloc's `purge_delay` option (its number in mimalloc 3's `mimalloc.h`, which
+/// `libmimalloc-sys` does not name).
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+/// Keeps memory the process freed for its own reuse rather than handing it back to the
+/// OS a second later (mimalloc 3's default), unless `MIMALLOC_PURGE_DELAY` says otherwise.
+///
+/// Why: the access log holds a second's records (tens of thousands of small strings and
+/// a buffer of megabytes) and frees them together. mimalloc returned those pages to the
+/// OS a second later, about when the next second's records faulted them back in, on the gateway's thread:
+/// about 30,000 minor faults a minute under load, and the checked route's p99 was
+/// higher in 16 of 18 interleaved 5 s rounds (median about 4.2 against 2.9 ms). The
+/// price is that the process keeps its peak of freed memory.
+fn keep_freed_memory() {
+    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
+        // SAFETY: sets a process-wide option; mimalloc reads options atomically.
+        unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
+    }
+}
+
 use anyhow::Context;
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use cli::args::{
@@ -149,6 +169,7 @@ async fn run_client(command: Command, conn: &Connection) -> cli::CliResult {
 }
 
 fn run_server(args: ServeArgs) -> std::process::ExitCode {
+    keep_freed_memory();
     // On one core (a container limited to one CPU, or `taskset`), a work-stealing
     // scheduler has nobody to steal from and only adds its bookkeeping to every wake-up.
     let one_core = std::thread::available_parallelism().is_ok_and(|n| n.get() == 1);
@@ -289,4 +310,23 @@ async fn shutdown_signal() {
         _ = terminate => {},
     }
     tracing::info!("shutting down: finishing in-flight requests and writing buffered records");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The option's number is right: it holds mimalloc 3's default (1,000 ms) until it
+    /// is set.
+    #[test]
+    fn freed_memory_is_kept_by_the_allocator() {
+        if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some() {
+            return;
+        }
+        // SAFETY: reads a process-wide option.
+        let get = || unsafe { libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY) };
+        assert_eq!(get(), 1000, "not mimalloc's purge_delay");
+        keep_freed_memory();
+        assert_eq!(get(), -1);
+    }
 }
