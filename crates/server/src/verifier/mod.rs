@@ -25,7 +25,7 @@ use quanta::Instant;
 use std::borrow::Cow;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 use tessera_core::account::{resolve_permissions, AccountRecord};
@@ -364,7 +364,14 @@ pub struct Verifier {
     recorder: UsageRecorder,
     /// The verifier itself, for the background reads a hit starts.
     this: Weak<Verifier>,
+    /// Background reads under way ([`MAX_REFRESHES`] at most).
+    refreshes: AtomicUsize,
 }
+
+/// Background reads of cached tokens under way at most. More wait for a later hit: a
+/// burst of tokens reaching their refresh point together (a fleet of clients back after
+/// a pause) must not queue thousands of reads on the readers' pool.
+const MAX_REFRESHES: usize = 32;
 
 impl std::fmt::Debug for Verifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -410,6 +417,7 @@ impl Verifier {
             epoch: AtomicU64::new(0),
             recorder,
             this: this.clone(),
+            refreshes: AtomicUsize::new(0),
         })
     }
 
@@ -560,9 +568,17 @@ impl Verifier {
     ) -> Result<Option<Arc<TokenEntry>>, Denial> {
         if let Some(t) = self.tokens.get(hash).filter(|t| now < t.cached_until) {
             self.metrics.cache_hit();
-            if now >= t.refresh_from && !t.refreshing.swap(true, Ordering::Relaxed) {
+            if now >= t.refresh_from
+                && self.refreshes.load(Ordering::Relaxed) < MAX_REFRESHES
+                && !t.refreshing.swap(true, Ordering::Relaxed)
+            {
                 if let Some(this) = self.this.upgrade() {
-                    tokio::spawn(this.refresh(*hash));
+                    self.refreshes.fetch_add(1, Ordering::Relaxed);
+                    let hash = *hash;
+                    tokio::spawn(async move {
+                        Arc::clone(&this).refresh(hash).await;
+                        this.refreshes.fetch_sub(1, Ordering::Relaxed);
+                    });
                 }
             }
             return Ok(Some(t));
