@@ -576,7 +576,7 @@ impl Verifier {
                     self.refreshes.fetch_add(1, Ordering::Relaxed);
                     let hash = *hash;
                     tokio::spawn(async move {
-                        Arc::clone(&this).refresh(hash).await;
+                        this.refresh(hash).await;
                         this.refreshes.fetch_sub(1, Ordering::Relaxed);
                     });
                 }
@@ -595,27 +595,40 @@ impl Verifier {
             .find_token_by_hash(hash)
             .await
             .map_err(unavailable)?;
-        let cacheable = self.epoch.load(Ordering::SeqCst) == epoch;
         match found {
             Some(record) => {
                 let entry = Arc::new(TokenEntry::new(record, hash, now));
-                if cacheable {
-                    self.tokens.insert(*hash, entry.clone());
-                }
+                self.fill(hash, entry.clone(), epoch);
                 Ok(Some(entry))
             }
             None => {
-                if cacheable {
+                if self.epoch.load(Ordering::SeqCst) == epoch {
                     self.unknown.insert(*hash, ());
+                    if self.epoch.load(Ordering::SeqCst) != epoch {
+                        self.unknown.invalidate(hash);
+                    }
                 }
                 Ok(None)
             }
         }
     }
 
+    /// Caches `entry` unless an eviction happened since `epoch` was read, before it is
+    /// put in or while it is (it is taken out again then). An eviction moves the epoch
+    /// before it removes entries, so no fill can outlast one, on any number of threads.
+    fn fill(&self, hash: &TokenHash, entry: Arc<TokenEntry>, epoch: u64) {
+        if self.epoch.load(Ordering::SeqCst) != epoch {
+            return;
+        }
+        self.tokens.insert(*hash, entry);
+        if self.epoch.load(Ordering::SeqCst) != epoch {
+            self.tokens.remove(hash);
+        }
+    }
+
     /// Reads a cached token in use again, with its account, and replaces its entry (or
     /// drops it if the token is gone), unless an eviction happened meanwhile.
-    async fn refresh(self: Arc<Self>, hash: TokenHash) {
+    async fn refresh(&self, hash: TokenHash) {
         self.metrics.cache_refreshes.inc();
         let epoch = self.epoch.load(Ordering::SeqCst);
         let found = match self.store.find_token_by_hash(&hash).await {
@@ -633,13 +646,12 @@ impl Verifier {
                 return;
             }
         }
-        if self.epoch.load(Ordering::SeqCst) != epoch {
-            return;
-        }
         match entry {
-            Some(entry) => self.tokens.insert(hash, entry),
+            Some(entry) => self.fill(&hash, entry, epoch),
             None => {
-                self.tokens.remove(&hash);
+                if self.epoch.load(Ordering::SeqCst) == epoch {
+                    self.tokens.remove(&hash);
+                }
             }
         }
     }
