@@ -258,13 +258,8 @@ async fn the_chain_detects_tampering() {
     app.stop().await;
 
     // Someone edits an old entry directly in the database.
-    let url = format!("sqlite://{}", app.db_path().display());
-    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
-    sqlx::query("UPDATE audit_log SET target_name = 'forged' WHERE seq = 3")
-        .execute(&pool)
-        .await
-        .unwrap();
-    pool.close().await;
+    app.write_behind_its_back("UPDATE audit_log SET target_name = 'forged' WHERE seq = 3")
+        .await;
 
     let app2 = TestApp::spawn_in(app.dir.clone(), app.clock.clone()).await;
     let (_, v) = send(app2.admin(Method::GET, "/api/v1/audit-logs/verify")).await;

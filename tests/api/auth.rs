@@ -443,13 +443,8 @@ async fn a_cached_token_is_read_again_after_its_maximum_age() {
     let t = app.admin_token.clone();
     let me = || app.with(&t, Method::GET, "/api/v1/user/me");
     assert_eq!(send(me()).await.0, StatusCode::OK);
-    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", app.db_path().display()))
-        .await
-        .unwrap();
-    sqlx::query("UPDATE tokens SET disabled = 1 WHERE name = 'test-admin'")
-        .execute(&pool)
-        .await
-        .unwrap();
+    app.write_behind_its_back("UPDATE tokens SET disabled = 1 WHERE name = 'test-admin'")
+        .await;
     // Still cached: the write did not go through Tessera.
     app.clock.advance(chrono::Duration::seconds(20));
     assert_eq!(send(me()).await.0, StatusCode::OK);
@@ -466,32 +461,16 @@ async fn a_token_in_use_is_read_again_in_the_background_before_its_time_to_live(
     let t = app.admin_token.clone();
     let me = || app.with(&t, Method::GET, "/api/v1/user/me");
     assert_eq!(send(me()).await.0, StatusCode::OK);
-    let metric = |name: &'static str| {
-        let rb = app.req(Method::GET, "/metrics");
-        async move {
-            let text = rb.send().await.unwrap().text().await.unwrap();
-            text.lines()
-                .find(|l| l.starts_with(name))
-                .and_then(|l| l.rsplit(' ').next())
-                .and_then(|v| v.parse::<f64>().ok())
-                .unwrap_or_else(|| panic!("{name} not in\n{text}"))
-        }
-    };
-    let lookups = metric("tessera_token_store_lookups_total").await;
-    assert_eq!(metric("tessera_token_cache_refreshes_total").await, 0.0);
-    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", app.db_path().display()))
-        .await
-        .unwrap();
-    sqlx::query("UPDATE tokens SET disabled = 1 WHERE name = 'test-admin'")
-        .execute(&pool)
-        .await
-        .unwrap();
+    let lookups = app.metric("tessera_token_store_lookups_total").await;
+    assert_eq!(app.metric("tessera_token_cache_refreshes_total").await, 0.0);
+    app.write_behind_its_back("UPDATE tokens SET disabled = 1 WHERE name = 'test-admin'")
+        .await;
     // Past the point where a hit starts the background read (30 to 45 s), before the
     // maximum age (300 s): this request is answered from memory.
     app.clock.advance(chrono::Duration::seconds(46));
     assert_eq!(send(me()).await.0, StatusCode::OK);
     let mut waited = 0;
-    while metric("tessera_token_cache_refreshes_total").await < 1.0 {
+    while app.metric("tessera_token_cache_refreshes_total").await < 1.0 {
         assert!(waited < 100, "no background read started");
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         waited += 1;
@@ -505,9 +484,9 @@ async fn a_token_in_use_is_read_again_in_the_background_before_its_time_to_live(
     }
     error_of(me(), 401, "token_disabled").await;
     assert_eq!(
-        metric("tessera_token_store_lookups_total").await,
+        app.metric("tessera_token_store_lookups_total").await,
         lookups,
         "no request went to the database itself"
     );
-    assert_eq!(metric("tessera_token_cache_refreshes_total").await, 1.0);
+    assert_eq!(app.metric("tessera_token_cache_refreshes_total").await, 1.0);
 }

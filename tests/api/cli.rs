@@ -476,14 +476,8 @@ async fn account_role_policy_and_audit_commands() {
     let ok = tessera(&app, &["audit", "verify"]).await.expect(0);
     assert!(ok.stdout.contains("intact"), "{}", ok.stdout);
 
-    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", app.db_path().display()))
-        .await
-        .unwrap();
-    sqlx::query("UPDATE audit_log SET action = 'token.delete' WHERE seq = 2")
-        .execute(&pool)
-        .await
-        .unwrap();
-    pool.close().await;
+    app.write_behind_its_back("UPDATE audit_log SET action = 'token.delete' WHERE seq = 2")
+        .await;
     let bad = tessera(&app, &["audit", "verify"]).await.expect(1);
     assert!(bad.stderr.contains("entry 2"), "{}", bad.stderr);
 }

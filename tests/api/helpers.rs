@@ -157,6 +157,26 @@ impl TestApp {
         self.dir.path().join("tessera.db")
     }
 
+    /// Runs `sql` on the database file directly, as another program would: a change
+    /// made behind Tessera's back, which no cache eviction follows.
+    pub async fn write_behind_its_back(&self, sql: &str) {
+        let url = format!("sqlite://{}", self.db_path().display());
+        let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+        sqlx::query(sql).execute(&pool).await.unwrap();
+        pool.close().await;
+    }
+
+    /// The `/metrics` exposition.
+    pub async fn metrics(&self) -> String {
+        let resp = self.req(Method::GET, "/metrics").send().await.unwrap();
+        resp.text().await.unwrap()
+    }
+
+    /// The value of one sample of `/metrics`.
+    pub async fn metric(&self, name: &str) -> f64 {
+        metric_value(&self.metrics().await, name)
+    }
+
     /// Remembers the token value in a create/regenerate answer, and returns it.
     pub fn remember(&self, body: &Value) -> String {
         let value = body["token"].as_str().expect("a token value").to_owned();
@@ -280,6 +300,15 @@ impl Drop for TestApp {
             self.assert_no_secret_leaked();
         }
     }
+}
+
+/// The value of the sample `name` (with its labels, if any) in a `/metrics` text.
+pub fn metric_value(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(name))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{name} not in\n{text}"))
 }
 
 pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {

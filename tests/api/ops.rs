@@ -44,21 +44,8 @@ async fn health_readiness_and_metrics() {
     }
     send(app.admin(Method::GET, "/api/v1/user/me")).await;
     app.settle().await;
-    let text = app
-        .req(Method::GET, "/metrics")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let value = |name: &str| -> f64 {
-        text.lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("{name} not in\n{text}"))
-    };
+    let text = app.metrics().await;
+    let value = |name: &str| metric_value(&text, name);
     assert_eq!(
         value("tessera_verifications_total{outcome=\"invalid_token\"}"),
         50.0

@@ -98,7 +98,7 @@ pub async fn encode_batch(mut records: Vec<AccessRecord>) -> Result<Vec<PageRow>
 }
 
 /// Spreads one stage of a batch's background work (adding up, grouping, encoding,
-/// freeing) over up to [`Pacer::SPAN`]: between two slices it sleeps as long as it is
+/// freeing) over up to `Pacer::SPAN` (100 ms): between two slices it sleeps as long as it is
 /// ahead of that schedule, and otherwise only gives way to other tasks.
 ///
 /// Why: a one-core gateway runs this work on the thread that serves requests, and
@@ -116,7 +116,7 @@ pub struct Pacer {
 impl Pacer {
     /// How long one stage may be spread over. Four stages (adding up, grouping, encoding,
     /// freeing): a batch is written well within the two seconds the contract allows.
-    pub const SPAN: std::time::Duration = std::time::Duration::from_millis(100);
+    const SPAN: std::time::Duration = std::time::Duration::from_millis(100);
     /// The longest pause between two slices.
     const MAX_PAUSE: std::time::Duration = std::time::Duration::from_millis(1);
 

@@ -368,9 +368,10 @@ pub struct Verifier {
     refreshes: AtomicUsize,
 }
 
-/// Background reads of cached tokens under way at most. More wait for a later hit: a
-/// burst of tokens reaching their refresh point together (a fleet of clients back after
-/// a pause) must not queue thousands of reads on the readers' pool.
+/// Background reads of cached tokens under way at most (give or take the threads that
+/// pass the check together). More wait for a later hit: a burst of tokens reaching their
+/// refresh point together (a fleet of clients back after a pause) must not queue
+/// thousands of reads on the readers' pool.
 const MAX_REFRESHES: usize = 32;
 
 impl std::fmt::Debug for Verifier {
@@ -568,7 +569,10 @@ impl Verifier {
     ) -> Result<Option<Arc<TokenEntry>>, Denial> {
         if let Some(t) = self.tokens.get(hash).filter(|t| now < t.cached_until) {
             self.metrics.cache_hit();
+            // The plain load first: an entry whose read is under way (or failed) is hit
+            // many times more, and a swap would write its cache line on each.
             if now >= t.refresh_from
+                && !t.refreshing.load(Ordering::Relaxed)
                 && self.refreshes.load(Ordering::Relaxed) < MAX_REFRESHES
                 && !t.refreshing.swap(true, Ordering::Relaxed)
             {
