@@ -55,14 +55,6 @@ macro_rules! prefixed_id {
             pub fn as_str(&self) -> &str {
                 &self.0
             }
-
-            /// The address of the shared text: the same for every clone of one id, so a
-            /// key that costs no hashing of the text and no comparing of it. Equal ids
-            /// read separately have different addresses: a grouping by it must allow for
-            /// that (two groups of one id).
-            pub fn shared_address(&self) -> usize {
-                Arc::as_ptr(&self.0).cast::<u8>() as usize
-            }
         }
 
         impl fmt::Display for $name {

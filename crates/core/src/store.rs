@@ -12,7 +12,7 @@ use crate::gateway::{Route, UpstreamService};
 use crate::ids::{AccountId, TokenId};
 use crate::policy::TokenPolicy;
 use crate::token::{TokenHash, TokenRecord, TokenStatus};
-use crate::usage::{AccessRecord, BucketWidth, UsageBucket};
+use crate::usage::{AccessBatch, AccessRecord, BucketWidth, UsageBucket};
 use std::future::Future;
 
 #[derive(Debug, thiserror::Error)]
@@ -302,11 +302,11 @@ pub trait Store: Send + Sync {
     ) -> impl Future<Output = StoreResult<Vec<AuditEntry>>> + Send;
 
     // --- access log and usage ----------------------------------------------------------
-    /// Writes a batch of records and the usage counters they add up to, in one transaction.
-    /// Takes them by value: a batch is thousands of records, written once.
+    /// Writes a batch of uses and the usage counters they add up to, in one transaction.
+    /// Takes them by value: a batch is thousands of uses, written once.
     fn record_access(
         &self,
-        records: Vec<AccessRecord>,
+        batch: AccessBatch,
         usage: Vec<UsageDelta>,
     ) -> impl Future<Output = StoreResult<()>> + Send;
     /// Newest first; the cursor is the record's row id.

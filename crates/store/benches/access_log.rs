@@ -8,17 +8,13 @@
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use tessera_core::ids::{AccountId, TokenId};
 use tessera_core::store::{Store, UsageDelta};
-use tessera_core::usage::{AccessRecord, Listener};
+use tessera_core::usage::{AccessBatch, AccessRecord, Listener};
 use tessera_store::sqlite::SqliteStore;
 
 const BATCH: usize = 8_000;
 const TOKENS: usize = 1_000;
 
-fn batch(
-    seq: usize,
-    tokens: &[TokenId],
-    account: &AccountId,
-) -> (Vec<AccessRecord>, Vec<UsageDelta>) {
+fn batch(seq: usize, tokens: &[TokenId], account: &AccountId) -> (AccessBatch, Vec<UsageDelta>) {
     #[allow(clippy::disallowed_methods)]
     let now = chrono::Utc::now();
     let records: Vec<AccessRecord> = (0..BATCH)
@@ -45,7 +41,7 @@ fn batch(
             last_used_ip: "10.1.2.3".into(),
         })
         .collect();
-    (records, usage)
+    (AccessBatch::from_records(records), usage)
 }
 
 fn access_log(c: &mut Criterion) {

@@ -15,14 +15,14 @@
 //! one by one in arrival order, so cursors and newest-first order mean what they did;
 //! but pages of one batch overlap in id range, so readers merge them ([`Merge`]).
 
-use crate::ms;
-use foldhash::HashMap;
 use serde::{Deserialize, Serialize};
 use std::collections::BinaryHeap;
 use tessera_core::clock::from_unix_millis;
 use tessera_core::ids::{AccountId, TokenId};
 use tessera_core::store::{AccessFilter, StoreError};
-use tessera_core::usage::{AccessRecord, Listener, RECORDS_PER_SLICE};
+use tessera_core::usage::{
+    AccessBatch, AccessGroup, AccessRecord, Listener, UseRow, RECORDS_PER_SLICE,
+};
 
 /// One page as encoded: the key columns and the records' JSON. Its ids are relative to
 /// its batch (the first record is 0) until [`PageRow::placed_at`] puts them where the log
@@ -61,39 +61,31 @@ type Shape<'a> = (&'a str, &'a str, &'a str, u16, &'a str, &'a str);
 #[derive(Deserialize)]
 struct Converted(i64, i64, String, String, String, u16, String, String, f64);
 
-/// The records of one page, with their ids.
-type PageMembers<'a> = Vec<(i64, &'a AccessRecord)>;
-
 /// A batch as page rows, ids relative to the batch (see [`PageRow::placed_at`]), in the
 /// order of their last ids: inserts append to the table, and each page can be chained
-/// after the ones before it.
+/// after the ones before it. A group of more than [`RECORDS_PER_SLICE`] uses fills
+/// several pages: a page is encoded in one go, and one busy token (or a flood of unknown
+/// ones) would otherwise make a page of a whole second's records, milliseconds of work.
 ///
-/// Grouping, encoding and freeing a big batch is CPU work of milliseconds: it goes a
-/// slice at a time, giving way to other tasks in between, so that requests on the same
-/// thread (a one-core gateway) wait for one slice at most. A backend calls this before
-/// its write transaction, so that the writer is not held meanwhile.
-pub async fn encode_batch(mut records: Vec<AccessRecord>) -> Result<Vec<PageRow>, StoreError> {
-    let mut pages = Pages::default();
-    let mut pace = Pacer::new(records.len().div_ceil(RECORDS_PER_SLICE));
-    for (i, slice) in records.chunks(RECORDS_PER_SLICE).enumerate() {
-        pages.add(slice, (i * RECORDS_PER_SLICE) as i64);
-        pace.step().await;
-    }
-    let pages = pages.into_pages();
+/// Encoding a big batch is CPU work of milliseconds: it goes a few pages at a time,
+/// giving way to other tasks in between, so that requests on the same thread (a
+/// one-core gateway) wait for a few pages at most. A backend calls this before its
+/// write transaction, so that the writer is not held meanwhile.
+pub async fn encode_batch(batch: AccessBatch) -> Result<Vec<PageRow>, StoreError> {
+    let pages: Vec<(&AccessGroup, &[UseRow])> = batch
+        .groups
+        .iter()
+        .flat_map(|g| g.uses.chunks(RECORDS_PER_SLICE).map(move |uses| (g, uses)))
+        .collect();
     let mut rows = Vec::with_capacity(pages.len());
     let mut pace = Pacer::new(pages.len().div_ceil(8));
     for few in pages.chunks(8) {
-        for (token_id, members) in few {
-            rows.push(encode(*token_id, members)?);
+        for (group, uses) in few {
+            rows.push(encode(group, uses)?);
         }
         pace.step().await;
     }
-    // Freeing the batch is work too (four strings a record): a slice at a time.
-    let mut pace = Pacer::new(records.len().div_ceil(RECORDS_PER_SLICE));
-    while !records.is_empty() {
-        records.truncate(records.len().saturating_sub(RECORDS_PER_SLICE));
-        pace.step().await;
-    }
+    rows.sort_unstable_by_key(|r| r.last_id);
     Ok(rows)
 }
 
@@ -141,58 +133,6 @@ impl Pacer {
     }
 }
 
-/// The pages a batch makes: pages of one token each (or of records that matched no
-/// token), of at most [`RECORDS_PER_SLICE`] records.
-///
-/// Why the bound: a page is encoded in one go, and one busy token (or a flood of unknown
-/// ones) would otherwise make a page of a whole second's records, milliseconds of work.
-#[derive(Debug, Default)]
-struct Pages<'a> {
-    /// Each token's page being filled, by its index in `pages`. Keyed by token ids, which
-    /// Tessera draws (not clients): a fast hash without a secret key will do.
-    filling: HashMap<Option<&'a str>, usize>,
-    /// The same, by the address of the id's shared text ([`TokenId::shared_address`]):
-    /// the records of one cached token share it, so most records find their page
-    /// without hashing or comparing the id's text, which was most of this grouping's
-    /// cost (perf). Only a new address goes to `filling`.
-    by_address: HashMap<Option<usize>, usize>,
-    pages: Vec<(Option<&'a str>, PageMembers<'a>)>,
-}
-
-impl<'a> Pages<'a> {
-    /// Adds `records`, the first of which gets the id `first_id`.
-    fn add(&mut self, records: &'a [AccessRecord], first_id: i64) {
-        for (i, r) in records.iter().enumerate() {
-            let address = r.token_id.as_ref().map(TokenId::shared_address);
-            let open = |p: &usize| self.pages[*p].1.len() < RECORDS_PER_SLICE;
-            let page = match self.by_address.get(&address).filter(|p| open(p)) {
-                Some(&p) => p,
-                None => {
-                    let token_id = r.token_id.as_ref().map(TokenId::as_str);
-                    let p = match self.filling.get(&token_id).filter(|p| open(p)) {
-                        Some(&p) => p,
-                        None => {
-                            self.pages.push((token_id, Vec::new()));
-                            self.filling.insert(token_id, self.pages.len() - 1);
-                            self.pages.len() - 1
-                        }
-                    };
-                    self.by_address.insert(address, p);
-                    p
-                }
-            };
-            self.pages[page].1.push((first_id + i as i64, r));
-        }
-    }
-
-    /// The pages in the order of their last ids.
-    fn into_pages(self) -> Vec<(Option<&'a str>, PageMembers<'a>)> {
-        let mut pages = self.pages;
-        pages.sort_unstable_by_key(|(_, members)| members.last().map(|m| m.0));
-        pages
-    }
-}
-
 impl PageRow {
     /// The page's first and last ids and its JSON once its batch starts at id `base`.
     pub fn placed_at(&self, base: i64) -> (i64, i64, String) {
@@ -204,56 +144,48 @@ impl PageRow {
     }
 }
 
-/// One page as a row.
-fn encode<'a>(
-    token_id: Option<&'a str>,
-    members: &[(i64, &'a AccessRecord)],
-) -> Result<PageRow, StoreError> {
-    let first_id = members.first().map_or(0, |m| m.0);
-    let min_time = members.iter().map(|(_, r)| ms(r.time)).min().unwrap_or(0);
-    // Shapes hold paths that clients choose: std's keyed hash here.
-    let mut shapes: std::collections::HashMap<Shape<'_>, usize> = Default::default();
+/// One page (some or all of a group's uses) as a row: the page names only the shapes
+/// its uses have.
+fn encode(group: &AccessGroup, uses: &[UseRow]) -> Result<PageRow, StoreError> {
+    let first_id = uses.first().map_or(0, |u| i64::from(u.seq));
+    let min_time = uses.iter().map(|u| u.time).min().unwrap_or(0);
     let mut page = PageRef {
         t: min_time,
         d: Vec::new(),
-        r: Vec::with_capacity(members.len()),
+        r: Vec::with_capacity(uses.len()),
     };
-    let mut last: Option<(Shape<'_>, usize)> = None;
-    for (id, r) in members {
-        let shape = (
-            r.listener.as_str(),
-            &*r.method,
-            r.path.as_str(),
-            r.status,
-            &*r.code,
-            r.ip.as_str(),
-        );
-        // A token's requests mostly repeat one shape: compare with the last before hashing.
-        let d = match last {
-            Some((s, d)) if s == shape => d,
-            _ => *shapes.entry(shape).or_insert_with(|| {
-                page.d.push(shape);
-                page.d.len() - 1
-            }),
-        };
-        last = Some((shape, d));
-        let micros = (r.latency_ms * 1000.0).round().max(0.0) as u64;
-        page.r
-            .push((id - first_id, ms(r.time) - min_time, micros, d));
+    // The group's shape index to the page's.
+    let mut local = vec![usize::MAX; group.shapes.len()];
+    for u in uses {
+        let d = &mut local[u.shape as usize];
+        if *d == usize::MAX {
+            let s = &group.shapes[u.shape as usize];
+            page.d.push((
+                s.listener.as_str(),
+                &s.method,
+                &s.path,
+                s.status,
+                &s.code,
+                &s.ip,
+            ));
+            *d = page.d.len() - 1;
+        }
+        page.r.push((
+            i64::from(u.seq) - first_id,
+            u.time - min_time,
+            u.latency_us,
+            *d,
+        ));
     }
     let records = serde_json::to_string(&page)
         .map_err(|e| StoreError::Backend(format!("cannot encode access records: {e}")))?;
     Ok(PageRow {
         first_id,
-        last_id: members.last().map_or(0, |m| m.0),
-        token_id: token_id.map(str::to_owned),
-        // A token belongs to one account: the page's first record names it.
-        account_id: members
-            .first()
-            .and_then(|m| m.1.account_id.as_ref())
-            .map(|a| a.as_str().to_owned()),
+        last_id: uses.last().map_or(0, |u| i64::from(u.seq)),
+        token_id: group.token_id.as_ref().map(|t| t.as_str().to_owned()),
+        account_id: group.account_id.as_ref().map(|a| a.as_str().to_owned()),
         min_time,
-        max_time: members.iter().map(|(_, r)| ms(r.time)).max().unwrap_or(0),
+        max_time: uses.iter().map(|u| u.time).max().unwrap_or(0),
         records,
     })
 }
@@ -400,7 +332,7 @@ mod tests {
 
     /// A whole batch whose first record gets `first_id`, as the rows a backend writes.
     async fn paginate(records: &[AccessRecord], first_id: i64) -> Result<Vec<PageRow>, StoreError> {
-        let rows = encode_batch(records.to_vec()).await?;
+        let rows = encode_batch(AccessBatch::from_records(records.to_vec())).await?;
         Ok(rows
             .into_iter()
             .map(|row| {
@@ -501,38 +433,30 @@ mod tests {
         assert_eq!(back[7].1, batch[7]);
     }
 
-    /// Records of one cached token share their id's text and find their page by its
-    /// address; records whose ids were read separately find it by the text. Both must
-    /// make the same pages, bounded pages of a busy token included.
+    /// A token cached twice in a batch's second has two groups (the recorder groups by
+    /// cache entry): each makes its own pages, and together they give back every record
+    /// once, under its own id.
     #[tokio::test]
-    async fn shared_and_separate_ids_make_the_same_pages() {
-        let n = 2 * RECORDS_PER_SLICE as i64;
-        let separate: Vec<AccessRecord> = (0..n)
-            .map(|i| rec(Some(if i % 3 == 0 { "quiet" } else { "busy" }), i))
-            .collect();
-        let (busy, quiet) = (rec(Some("busy"), 0), rec(Some("quiet"), 0));
-        let shared: Vec<AccessRecord> = separate
-            .iter()
-            .enumerate()
-            .map(|(i, r)| {
-                let mut r = r.clone();
-                // Every fourth record keeps an id of its own, as after a cache refill.
-                if i % 4 != 0 {
-                    let one = if i % 3 == 0 { &quiet } else { &busy };
-                    r.token_id.clone_from(&one.token_id);
-                }
-                r
-            })
-            .collect();
-        let rows = |pages: Vec<PageRow>| -> Vec<_> {
-            pages
-                .into_iter()
-                .map(|p| (p.first_id, p.last_id, p.token_id, p.records))
-                .collect()
-        };
-        let expected = rows(paginate(&separate, 1).await.unwrap());
-        assert_eq!(expected.len(), 3, "busy fills a page and starts another");
-        assert_eq!(rows(paginate(&shared, 1).await.unwrap()), expected);
+    async fn a_token_grouped_twice_in_a_batch_keeps_every_record_and_id() {
+        let records: Vec<AccessRecord> = (0..6).map(|i| rec(Some("t"), i)).collect();
+        let mut batch = AccessBatch::from_records(records.clone());
+        let whole = batch.groups.remove(0);
+        let (even, odd): (Vec<UseRow>, Vec<UseRow>) =
+            whole.uses.iter().partition(|u| u.seq % 2 == 0);
+        for uses in [even, odd] {
+            let mut group = AccessGroup::new(whole.token_id.clone(), whole.account_id.clone());
+            group.shapes.clone_from(&whole.shapes);
+            group.uses = uses;
+            batch.groups.push(group);
+        }
+        let mut back = Vec::new();
+        for row in encode_batch(batch).await.unwrap() {
+            let (_, _, json) = row.placed_at(10);
+            back.extend(decode(row.token_id.as_deref(), row.account_id.as_deref(), &json).unwrap());
+        }
+        back.sort_by_key(|(id, _)| *id);
+        let expected: Vec<(i64, AccessRecord)> = (10..).zip(records).collect();
+        assert_eq!(back, expected);
     }
 
     #[tokio::test]

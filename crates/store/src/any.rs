@@ -10,7 +10,7 @@ use tessera_core::ids::{AccountId, TokenId};
 use tessera_core::policy::TokenPolicy;
 use tessera_core::store::*;
 use tessera_core::token::{TokenHash, TokenRecord};
-use tessera_core::usage::{AccessRecord, BucketWidth, UsageBucket};
+use tessera_core::usage::{AccessBatch, AccessRecord, BucketWidth, UsageBucket};
 
 #[derive(Clone, Debug)]
 pub enum AnyStore {
@@ -159,7 +159,7 @@ impl Store for AnyStore {
     async fn audit_after(&self, after: i64, limit: u32) -> StoreResult<Vec<AuditEntry>> {
         delegate!(self.audit_after(after, limit))
     }
-    async fn record_access(&self, r: Vec<AccessRecord>, u: Vec<UsageDelta>) -> StoreResult<()> {
+    async fn record_access(&self, r: AccessBatch, u: Vec<UsageDelta>) -> StoreResult<()> {
         delegate!(self.record_access(r, u))
     }
     async fn list_access(

@@ -13,7 +13,7 @@ use tessera_core::permission::Permission;
 use tessera_core::policy::TokenPolicy;
 use tessera_core::store::*;
 use tessera_core::token::*;
-use tessera_core::usage::{AccessRecord, BucketWidth, Listener, RECORDS_PER_SLICE};
+use tessera_core::usage::{AccessBatch, AccessRecord, BucketWidth, Listener, RECORDS_PER_SLICE};
 
 fn now() -> Timestamp {
     SystemClock.now()
@@ -626,7 +626,10 @@ async fn access_and_usage<S: Store>(store: &S) {
         last_used_at: base + Duration::seconds(70),
         last_used_ip: "10.1.2.3".into(),
     }];
-    store.record_access(records.clone(), usage).await.unwrap();
+    store
+        .record_access(AccessBatch::from_records(records.clone()), usage)
+        .await
+        .unwrap();
     let after = store.get_token(&tok.id).await.unwrap().unwrap();
     assert_eq!((after.usage_allowed, after.usage_denied), (2, 1));
     assert_eq!(after.last_used_at, Some(base + Duration::seconds(70)));
@@ -702,7 +705,10 @@ async fn access_and_usage<S: Store>(store: &S) {
             rec(t + 4, 200, None),
         ];
         mine.extend([records[0].clone(), records[2].clone()]);
-        store.record_access(records, Vec::new()).await.unwrap();
+        store
+            .record_access(AccessBatch::from_records(records), Vec::new())
+            .await
+            .unwrap();
     }
     let by_token = |after: Option<String>, since: Option<i64>, until: Option<i64>| {
         let filter = AccessFilter {
@@ -771,7 +777,10 @@ async fn access_and_usage<S: Store>(store: &S) {
         .map(|i| rec(2000 + i, 200, Some(&tok.id)))
         .collect();
     records.insert(5, other_rec(2005));
-    store.record_access(records, Vec::new()).await.unwrap();
+    store
+        .record_access(AccessBatch::from_records(records), Vec::new())
+        .await
+        .unwrap();
     let busy_filter = AccessFilter {
         token_id: Some(tok.id.clone()),
         since: Some(base + Duration::seconds(2000)),

@@ -21,7 +21,7 @@ use tessera_core::store::*;
 use tessera_core::token::{
     PreviousValue, RateLimit, TokenHash, TokenName, TokenRecord, TokenStatus,
 };
-use tessera_core::usage::{self, AccessRecord, BucketWidth, UsageBucket};
+use tessera_core::usage::{self, AccessBatch, AccessRecord, BucketWidth, UsageBucket};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -1213,14 +1213,10 @@ impl Store for SqliteStore {
         rows.iter().map(audit_from_row).collect()
     }
 
-    async fn record_access(
-        &self,
-        records: Vec<AccessRecord>,
-        usage: Vec<UsageDelta>,
-    ) -> StoreResult<()> {
+    async fn record_access(&self, batch: AccessBatch, usage: Vec<UsageDelta>) -> StoreResult<()> {
         // Encoded before the write transaction: management writes wait only for the
         // batch's statements.
-        let rows = access_pages::encode_batch(records).await?;
+        let rows = access_pages::encode_batch(batch).await?;
         self.write(move |conn| {
             Box::pin(async move {
                 let (last,): (i64,) =

@@ -55,6 +55,7 @@ async fn access_records_written_before_pages_survive_the_upgrade() {
         .unwrap();
     store.migrate(&[]).await.unwrap();
     use tessera_core::store::{AccessFilter, Page, Store};
+    use tessera_core::usage::AccessBatch;
     let page = Page {
         limit: 10,
         after: None,
@@ -88,7 +89,10 @@ async fn access_records_written_before_pages_survive_the_upgrade() {
     // New records continue after the old ids.
     let mut next = all[0].1.clone();
     next.status = 200;
-    store.record_access(vec![next], Vec::new()).await.unwrap();
+    store
+        .record_access(AccessBatch::from_records(vec![next]), Vec::new())
+        .await
+        .unwrap();
     let newest = store
         .list_access(&AccessFilter::default(), &page)
         .await

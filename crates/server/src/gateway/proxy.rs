@@ -35,24 +35,13 @@ const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host")
 #[derive(Debug, Clone)]
 pub struct Peer {
     pub ip: IpAddr,
-    text: String,
     header: HeaderValue,
 }
 
 impl Peer {
     pub fn new(ip: IpAddr) -> Self {
-        let text = ip.to_string();
-        let header = header_value(&text);
-        Self { ip, text, header }
-    }
-
-    /// `client` as the access log writes it (usually the peer itself: no formatting).
-    fn text_of(&self, client: IpAddr) -> String {
-        if client == self.ip {
-            self.text.clone()
-        } else {
-            client.to_string()
-        }
+        let header = header_value(&ip.to_string());
+        Self { ip, header }
     }
 }
 
@@ -133,7 +122,7 @@ impl Proxy {
             }
             Err(d) => denial(d),
         };
-        self.record(line, &v, ip, peer, &response);
+        self.record(line, v, ip, &response);
         response
     }
 
@@ -165,7 +154,7 @@ impl Proxy {
                 Ok(a) => admitted = Some((a, v, line)),
                 Err(d) => {
                     let response = denial(d);
-                    self.record(line, &v, ip, peer, &response);
+                    self.record(line, v, ip, &response);
                     return response;
                 }
             }
@@ -191,7 +180,7 @@ impl Proxy {
             .await;
         if let Some((a, v, line)) = admitted {
             rate_limit_headers(response.headers_mut(), a.rate_limit);
-            self.record(line, &v, ip, peer, &response);
+            self.record(line, v, ip, &response);
         }
         response
     }
@@ -277,19 +266,12 @@ impl Proxy {
     }
 
     /// Logs a use on the gateway listener.
-    fn record(
-        &self,
-        line: RequestLine,
-        v: &Verification,
-        ip: IpAddr,
-        peer: &Peer,
-        response: &Response,
-    ) {
+    fn record(&self, line: RequestLine, v: Verification, ip: IpAddr, response: &Response) {
         self.verifier.record_use(
             Listener::Gateway,
             line,
-            v.presented(),
-            peer.text_of(ip),
+            v.into_presented(),
+            ip,
             response.status().as_u16(),
             response.extensions().get::<ErrorCode>().copied(),
         );

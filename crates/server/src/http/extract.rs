@@ -4,7 +4,7 @@
 use super::error::ApiError;
 use super::AppState;
 use crate::service::{Caller, CallerAuth, SESSION_COOKIE};
-use crate::verifier::{Carriers, Denial, Presented, RequestLine, TokenEntry};
+use crate::verifier::{Carriers, Denial, Presented, RequestLine};
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
@@ -13,7 +13,6 @@ use ipnet::IpNet;
 use serde::de::DeserializeOwned;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
-use tessera_core::clock::Timestamp;
 use tessera_core::error::ErrorCode;
 
 /// `axum::Json`, but malformed, mistyped or oversized bodies get the contract's errors.
@@ -153,19 +152,8 @@ pub struct TokenUseSlot(pub Arc<Mutex<Option<TokenUse>>>);
 /// client address it judged.
 #[derive(Debug, Clone)]
 pub struct TokenUse {
-    pub token: Option<Arc<TokenEntry>>,
+    pub presented: Presented,
     pub ip: IpAddr,
-    /// When the token was checked (the access log's time of the request).
-    pub at: Timestamp,
-}
-
-impl TokenUse {
-    pub fn presented(&self) -> Presented<'_> {
-        Presented {
-            token: self.token.as_deref(),
-            at: self.at,
-        }
-    }
 }
 
 /// The value of cookie `name`, from every `Cookie` header.
@@ -237,9 +225,11 @@ impl FromRequestParts<AppState> for Caller {
             if let Some(slot) = parts.extensions.get::<TokenUseSlot>() {
                 if let Ok(mut s) = slot.0.lock() {
                     *s = Some(TokenUse {
-                        token: v.token.clone(),
+                        presented: Presented {
+                            token: v.token.clone(),
+                            at: v.at,
+                        },
                         ip: client.ip,
-                        at: v.at,
                     });
                 }
             }

@@ -351,8 +351,8 @@ async fn record_token_use(State(state): State<AppState>, mut req: Request, next:
         state.verifier.record_use(
             Listener::Admin,
             line,
-            used.presented(),
-            used.ip.to_string(),
+            used.presented,
+            used.ip,
             response.status().as_u16(),
             response.extensions().get::<ErrorCode>().copied(),
         );

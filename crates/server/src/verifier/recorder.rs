@@ -1,16 +1,64 @@
 //! The usage recorder: token uses go into a bounded buffer and a background task writes
 //! them in batches, with the per-token counters they add up to. The request path never
-//! waits: when the buffer is full the record is counted as dropped.
+//! waits: when the buffer is full the use is counted as dropped.
+//!
+//! A use is left as the request path has it ([`Use`]): the token's cache entry (moved,
+//! not copied), the client address unformatted, the path inline when short. The batch
+//! groups uses by the entry they hold, which is how the log stores them (pages of one
+//! token), so a token's ids are copied once a batch rather than once a request.
 
+use super::TokenEntry;
 use crate::metrics::Metrics;
+use compact_str::CompactString;
 use foldhash::{HashMap, HashMapExt};
+use std::borrow::Cow;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
-use tessera_core::store::{Store, UsageDelta};
-use tessera_core::usage::{AccessRecord, RECORDS_PER_SLICE};
+use tessera_core::error::ErrorCode;
+use tessera_core::store::Store;
+use tessera_core::usage::{
+    AccessBatch, AccessGroup, Listener, RequestShape, UseRow, RECORDS_PER_SLICE,
+};
 use tessera_store::AnyStore;
 use tessera_store::Pacer;
 use tokio::sync::oneshot;
+
+/// One request that presented a token, allowed or denied, as the request path leaves it.
+#[derive(Debug)]
+pub struct Use {
+    /// The cached token the credential matched, if any. Held, not copied from: the
+    /// batch takes the token's ids from it once, and groups by its address.
+    pub token: Option<Arc<TokenEntry>>,
+    /// Unix milliseconds.
+    pub time: i64,
+    pub listener: Listener,
+    pub method: Cow<'static, str>,
+    /// At most 1024 characters, no query. Paths of up to 24 bytes (most) are inline: no
+    /// allocation to make or free.
+    pub path: CompactString,
+    pub status: u16,
+    /// The contract's code for a denial.
+    pub code: Option<ErrorCode>,
+    pub ip: IpAddr,
+    pub latency_us: u64,
+}
+
+/// What uses of one token have in common, as the batch compares them (borrowed).
+type ShapeKey<'a> = (Listener, &'a str, &'a str, u16, Option<ErrorCode>, IpAddr);
+
+impl Use {
+    fn shape_key(&self) -> ShapeKey<'_> {
+        (
+            self.listener,
+            &self.method,
+            &self.path,
+            self.status,
+            self.code,
+            self.ip,
+        )
+    }
+}
 
 /// Records held at most between two batches; more are dropped (and counted). Two full
 /// batches: a writer held up for a second (a long management write, a checkpoint) loses
@@ -44,9 +92,9 @@ pub struct UsageRecorder {
 #[derive(Debug, Default)]
 struct Pending {
     /// Full batches, oldest first.
-    full: Vec<Vec<AccessRecord>>,
+    full: Vec<Vec<Use>>,
     /// The batch being filled.
-    filling: Vec<AccessRecord>,
+    filling: Vec<Use>,
     /// Records held in all, `full` and `filling` together.
     held: usize,
     /// How many records the last take found: the next `filling` starts with that much
@@ -56,7 +104,7 @@ struct Pending {
 }
 
 impl Pending {
-    fn push(&mut self, record: AccessRecord) -> bool {
+    fn push(&mut self, record: Use) -> bool {
         if self.held >= CAPACITY {
             return false;
         }
@@ -70,7 +118,7 @@ impl Pending {
     }
 
     /// Everything held, as batches of at most [`MAX_BATCH`], oldest first.
-    fn take(&mut self) -> Vec<Vec<AccessRecord>> {
+    fn take(&mut self) -> Vec<Vec<Use>> {
         self.last_taken = self.held;
         let room = self.last_taken.clamp(16, MAX_BATCH);
         let filling = std::mem::replace(&mut self.filling, Vec::with_capacity(room));
@@ -110,7 +158,7 @@ impl UsageRecorder {
         (Self { pending, metrics }, RecorderShutdown { stop, done })
     }
 
-    pub fn record(&self, record: AccessRecord) {
+    pub fn record(&self, record: Use) {
         let kept = self
             .pending
             .lock()
@@ -139,9 +187,10 @@ async fn write_batches(
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .take();
-        for batch in batches {
-            let count = batch.len();
-            let usage = add_up(&batch).await;
+        for uses in batches {
+            let count = uses.len();
+            let batch = group(uses).await;
+            let usage = batch.usage();
             match store.record_access(batch, usage).await {
                 Ok(()) => {
                     metrics.access_written.inc_by(count as u64);
@@ -158,82 +207,123 @@ async fn write_batches(
     }
 }
 
-/// The per-token counters a batch adds up to. Milliseconds of work for a big batch: it
-/// goes a slice at a time, spread out ([`Pacer`]).
-async fn add_up(batch: &[AccessRecord]) -> Vec<UsageDelta> {
-    // Keyed by the address of the id's shared text, which the records of one cached token
-    // share: hashing and comparing the ids' text was most of this loop (perf). The
-    // addresses are not chosen by clients: a fast hash without a secret key will do.
-    let mut by_token: HashMap<usize, UsageDelta> = HashMap::new();
-    let mut pace = Pacer::new(batch.len().div_ceil(RECORDS_PER_SLICE));
-    for slice in batch.chunks(RECORDS_PER_SLICE) {
-        for r in slice {
-            let Some(id) = &r.token_id else { continue };
-            let d = by_token
-                .entry(id.shared_address())
-                .or_insert_with(|| UsageDelta {
-                    token_id: id.clone(),
-                    allowed: 0,
-                    denied: 0,
-                    last_used_at: r.time,
-                    last_used_ip: r.ip.clone(),
-                });
-            if r.allowed() {
-                d.allowed += 1;
-            } else {
-                d.denied += 1;
-            }
-            if r.time >= d.last_used_at {
-                d.last_used_at = r.time;
-                d.last_used_ip.clone_from(&r.ip);
-            }
+/// The uses of a batch grouped as the log stores them: by the cache entry they hold (the
+/// uses of one cached token share it, and hold it, so no address is reused within the
+/// batch), each group with the shapes its uses share. Milliseconds of work for a big
+/// batch: it goes a slice at a time, spread out ([`Pacer`]), and so does freeing it.
+async fn group(mut uses: Vec<Use>) -> AccessBatch {
+    let mut groups: Vec<AccessGroup> = Vec::new();
+    // Entry addresses are not chosen by clients: a fast hash without a secret key will do.
+    let mut by_entry: HashMap<usize, usize> = HashMap::new();
+    // Each group's last shape: a token's uses mostly repeat one, compared before hashing.
+    let mut last: Vec<Option<(ShapeKey<'_>, u32)>> = Vec::new();
+    // Shapes hold paths and addresses that clients choose: std's keyed hash here.
+    let mut shapes: std::collections::HashMap<(usize, ShapeKey<'_>), u32> = Default::default();
+    let mut pace = Pacer::new(uses.len().div_ceil(RECORDS_PER_SLICE));
+    for (n, slice) in uses.chunks(RECORDS_PER_SLICE).enumerate() {
+        for (i, u) in slice.iter().enumerate() {
+            let address = u.token.as_ref().map_or(0, |t| Arc::as_ptr(t) as usize);
+            let g = *by_entry.entry(address).or_insert_with(|| {
+                let record = u.token.as_ref().map(|t| &t.record);
+                groups.push(AccessGroup::new(
+                    record.map(|r| r.id.clone()),
+                    record.map(|r| r.account_id.clone()),
+                ));
+                last.push(None);
+                groups.len() - 1
+            });
+            let key = u.shape_key();
+            let shape = match last[g] {
+                Some((k, shape)) if k == key => shape,
+                _ => *shapes.entry((g, key)).or_insert_with(|| {
+                    let group = &mut groups[g];
+                    group.shapes.push(RequestShape {
+                        listener: u.listener,
+                        method: u.method.clone(),
+                        path: u.path.to_string(),
+                        status: u.status,
+                        code: Cow::Borrowed(u.code.map_or("ok", ErrorCode::as_str)),
+                        ip: u.ip.to_string(),
+                    });
+                    (group.shapes.len() - 1) as u32
+                }),
+            };
+            last[g] = Some((key, shape));
+            groups[g].uses.push(UseRow {
+                seq: (n * RECORDS_PER_SLICE + i) as u32,
+                time: u.time,
+                latency_us: u.latency_us,
+                shape,
+            });
         }
         pace.step().await;
     }
-    // A token read twice in the batch (cached again after an eviction) has two
-    // addresses, so two deltas: one each is what the store's update expects.
-    let mut deltas: Vec<UsageDelta> = by_token.into_values().collect();
-    deltas.sort_unstable_by(|a, b| a.token_id.cmp(&b.token_id));
-    deltas.dedup_by(|later, kept| {
-        let same = later.token_id == kept.token_id;
-        if same {
-            kept.merge(later);
-        }
-        same
-    });
-    deltas
+    drop((last, shapes));
+    let len = uses.len();
+    // Freeing is work too (an entry's shared count a use): a slice at a time.
+    let mut pace = Pacer::new(len.div_ceil(RECORDS_PER_SLICE));
+    while !uses.is_empty() {
+        uses.truncate(uses.len().saturating_sub(RECORDS_PER_SLICE));
+        pace.step().await;
+    }
+    AccessBatch { groups, len }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::borrow::Cow;
+    use tessera_core::clock::from_unix_millis;
     use tessera_core::ids::{AccountId, TokenId};
-    use tessera_core::usage::Listener;
+    use tessera_core::token::{TokenName, TokenRecord, TokenValue};
 
-    fn record(token: &TokenId, status: u16, ip: &str, second: i64) -> AccessRecord {
-        AccessRecord {
-            time: tessera_core::clock::from_unix_millis(1_800_000_000_000 + second * 1000),
-            token_id: Some(token.clone()),
-            account_id: Some(AccountId::from_trusted(
-                "acc_01JD0000000000000000000000".into(),
-            )),
+    /// A cached token, as the verifier makes one.
+    fn entry(id: &str) -> Arc<TokenEntry> {
+        let now = from_unix_millis(1_800_000_000_000);
+        let value = TokenValue::from_random_bytes(&[7; 32]);
+        let record = TokenRecord {
+            id: TokenId::from_trusted(id.into()),
+            account_id: AccountId::from_trusted("acc_01JD0000000000000000000000".into()),
+            name: TokenName::parse("ci").unwrap(),
+            note: None,
+            hash: value.hash(),
+            display: value.display(),
+            previous: None,
+            scopes: None,
+            allowed_cidrs: None,
+            rate_limit: None,
+            disabled: false,
+            created_at: now,
+            updated_at: now,
+            expires_at: None,
+            last_used_at: None,
+            last_used_ip: None,
+            usage_allowed: 0,
+            usage_denied: 0,
+        };
+        Arc::new(TokenEntry::new(record, &value.hash(), now))
+    }
+
+    fn use_of(token: Option<&Arc<TokenEntry>>, status: u16, ip: &str, second: i64) -> Use {
+        Use {
+            token: token.cloned(),
+            time: 1_800_000_000_000 + second * 1000,
             listener: Listener::Gateway,
             method: Cow::Borrowed("GET"),
             path: "/orders".into(),
             status,
-            code: Cow::Borrowed("ok"),
-            ip: ip.into(),
-            latency_ms: 0.1,
+            code: (status >= 400).then_some(ErrorCode::Forbidden),
+            ip: ip.parse().unwrap(),
+            latency_us: 100,
         }
     }
 
     #[test]
-    fn pending_records_come_out_in_batches_and_past_capacity_are_refused() {
-        let token = TokenId::from_trusted("tok_01JD0000000000000000000001".into());
+    fn pending_uses_come_out_in_batches_and_past_capacity_are_refused() {
+        let token = entry("tok_01JD0000000000000000000001");
+        let token = Some(&token);
         let mut pending = Pending::default();
         for i in 0..MAX_BATCH + 5 {
-            assert!(pending.push(record(&token, 200, "10.0.0.1", i as i64)));
+            assert!(pending.push(use_of(token, 200, "10.0.0.1", i as i64)));
         }
         let batches = pending.take();
         let sizes: Vec<usize> = batches.iter().map(Vec::len).collect();
@@ -244,43 +334,71 @@ mod tests {
         );
         assert_eq!(
             batches[1][0].time,
-            record(&token, 200, "", MAX_BATCH as i64).time
+            use_of(token, 200, "10.0.0.1", MAX_BATCH as i64).time
         );
         assert!(pending.take().is_empty(), "taken once");
         for i in 0..CAPACITY {
-            assert!(pending.push(record(&token, 200, "10.0.0.1", i as i64)));
+            assert!(pending.push(use_of(token, 200, "10.0.0.1", i as i64)));
         }
-        assert!(!pending.push(record(&token, 200, "10.0.0.1", 0)), "full");
+        assert!(!pending.push(use_of(token, 200, "10.0.0.1", 0)), "full");
         assert_eq!(pending.take().iter().map(Vec::len).sum::<usize>(), CAPACITY);
         assert!(
-            pending.push(record(&token, 200, "10.0.0.1", 0)),
+            pending.push(use_of(token, 200, "10.0.0.1", 0)),
             "room again"
         );
     }
 
-    /// The deltas are grouped by the address of the id's text; one token whose id was
-    /// read twice (two texts) must still come out as one delta, or the store's update
-    /// would apply only one of them.
+    /// Uses are grouped by the entry they hold, each shape once a group, in arrival
+    /// order; a token cached twice in the batch's second has two groups but one delta, or
+    /// the store's update would apply only one of them.
     #[tokio::test]
-    async fn one_token_read_twice_in_a_batch_adds_up_to_one_delta() {
-        let first = TokenId::from_trusted("tok_01JD0000000000000000000001".into());
-        let again = TokenId::from_trusted(first.as_str().to_owned());
-        let other = TokenId::from_trusted("tok_01JD0000000000000000000002".into());
-        assert_ne!(first.shared_address(), again.shared_address());
-        let batch = vec![
-            record(&first, 200, "10.0.0.1", 1),
-            record(&other, 200, "10.0.0.9", 1),
-            record(&again, 403, "10.0.0.2", 3),
-            record(&first, 200, "10.0.0.1", 2),
-            record(&again, 200, "10.0.0.2", 2),
+    async fn uses_group_by_cached_token_and_add_up_to_one_delta_a_token() {
+        let first = entry("tok_01JD0000000000000000000001");
+        let again = entry("tok_01JD0000000000000000000001");
+        let other = entry("tok_01JD0000000000000000000002");
+        let uses = vec![
+            use_of(Some(&first), 200, "10.0.0.1", 1),
+            use_of(Some(&other), 200, "10.0.0.9", 1),
+            use_of(Some(&again), 403, "10.0.0.2", 3),
+            use_of(None, 401, "10.0.0.5", 2),
+            use_of(Some(&first), 200, "10.0.0.1", 2),
+            use_of(Some(&again), 200, "10.0.0.2", 2),
+            use_of(Some(&first), 200, "10.0.0.3", 2),
         ];
-        let mut deltas = add_up(&batch).await;
-        deltas.sort_by(|a, b| a.token_id.cmp(&b.token_id));
-        assert_eq!(deltas.len(), 2);
-        let d = &deltas[0];
-        assert_eq!((&d.token_id, d.allowed, d.denied), (&first, 3, 1));
+        let batch = group(uses).await;
+        assert_eq!(batch.len, 7);
+        assert_eq!(
+            batch.groups.len(),
+            4,
+            "one group an entry, one for no token"
+        );
+        let g = &batch.groups[0];
+        assert_eq!(
+            g.token_id.as_ref().unwrap().as_str(),
+            "tok_01JD0000000000000000000001"
+        );
+        assert_eq!(
+            g.account_id.as_ref().unwrap().as_str(),
+            "acc_01JD0000000000000000000000"
+        );
+        let seqs: Vec<u32> = g.uses.iter().map(|u| u.seq).collect();
+        assert_eq!(seqs, [0, 4, 6], "arrival order, places in the batch");
+        let ips: Vec<&str> = g.shapes.iter().map(|s| s.ip.as_str()).collect();
+        assert_eq!(ips, ["10.0.0.1", "10.0.0.3"], "each shape once");
+        assert_eq!(g.uses[1].shape, 0);
+        let denied = &batch.groups[2].shapes[0];
+        assert_eq!((denied.status, &*denied.code), (403, "forbidden"));
+        assert!(batch.groups[3].token_id.is_none() && batch.groups[3].account_id.is_none());
+
+        let usage = batch.usage();
+        assert_eq!(usage.len(), 2, "one delta a token");
+        let d = &usage[0];
+        assert_eq!(
+            (d.token_id.as_str(), d.allowed, d.denied),
+            (first.record.id.as_str(), 4, 1)
+        );
         assert_eq!(d.last_used_ip, "10.0.0.2");
-        assert_eq!(d.last_used_at, batch[2].time);
-        assert_eq!((deltas[1].allowed, deltas[1].denied), (1, 0));
+        assert_eq!(d.last_used_at, from_unix_millis(1_800_000_003_000));
+        assert_eq!((usage[1].allowed, usage[1].denied), (1, 0));
     }
 }
