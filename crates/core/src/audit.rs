@@ -2,8 +2,8 @@
 //! insertion or deletion of a past entry is detected by [`verify_chain`].
 
 use crate::clock::Timestamp;
+use crate::digest::sha256;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 macro_rules! actions {
     ($($variant:ident => $name:literal),* $(,)?) => {
@@ -131,10 +131,10 @@ pub fn chain_hash(prev_hash: &str, seq: i64, draft: &AuditDraft) -> String {
         draft.user_agent,
         canonical_json(&draft.details),
     ]);
-    let mut h = Sha256::new();
-    h.update(prev_hash.as_bytes());
-    h.update(canonical.to_string().as_bytes());
-    hex::encode(h.finalize())
+    hex::encode(sha256(&[
+        prev_hash.as_bytes(),
+        canonical.to_string().as_bytes(),
+    ]))
 }
 
 /// JSON text with object keys sorted, whatever the map's own order.

@@ -7,6 +7,7 @@
 pub mod account;
 pub mod audit;
 pub mod clock;
+pub mod digest;
 pub mod error;
 pub mod gateway;
 pub mod ids;

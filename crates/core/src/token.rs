@@ -5,11 +5,11 @@
 //! mistyped or made-up value without a lookup.
 
 use crate::clock::Timestamp;
+use crate::digest::sha256;
 use crate::ids::{AccountId, TokenId};
 use crate::permission::Permission;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use std::fmt;
 use zeroize::Zeroize;
 
@@ -80,7 +80,7 @@ impl TokenValue {
     /// the verifier's path from a header value to a cache key.
     pub fn digest_of(candidate: &str) -> Result<TokenHash, FormatError> {
         check_format(candidate)?;
-        Ok(TokenHash(Sha256::digest(candidate.as_bytes()).into()))
+        Ok(TokenHash(sha256(&[candidate.as_bytes()])))
     }
 
     /// The secret itself, for the one response that returns it and for hashing.
@@ -89,7 +89,7 @@ impl TokenValue {
     }
 
     pub fn hash(&self) -> TokenHash {
-        TokenHash(Sha256::digest(self.0.as_bytes()).into())
+        TokenHash(sha256(&[self.0.as_bytes()]))
     }
 
     /// `tsr_…` plus the last four characters: enough for people to tell tokens apart.

@@ -5,11 +5,11 @@ use crate::api::*;
 use crate::verifier::Denial;
 use base64::Engine;
 use chrono::Duration;
-use sha2::{Digest, Sha256};
 use std::net::IpAddr;
 use std::sync::Arc;
 use tessera_core::account::{builtin_roles, AccountRecord, SUPER_ADMIN};
 use tessera_core::audit::{Actor, AuditAction, AuditDraft, Outcome, Target};
+use tessera_core::digest::sha256;
 use tessera_core::ids::AccountId;
 use tessera_core::store::{SessionRecord, Store};
 use tessera_core::token::TokenHash;
@@ -24,7 +24,7 @@ pub struct LoginOutcome {
 }
 
 fn session_hash(id: &str) -> TokenHash {
-    TokenHash(Sha256::digest(id.as_bytes()).into())
+    TokenHash(sha256(&[id.as_bytes()]))
 }
 
 impl Service {
