@@ -362,14 +362,23 @@ fn last_token(value: &[u8]) -> &[u8] {
         .trim_ascii()
 }
 
-/// Writes `method target HTTP/1.1` and the headers; the caller's headers already say
-/// how the body is framed.
-pub fn write_request_head(method: &Method, target: &str, headers: &HeaderMap, out: &mut Vec<u8>) {
+/// Writes `method target HTTP/1.1`, the headers, and `lines`: header lines already
+/// written out, each ending in CRLF (the gateway's identity headers, kept that way in
+/// the token's cache entry). The caller's headers already say how the body is framed.
+pub fn write_request_head(
+    method: &Method,
+    target: &str,
+    headers: &HeaderMap,
+    lines: &[u8],
+    out: &mut Vec<u8>,
+) {
     out.extend_from_slice(method.as_str().as_bytes());
     out.push(b' ');
     out.extend_from_slice(target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
     write_headers(headers, out);
+    out.extend_from_slice(lines);
+    out.extend_from_slice(b"\r\n");
 }
 
 /// Writes the status line and the headers.
@@ -380,6 +389,7 @@ pub fn write_response_head(status: StatusCode, headers: &HeaderMap, out: &mut Ve
     out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
     out.extend_from_slice(b"\r\n");
     write_headers(headers, out);
+    out.extend_from_slice(b"\r\n");
 }
 
 fn write_headers(headers: &HeaderMap, out: &mut Vec<u8>) {
@@ -389,7 +399,6 @@ fn write_headers(headers: &HeaderMap, out: &mut Vec<u8>) {
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
-    out.extend_from_slice(b"\r\n");
 }
 
 /// Decodes a chunked body as its bytes arrive (RFC 9112 §7.1). Chunk extensions and

@@ -7,9 +7,7 @@ use super::upstream::Upstream;
 use super::{RouteEntry, Routing};
 use crate::http::error::ApiError;
 use crate::http::extract::{carriers, client_ip, request_line};
-use crate::verifier::{
-    Denial, IdentityHeaders, RateLimitState, RequestLine, Verification, Verifier,
-};
+use crate::verifier::{Denial, RateLimitState, RequestLine, Verification, Verifier};
 use axum::body::Body;
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Request};
@@ -67,7 +65,6 @@ struct Target<'a> {
 
 /// What the checks decided for a token route.
 struct Admitted {
-    identity: IdentityHeaders,
     rate_limit: Option<RateLimitState>,
 }
 
@@ -175,9 +172,12 @@ impl Proxy {
             upstream: &upstream,
             uri,
         };
-        let mut response = self
-            .forward(req, target, peer, ip, admitted.as_ref().map(|(a, _, _)| a))
-            .await;
+        // The identity the upstream gets: none on an `auth: none` route.
+        let identity = admitted
+            .as_ref()
+            .and_then(|(_, v, _)| v.result.as_ref().ok())
+            .map_or(&[][..], |ok| ok.token.forwarded.as_bytes());
+        let mut response = self.forward(req, target, peer, ip, identity).await;
         if let Some((a, v, line)) = admitted {
             rate_limit_headers(response.headers_mut(), a.rate_limit);
             self.record(line, v, ip, &response);
@@ -202,10 +202,7 @@ impl Proxy {
             (Some(a), Some(b)) => Some(if b.remaining < a.remaining { b } else { a }),
             (a, b) => a.or(b),
         };
-        Ok(Admitted {
-            identity: ok.token.identity.clone(),
-            rate_limit,
-        })
+        Ok(Admitted { rate_limit })
     }
 
     async fn forward(
@@ -214,7 +211,7 @@ impl Proxy {
         target: Target<'_>,
         peer: &Peer,
         client: IpAddr,
-        admitted: Option<&Admitted>,
+        identity: &[u8],
     ) -> Response {
         let Target {
             entry,
@@ -226,18 +223,10 @@ impl Proxy {
         let original_host = headers.remove(header::HOST);
         remove_hop_by_hop(headers);
         remove_credentials(headers);
-        // The identity replaces whatever the client sent under those names (`insert`
-        // drops every earlier value); an `auth: none` route forwards none.
-        match admitted {
-            Some(a) => {
-                headers.insert(TOKEN_ID, a.identity.token_id.clone());
-                headers.insert(ACCOUNT_ID, a.identity.account_id.clone());
-            }
-            None => {
-                headers.remove(&TOKEN_ID);
-                headers.remove(&ACCOUNT_ID);
-            }
-        }
+        // Whatever the client sent under the identity's names goes; the identity
+        // itself (none on an `auth: none` route) is written after the headers.
+        headers.remove(&TOKEN_ID);
+        headers.remove(&ACCOUNT_ID);
         let forwarded_for = match headers.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
             Some(prior) if self.trusted_proxies.iter().any(|n| n.contains(&peer.ip)) => {
                 header_value(&format!("{prior}, {}", peer.ip))
@@ -254,7 +243,9 @@ impl Proxy {
         parts.uri = uri;
         parts.version = axum::http::Version::HTTP_11;
         let upstream_req = Request::from_parts(parts, body);
-        match tokio::time::timeout(entry.service.timeout, upstream.send(upstream_req)).await {
+        match tokio::time::timeout(entry.service.timeout, upstream.send(upstream_req, identity))
+            .await
+        {
             Err(_) => ApiError::code(ErrorCode::GatewayTimeout).into_response(),
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, service = %entry.service.name, upstream = %upstream.base, "upstream request failed");

@@ -114,19 +114,21 @@ impl Upstream {
         Some(Uri::from(PathAndQuery::from_maybe_shared(target).ok()?))
     }
 
-    /// Sends `req` (its headers final but for the body's framing) on an idle
+    /// Sends `req` (its headers final but for the body's framing), with the header
+    /// `lines` after its headers ([`h1::write_request_head`]), on an idle
     /// connection or a new one, and answers once the response head has arrived; the
     /// body streams after. A bodiless idempotent request that a reused connection
     /// closed on is sent once more on another.
     pub async fn send(
         self: &Arc<Self>,
         req: Request<Body>,
+        lines: &[u8],
     ) -> Result<Response<Body>, UpstreamError> {
         let (mut parts, mut body) = req.into_parts();
         let framing = h1::frame_body(&mut parts.headers, &body);
         let mut head = Vec::with_capacity(512);
         let target = parts.uri.path_and_query().map_or("/", PathAndQuery::as_str);
-        h1::write_request_head(&parts.method, target, &parts.headers, &mut head);
+        h1::write_request_head(&parts.method, target, &parts.headers, lines, &mut head);
         let head_request = parts.method == Method::HEAD;
         let mut replay = framing == Framing::Empty && parts.method.is_idempotent();
         loop {

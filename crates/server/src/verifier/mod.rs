@@ -172,6 +172,8 @@ pub struct TokenEntry {
     /// Set by the hit that starts that background read: one read per entry.
     refreshing: AtomicBool,
     pub identity: IdentityHeaders,
+    /// The same as the gateway writes them upstream.
+    pub forwarded: IdentityLines,
     /// The token's account as last looked up, and the verifier's epoch before that
     /// lookup: good while no eviction has happened since (one cache lookup less per
     /// request; see [`Verifier::account_of`]).
@@ -186,6 +188,7 @@ impl TokenEntry {
             refresh_from: refresh_from(hash, now),
             refreshing: AtomicBool::new(false),
             identity: IdentityHeaders::of(&record),
+            forwarded: IdentityLines::of(&record),
             record,
             account: Mutex::new(None),
         }
@@ -223,6 +226,62 @@ impl IdentityHeaders {
         Self {
             token_id: value(record.id.as_str()),
             account_id: value(record.account_id.as_str()),
+        }
+    }
+}
+
+/// `X-Tessera-Token-Id` and `X-Tessera-Account-Id` as header lines the gateway writes
+/// into the upstream request as they are, kept inside the cache entry.
+///
+/// Why not the [`IdentityHeaders`] values: a request that shared those into its header
+/// map touched two shared counts, each in a block of its own, on the way in and again
+/// on the way out (perf: about 0.25 µs a request, most of it cache misses). These bytes
+/// sit next to what a hit has just read. Ids are ULIDs, so the lines always fit; a
+/// longer id (never made by Tessera) is kept on the heap instead.
+#[derive(Debug)]
+pub enum IdentityLines {
+    Inline {
+        len: u8,
+        bytes: [u8; IDENTITY_INLINE],
+    },
+    Heap(Box<[u8]>),
+}
+
+/// Room for both lines with ids of up to 40 characters (ULID ids have 30).
+const IDENTITY_INLINE: usize = 128;
+
+impl IdentityLines {
+    fn of(record: &TokenRecord) -> Self {
+        let token_id = record.id.as_str();
+        let account_id = record.account_id.as_str();
+        let mut lines = Vec::with_capacity(48 + token_id.len() + account_id.len());
+        // Ids are ULIDs (letters and digits): always valid header text. Anything else
+        // (no id Tessera makes) is left out rather than forwarded malformed.
+        let valid = |id: &str| HeaderValue::from_str(id).is_ok();
+        if valid(token_id) && valid(account_id) {
+            for (name, value) in [
+                ("x-tessera-token-id: ", token_id),
+                ("x-tessera-account-id: ", account_id),
+            ] {
+                lines.extend_from_slice(name.as_bytes());
+                lines.extend_from_slice(value.as_bytes());
+                lines.extend_from_slice(b"\r\n");
+            }
+        }
+        match u8::try_from(lines.len()) {
+            Ok(len) if lines.len() <= IDENTITY_INLINE => {
+                let mut bytes = [0; IDENTITY_INLINE];
+                bytes[..lines.len()].copy_from_slice(&lines);
+                Self::Inline { len, bytes }
+            }
+            _ => Self::Heap(lines.into_boxed_slice()),
+        }
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        match self {
+            Self::Inline { len, bytes } => &bytes[..usize::from(*len)],
+            Self::Heap(bytes) => bytes,
         }
     }
 }
@@ -796,5 +855,65 @@ pub fn snapshot(record: &AccountRecord, roles: &[tessera_core::account::Role]) -
         roles: record.roles.clone(),
         permissions: resolve_permissions(&record.roles, roles),
         disabled: record.disabled,
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use tessera_core::clock::from_unix_millis;
+    use tessera_core::token::TokenName;
+
+    /// A token record as the store gives one back.
+    pub fn record(id: &str, account_id: &str) -> TokenRecord {
+        let now = from_unix_millis(1_800_000_000_000);
+        let value = TokenValue::from_random_bytes(&[7; 32]);
+        TokenRecord {
+            id: TokenId::from_trusted(id.into()),
+            account_id: AccountId::from_trusted(account_id.into()),
+            name: TokenName::parse("ci").unwrap(),
+            note: None,
+            hash: value.hash(),
+            display: value.display(),
+            previous: None,
+            scopes: None,
+            allowed_cidrs: None,
+            rate_limit: None,
+            disabled: false,
+            created_at: now,
+            updated_at: now,
+            expires_at: None,
+            last_used_at: None,
+            last_used_ip: None,
+            usage_allowed: 0,
+            usage_denied: 0,
+        }
+    }
+
+    #[test]
+    fn identity_lines_are_the_two_headers_inline_or_on_the_heap_for_long_ids() {
+        let lines = IdentityLines::of(&record(
+            "tok_01JD0000000000000000000001",
+            "acc_01JD0000000000000000000000",
+        ));
+        assert!(
+            matches!(lines, IdentityLines::Inline { .. }),
+            "ULID ids fit"
+        );
+        assert_eq!(
+            lines.as_bytes(),
+            b"x-tessera-token-id: tok_01JD0000000000000000000001\r\n\
+              x-tessera-account-id: acc_01JD0000000000000000000000\r\n"
+        );
+        let long = "x".repeat(100);
+        let lines = IdentityLines::of(&record(&long, "acc_1"));
+        assert!(matches!(lines, IdentityLines::Heap(_)));
+        let expected = format!("x-tessera-token-id: {long}\r\nx-tessera-account-id: acc_1\r\n");
+        assert_eq!(lines.as_bytes(), expected.as_bytes());
+        let bad = IdentityLines::of(&record("tok_1\r\nx-evil: 1", "acc_1"));
+        assert!(
+            bad.as_bytes().is_empty(),
+            "no line that is not valid header text"
+        );
     }
 }

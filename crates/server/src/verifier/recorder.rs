@@ -273,34 +273,16 @@ async fn group(mut uses: Vec<Use>) -> AccessBatch {
 mod tests {
     use super::*;
     use tessera_core::clock::from_unix_millis;
-    use tessera_core::ids::{AccountId, TokenId};
-    use tessera_core::token::{TokenName, TokenRecord, TokenValue};
 
     /// A cached token, as the verifier makes one.
     fn entry(id: &str) -> Arc<TokenEntry> {
-        let now = from_unix_millis(1_800_000_000_000);
-        let value = TokenValue::from_random_bytes(&[7; 32]);
-        let record = TokenRecord {
-            id: TokenId::from_trusted(id.into()),
-            account_id: AccountId::from_trusted("acc_01JD0000000000000000000000".into()),
-            name: TokenName::parse("ci").unwrap(),
-            note: None,
-            hash: value.hash(),
-            display: value.display(),
-            previous: None,
-            scopes: None,
-            allowed_cidrs: None,
-            rate_limit: None,
-            disabled: false,
-            created_at: now,
-            updated_at: now,
-            expires_at: None,
-            last_used_at: None,
-            last_used_ip: None,
-            usage_allowed: 0,
-            usage_denied: 0,
-        };
-        Arc::new(TokenEntry::new(record, &value.hash(), now))
+        let record = super::super::tests::record(id, "acc_01JD0000000000000000000000");
+        let hash = record.hash;
+        Arc::new(TokenEntry::new(
+            record,
+            &hash,
+            from_unix_millis(1_800_000_000_000),
+        ))
     }
 
     fn use_of(token: Option<&Arc<TokenEntry>>, status: u16, ip: &str, second: i64) -> Use {
