@@ -132,9 +132,11 @@ impl Upstream {
         let head_request = parts.method == Method::HEAD;
         let mut replay = framing == Framing::Empty && parts.method.is_idempotent();
         loop {
+            // Connecting is the rare path: boxed, so that its future does not make every
+            // request's future bigger (see `exchange`).
             let (mut conn, reused) = match self.checkout() {
                 Some(c) => (c, true),
-                None => (self.connect().await?, false),
+                None => (Box::pin(self.connect()).await?, false),
             };
             match conn.exchange(&head, framing, &mut body, head_request).await {
                 Ok((mut response, rest, whole)) => {
@@ -252,6 +254,20 @@ impl Conn {
             let (response, rest) = read_head(&mut self.stream, &mut self.buf, head_request).await?;
             return Ok((response, rest, true));
         }
+        // Boxed: a request's future is built in place and then moved into its caller's
+        // (rustc copies it), so its size is paid by every request. With the body's
+        // futures inline, the gateway's request future was 2.8 KB, and copying futures
+        // was 1.6% of the gateway's core (perf) on bodiless requests.
+        Box::pin(self.send_with_body(framing, body, head_request)).await
+    }
+
+    /// The rest of [`Conn::exchange`] for a request with a body.
+    async fn send_with_body(
+        &mut self,
+        framing: Framing,
+        body: &mut Body,
+        head_request: bool,
+    ) -> Result<(ResponseHead, Bytes, bool), UpstreamError> {
         // The body goes while the answer is awaited: an upstream may answer (a 413, say)
         // before it has read all of it, and that answer is the one to pass on.
         let (mut reader, mut writer) = self.stream.split();

@@ -543,10 +543,15 @@ impl Verifier {
     ) -> Result<Verified, Denial> {
         let credential = carriers.credential()?.ok_or(Denial::Unauthenticated)?;
         let hash = TokenValue::digest_of(credential).map_err(|_| Denial::InvalidToken)?;
-        let token = self
-            .token_by_hash(&hash, now)
-            .await?
-            .ok_or(Denial::InvalidToken)?;
+        // A hit is all in memory and in this function; the store's path is boxed, so
+        // that its futures do not make every verification's future bigger (a request's
+        // futures are copied into place: perf, 1.6–2.9% of the gateway's core).
+        let token = match self.cached_token(&hash, now) {
+            Some(token) => token,
+            None => Box::pin(self.token_by_hash(&hash, now))
+                .await?
+                .ok_or(Denial::InvalidToken)?,
+        };
         *matched = Some(token.clone());
         if !token.record.accepts(&hash, now) {
             return Err(Denial::InvalidToken);
@@ -556,7 +561,12 @@ impl Verifier {
             TokenStatus::Disabled => return Err(Denial::TokenDisabled),
             TokenStatus::Expired => return Err(Denial::TokenExpired),
         }
-        let account = self.account_of(&token).await?.ok_or(Denial::InvalidToken)?;
+        let account = match self.linked_account(&token) {
+            Some(account) => account,
+            None => Box::pin(self.account_of(&token))
+                .await?
+                .ok_or(Denial::InvalidToken)?,
+        };
         if account.disabled {
             return Err(Denial::AccountDisabled);
         }
@@ -623,33 +633,38 @@ impl Verifier {
         }
     }
 
-    /// The token whose current or previous value has `hash`, from memory when possible
-    /// (an entry past its time to live is read again, and replaced).
+    /// The cached token whose current or previous value has `hash`, unless it is past
+    /// its time to live; a hit past its refresh point starts a background read.
+    fn cached_token(&self, hash: &TokenHash, now: Timestamp) -> Option<Arc<TokenEntry>> {
+        let t = self.tokens.get(hash).filter(|t| now < t.cached_until)?;
+        self.metrics.cache_hit();
+        // The plain load first: an entry whose read is under way (or failed) is hit
+        // many times more, and a swap would write its cache line on each.
+        if now >= t.refresh_from
+            && !t.refreshing.load(Ordering::Relaxed)
+            && self.refreshes.load(Ordering::Relaxed) < MAX_REFRESHES
+            && !t.refreshing.swap(true, Ordering::Relaxed)
+        {
+            if let Some(this) = self.this.upgrade() {
+                self.refreshes.fetch_add(1, Ordering::Relaxed);
+                let hash = *hash;
+                tokio::spawn(async move {
+                    this.refresh(hash).await;
+                    this.refreshes.fetch_sub(1, Ordering::Relaxed);
+                });
+            }
+        }
+        Some(t)
+    }
+
+    /// The token whose current or previous value has `hash`, when [`Self::cached_token`]
+    /// has none: unknown if the negative cache says so, else read from the store and
+    /// cached (an entry past its time to live is replaced).
     async fn token_by_hash(
         &self,
         hash: &TokenHash,
         now: Timestamp,
     ) -> Result<Option<Arc<TokenEntry>>, Denial> {
-        if let Some(t) = self.tokens.get(hash).filter(|t| now < t.cached_until) {
-            self.metrics.cache_hit();
-            // The plain load first: an entry whose read is under way (or failed) is hit
-            // many times more, and a swap would write its cache line on each.
-            if now >= t.refresh_from
-                && !t.refreshing.load(Ordering::Relaxed)
-                && self.refreshes.load(Ordering::Relaxed) < MAX_REFRESHES
-                && !t.refreshing.swap(true, Ordering::Relaxed)
-            {
-                if let Some(this) = self.this.upgrade() {
-                    self.refreshes.fetch_add(1, Ordering::Relaxed);
-                    let hash = *hash;
-                    tokio::spawn(async move {
-                        this.refresh(hash).await;
-                        this.refreshes.fetch_sub(1, Ordering::Relaxed);
-                    });
-                }
-            }
-            return Ok(Some(t));
-        }
         if self.unknown.contains_key(hash) {
             self.metrics.cache_negative_hit();
             return Ok(None);
@@ -728,15 +743,8 @@ impl Verifier {
     /// change or a disabled account still shows on the next request).
     async fn account_of(&self, token: &TokenEntry) -> Result<Option<Arc<AccountSnapshot>>, Denial> {
         let epoch = self.epoch.load(Ordering::SeqCst);
-        let linked = token
-            .account
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .as_ref()
-            .filter(|(at, _)| *at == epoch)
-            .map(|(_, account)| account.clone());
-        if linked.is_some() {
-            return Ok(linked);
+        if let Some(linked) = self.linked_account_at(token, epoch) {
+            return Ok(Some(linked));
         }
         let account = self.account(&token.record.account_id).await?;
         if let Some(a) = &account {
@@ -744,6 +752,22 @@ impl Verifier {
                 Some((epoch, a.clone()));
         }
         Ok(account)
+    }
+
+    /// The account a cached token's entry links to, if no eviction happened since the
+    /// link was made.
+    fn linked_account(&self, token: &TokenEntry) -> Option<Arc<AccountSnapshot>> {
+        self.linked_account_at(token, self.epoch.load(Ordering::SeqCst))
+    }
+
+    fn linked_account_at(&self, token: &TokenEntry, epoch: u64) -> Option<Arc<AccountSnapshot>> {
+        token
+            .account
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .filter(|(at, _)| *at == epoch)
+            .map(|(_, account)| account.clone())
     }
 
     /// The account's state and resolved permissions, from memory when possible.
