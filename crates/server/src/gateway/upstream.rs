@@ -254,10 +254,9 @@ impl Conn {
             let (response, rest) = read_head(&mut self.stream, &mut self.buf, head_request).await?;
             return Ok((response, rest, true));
         }
-        // Boxed: a request's future is built in place and then moved into its caller's
-        // (rustc copies it), so its size is paid by every request. With the body's
-        // futures inline, the gateway's request future was 2.8 KB, and copying futures
-        // was 1.6% of the gateway's core (perf) on bodiless requests.
+        // Boxed: rustc builds a future and then copies it into its caller's, so the
+        // size of this one is paid by every request, and bodiless requests (most)
+        // have no use for the body's futures.
         Box::pin(self.send_with_body(framing, body, head_request)).await
     }
 
