@@ -75,8 +75,6 @@ impl AccessRecord {
 #[derive(Debug, Default)]
 pub struct AccessBatch {
     pub groups: Vec<AccessGroup>,
-    /// Uses in all groups together (the `seq`s are `0..len`).
-    pub len: usize,
 }
 
 /// The uses of one token in a batch (or of none: `token_id` is `None`). One token may
@@ -155,7 +153,6 @@ impl AccessBatch {
         let mut groups: Vec<AccessGroup> = Vec::new();
         let mut by_token: HashMap<Option<TokenId>, usize> = HashMap::new();
         let mut shapes: Vec<HashMap<RequestShape, u32>> = Vec::new();
-        let len = records.len();
         for (seq, r) in records.into_iter().enumerate() {
             let g = *by_token.entry(r.token_id.clone()).or_insert_with(|| {
                 groups.push(AccessGroup::new(r.token_id.clone(), r.account_id.clone()));
@@ -182,7 +179,16 @@ impl AccessBatch {
                 shape,
             });
         }
-        Self { groups, len }
+        Self { groups }
+    }
+
+    /// Uses in all groups together (their `seq`s are `0..len()`).
+    pub fn len(&self) -> usize {
+        self.groups.iter().map(|g| g.uses.len()).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.groups.iter().all(|g| g.uses.is_empty())
     }
 
     /// What the batch adds to each token's counters: one delta a token.

@@ -296,7 +296,7 @@ async fn group(mut uses: Vec<Use>) -> AccessBatch {
         uses.truncate(uses.len().saturating_sub(RECORDS_PER_SLICE));
         pace.step().await;
     }
-    AccessBatch { groups, len }
+    AccessBatch { groups }
 }
 
 #[cfg(test)]
@@ -378,7 +378,7 @@ mod tests {
             use_of(Some(&first), 200, "10.0.0.3", 2),
         ];
         let batch = group(uses).await;
-        assert_eq!(batch.len, 7);
+        assert_eq!(batch.len(), 7);
         assert_eq!(
             batch.groups.len(),
             4,
