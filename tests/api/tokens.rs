@@ -527,6 +527,53 @@ async fn regenerate_kills_the_old_value_at_once_or_after_the_grace_period() {
     }
 }
 
+/// The verifier knows a credential it has matched by its fingerprint (no SHA-256 on the
+/// next request); a previous value known that way still ends with its grace, to the second.
+#[tokio::test]
+async fn a_previous_value_in_use_ends_with_its_grace_period() {
+    let app = TestApp::spawn().await;
+    let c = app
+        .create_token(&app.admin_token, json!({"name": "rot"}))
+        .await;
+    let (id, old) = (
+        c["id"].as_str().unwrap().to_owned(),
+        c["token"].as_str().unwrap().to_owned(),
+    );
+    let (s, r) = send(
+        app.admin(Method::POST, &format!("/api/v1/tokens/{id}/regenerate"))
+            .json(&json!({"grace_period_seconds": 10})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{r}");
+    let new = app.remember(&r);
+    for _ in 0..3 {
+        for value in [&old, &new] {
+            assert_eq!(
+                send(app.with(value, Method::GET, "/api/v1/user/me"))
+                    .await
+                    .0,
+                StatusCode::OK
+            );
+        }
+    }
+    app.clock.advance(Duration::seconds(9));
+    assert_eq!(
+        send(app.with(&old, Method::GET, "/api/v1/user/me")).await.0,
+        StatusCode::OK
+    );
+    app.clock.advance(Duration::seconds(1));
+    error_of(
+        app.with(&old, Method::GET, "/api/v1/user/me"),
+        401,
+        "invalid_token",
+    )
+    .await;
+    assert_eq!(
+        send(app.with(&new, Method::GET, "/api/v1/user/me")).await.0,
+        StatusCode::OK
+    );
+}
+
 #[tokio::test]
 async fn delete_all_needs_confirmation_and_touches_only_the_caller() {
     let app = TestApp::spawn().await;

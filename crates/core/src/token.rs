@@ -326,6 +326,12 @@ impl TokenRecord {
                 .is_some_and(|p| p.hash == *hash && now < p.valid_until)
     }
 
+    /// Whether the previous value (of a regeneration with a grace period) still opens
+    /// this token at `now`.
+    pub fn accepts_previous(&self, now: Timestamp) -> bool {
+        self.previous.is_some_and(|p| now < p.valid_until)
+    }
+
     pub fn allows_ip(&self, ip: std::net::IpAddr) -> bool {
         match &self.allowed_cidrs {
             None => true,
