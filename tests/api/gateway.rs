@@ -241,6 +241,16 @@ async fn dead_slow_and_large() {
     }), false).await;
     error_of(app.gw(Method::GET, "/dead/x"), 502, "bad_gateway").await;
     error_of(app.gw(Method::GET, "/slow"), 504, "gateway_timeout").await;
+    // A connection the gateway reuses keeps its timer from one request to the next:
+    // moved later for each, it still ends a slow one (never early), and a fast one
+    // after it is not cut short.
+    for _ in 0..2 {
+        let (s, _) = echo_of(app.gw(Method::GET, "/fast")).await;
+        assert_eq!(s, StatusCode::OK);
+        let began = std::time::Instant::now();
+        error_of(app.gw(Method::GET, "/slow"), 504, "gateway_timeout").await;
+        assert!(began.elapsed() >= std::time::Duration::from_millis(300));
+    }
     let big = vec![b'x'; 5 * 1024 * 1024];
     let resp = app
         .gw(Method::POST, "/count")

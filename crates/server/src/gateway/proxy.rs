@@ -3,7 +3,7 @@
 //! removed and the identity added, stream the answer back, and log the use.
 
 use super::h1::remove_hop_by_hop;
-use super::upstream::Upstream;
+use super::upstream::{Upstream, UpstreamError};
 use super::{RouteEntry, Routing};
 use crate::http::error::ApiError;
 use crate::http::extract::{carriers, client_ip, request_line};
@@ -243,16 +243,19 @@ impl Proxy {
         parts.uri = uri;
         parts.version = axum::http::Version::HTTP_11;
         let upstream_req = Request::from_parts(parts, body);
-        match tokio::time::timeout(entry.service.timeout, upstream.send(upstream_req, identity))
+        match upstream
+            .send(upstream_req, identity, entry.service.timeout)
             .await
         {
-            Err(_) => ApiError::code(ErrorCode::GatewayTimeout).into_response(),
-            Ok(Err(e)) => {
+            Err(UpstreamError::Timeout) => {
+                ApiError::code(ErrorCode::GatewayTimeout).into_response()
+            }
+            Err(e) => {
                 tracing::warn!(error = %e, service = %entry.service.name, upstream = %upstream.base, "upstream request failed");
                 ApiError::code(ErrorCode::BadGateway).into_response()
             }
             // The client has left out the upstream's hop-by-hop headers.
-            Ok(Ok(resp)) => resp,
+            Ok(resp) => resp,
         }
     }
 
