@@ -3,8 +3,8 @@
 //! `carriers → one credential → fingerprint → known credentials → token state, account
 //! state, client address → rate limit`; a credential not known yet goes `format and
 //! checksum → SHA-256 → cache (or the store)` and becomes known. A cache hit touches no
-//! database and takes no lock held across I/O. It knows nothing of HTTP: callers hand it the carriers' raw
-//! values and the client address.
+//! database and takes no lock held across I/O. It knows nothing of HTTP: callers hand it
+//! the carriers' raw values and the client address.
 //!
 //! (The one thing of HTTP it keeps is [`IdentityHeaders`], built once per cached token
 //! for the gateway.)
@@ -445,7 +445,7 @@ type KnownCredentials =
 /// A keyed 128-bit fingerprint of a presented credential ([`KnownCredentials`]). Never
 /// the value, which exists only in the request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Fingerprint(u128);
+struct Fingerprint(u128);
 
 #[derive(Debug, Clone)]
 struct KnownCredential {
@@ -712,7 +712,7 @@ impl Verifier {
     }
 
     /// The [`Fingerprint`] of a presented credential.
-    pub fn fingerprint(&self, credential: &str) -> Fingerprint {
+    fn fingerprint(&self, credential: &str) -> Fingerprint {
         Fingerprint(self.fingerprint_key.hash(credential.as_bytes()).as_u128())
     }
 
