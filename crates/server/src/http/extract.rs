@@ -8,7 +8,7 @@ use crate::verifier::{Carriers, Denial, Presented, RequestLine};
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
-use axum::http::{header, HeaderMap, Method, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use ipnet::IpNet;
 use serde::de::DeserializeOwned;
 use std::net::{IpAddr, SocketAddr};
@@ -161,8 +161,15 @@ pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers
         .get_all(header::COOKIE)
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
+        .find_map(|v| cookie_in(v, name))
+}
+
+/// The value of cookie `name` in one `Cookie` header value.
+fn cookie_in<'a>(value: &'a HeaderValue, name: &str) -> Option<&'a str> {
+    value
+        .to_str()
+        .ok()?
+        .split(';')
         .filter_map(|pair| pair.trim().split_once('='))
         .find(|(k, _)| *k == name)
         .map(|(_, v)| v.trim())
@@ -170,22 +177,30 @@ pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 
 const X_API_KEY: axum::http::HeaderName = axum::http::HeaderName::from_static("x-api-key");
 
-/// The token carriers of a request, as the verifier takes them.
+/// The token carriers of a request, as the verifier takes them: the first `X-API-KEY`
+/// and `Authorization` values (what `HeaderMap::get` gives), and the first `X-API-KEY`
+/// cookie of any `Cookie` value. One pass over the request's (few) headers finds all
+/// three: a hashed lookup for each cost about 650 instructions a checked gateway request
+/// (callgrind), a tenth of what the checks cost.
 pub fn carriers(headers: &HeaderMap) -> Carriers<'_> {
-    let bearer = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            let (scheme, rest) = v.split_once(' ')?;
-            scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
-        });
+    let (mut key, mut authorization, mut cookie) = (None, None, None);
+    for (name, value) in headers {
+        if name == X_API_KEY {
+            key = key.or(Some(value));
+        } else if name == header::AUTHORIZATION {
+            authorization = authorization.or(Some(value));
+        } else if name == header::COOKIE && cookie.is_none() {
+            cookie = cookie_in(value, "X-API-KEY");
+        }
+    }
+    let bearer = authorization.and_then(|v| v.to_str().ok()).and_then(|v| {
+        let (scheme, rest) = v.split_once(' ')?;
+        scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
+    });
     Carriers {
-        x_api_key: headers
-            .get(X_API_KEY)
-            .and_then(|v| v.to_str().ok())
-            .map(str::trim),
+        x_api_key: key.and_then(|v| v.to_str().ok()).map(str::trim),
         bearer,
-        cookie: cookie(headers, "X-API-KEY"),
+        cookie,
     }
 }
 
@@ -287,5 +302,24 @@ mod tests {
             (Some("a"), Some("b"), Some("c"))
         );
         assert!(c.credential().is_err());
+
+        // Each is the first of its header, as `HeaderMap::get` gives it; the cookie is
+        // the first `X-API-KEY` of any `Cookie` value, in order.
+        let mut h = HeaderMap::new();
+        h.append("x-api-key", "first".parse().unwrap());
+        h.append("cookie", "theme=dark".parse().unwrap());
+        h.append("authorization", "Basic abc".parse().unwrap());
+        h.append("x-api-key", "second".parse().unwrap());
+        h.append("authorization", "Bearer later".parse().unwrap());
+        h.append("cookie", "X-API-KEY=c1; X-API-KEY=c2".parse().unwrap());
+        h.append("cookie", "X-API-KEY=c3".parse().unwrap());
+        let c = carriers(&h);
+        assert_eq!(
+            (c.x_api_key, c.bearer, c.cookie),
+            (Some("first"), None, Some("c1"))
+        );
+        assert_eq!(cookie(&h, "X-API-KEY"), Some("c1"));
+        assert_eq!(cookie(&h, "theme"), Some("dark"));
+        assert!(carriers(&HeaderMap::new()).is_empty());
     }
 }
