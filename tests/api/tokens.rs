@@ -548,19 +548,11 @@ async fn a_previous_value_in_use_ends_with_its_grace_period() {
     let new = app.remember(&r);
     for _ in 0..3 {
         for value in [&old, &new] {
-            assert_eq!(
-                send(app.with(value, Method::GET, "/api/v1/user/me"))
-                    .await
-                    .0,
-                StatusCode::OK
-            );
+            assert_eq!(me(&app, value).await, StatusCode::OK);
         }
     }
     app.clock.advance(Duration::seconds(9));
-    assert_eq!(
-        send(app.with(&old, Method::GET, "/api/v1/user/me")).await.0,
-        StatusCode::OK
-    );
+    assert_eq!(me(&app, &old).await, StatusCode::OK);
     app.clock.advance(Duration::seconds(1));
     error_of(
         app.with(&old, Method::GET, "/api/v1/user/me"),
@@ -568,10 +560,14 @@ async fn a_previous_value_in_use_ends_with_its_grace_period() {
         "invalid_token",
     )
     .await;
-    assert_eq!(
-        send(app.with(&new, Method::GET, "/api/v1/user/me")).await.0,
-        StatusCode::OK
-    );
+    assert_eq!(me(&app, &new).await, StatusCode::OK);
+}
+
+/// The status of `GET /api/v1/user/me` with `token`.
+async fn me(app: &TestApp, token: &str) -> StatusCode {
+    send(app.with(token, Method::GET, "/api/v1/user/me"))
+        .await
+        .0
 }
 
 #[tokio::test]

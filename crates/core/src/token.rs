@@ -326,9 +326,7 @@ impl TokenRecord {
     /// within its grace period.
     pub fn accepts(&self, hash: &TokenHash, now: Timestamp) -> bool {
         self.hash == *hash
-            || self
-                .previous
-                .is_some_and(|p| p.hash == *hash && now < p.valid_until)
+            || (self.previous.is_some_and(|p| p.hash == *hash) && self.accepts_previous(now))
     }
 
     /// Whether the previous value (of a regeneration with a grace period) still opens

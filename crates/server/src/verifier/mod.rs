@@ -605,13 +605,12 @@ impl Verifier {
     ) -> Result<Verified, Denial> {
         let credential = carriers.credential()?.ok_or(Denial::Unauthenticated)?;
         let fingerprint = self.fingerprint(credential);
-        let token = match self.known_credential(fingerprint, now) {
+        // Which token the credential opens, and whether it opens it now (a previous
+        // value only within its grace period).
+        let (token, accepted) = match self.known_credential(fingerprint, now) {
             Some(known) => {
-                *matched = Some(known.token.clone());
-                if known.previous && !known.token.record.accepts_previous(now) {
-                    return Err(Denial::InvalidToken);
-                }
-                known.token
+                let accepted = !known.previous || known.token.record.accepts_previous(now);
+                (known.token, accepted)
             }
             None => {
                 let epoch = self.epoch.load(Ordering::SeqCst);
@@ -626,14 +625,17 @@ impl Verifier {
                         .await?
                         .ok_or(Denial::InvalidToken)?,
                 };
-                *matched = Some(token.clone());
-                if !token.record.accepts(&hash, now) {
-                    return Err(Denial::InvalidToken);
+                let accepted = token.record.accepts(&hash, now);
+                if accepted {
+                    self.learn_credential(fingerprint, &token, &hash, epoch, now);
                 }
-                self.learn_credential(fingerprint, &token, &hash, epoch, now);
-                token
+                (token, accepted)
             }
         };
+        *matched = Some(token.clone());
+        if !accepted {
+            return Err(Denial::InvalidToken);
+        }
         match token.record.status(now) {
             TokenStatus::Active => {}
             TokenStatus::Disabled => return Err(Denial::TokenDisabled),
