@@ -954,6 +954,15 @@ async fn pipelined_requests_close_and_what_hyper_serves_instead() {
         out.starts_with("HTTP/1.0 200 OK\r\n") && out.ends_with("ok"),
         "{out}"
     );
+    // hyper's path passes on the upstream's headers too, less its hop-by-hop ones.
+    let out = raw_exchange(&app, b"GET /s/chunked HTTP/1.0\r\nHost: a\r\n\r\n").await;
+    let lower = out.to_ascii_lowercase();
+    assert!(
+        lower.contains("\r\nx-kept: 1\r\n")
+            && !lower.contains("x-hop")
+            && out.ends_with("hello world"),
+        "{out}"
+    );
     let out = raw_exchange(&app, b"NOT HTTP\r\n\r\n").await;
     assert!(out.starts_with("HTTP/1.1 400"), "{out}");
 }

@@ -2,15 +2,15 @@
 //! (`request_filter`), pick an upstream (`upstream_peer`), forward with the credential
 //! removed and the identity added, stream the answer back, and log the use.
 
-use super::h1::remove_hop_by_hop;
-use super::upstream::{Upstream, UpstreamError};
+use super::h1::{remove_hop_by_hop, write_header};
+use super::upstream::{Upstream, UpstreamError, UpstreamResponse};
 use super::{RouteEntry, Routing};
 use crate::http::error::ApiError;
 use crate::http::extract::{carriers, client_ip, request_line};
 use crate::verifier::{Denial, RateLimitState, RequestLine, Verification, Verifier};
 use axum::body::Body;
 use axum::http::request::Parts;
-use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Request};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Request, StatusCode};
 use axum::response::{IntoResponse, Response};
 use ipnet::IpNet;
 use quanta::Instant;
@@ -40,6 +40,66 @@ impl Peer {
     pub fn new(ip: IpAddr) -> Self {
         let header = header_value(&ip.to_string());
         Self { ip, header }
+    }
+}
+
+/// What the gateway answers a request with.
+#[derive(Debug)]
+pub enum Answer {
+    /// Made here: a denial, an error, forward auth's verdict.
+    Local(Response),
+    /// An upstream's answer with the gateway's rate-limit headers for it. Its head stays
+    /// as the upstream wrote it ([`super::h1::HeaderBlock`]): the gateway's own
+    /// connections write it out as it is, and hyper's build a response from it
+    /// ([`Answer::into_response`]).
+    Upstream {
+        response: UpstreamResponse,
+        rate_limit: Option<RateLimitState>,
+    },
+}
+
+impl Answer {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::Local(r) => r.status(),
+            Self::Upstream { response, .. } => response.head.status,
+        }
+    }
+
+    /// The contract's code of an error answer.
+    fn code(&self) -> Option<ErrorCode> {
+        match self {
+            Self::Local(r) => r.extensions().get::<ErrorCode>().copied(),
+            Self::Upstream { .. } => None,
+        }
+    }
+
+    fn set_rate_limit(&mut self, rl: Option<RateLimitState>) {
+        match self {
+            Self::Local(r) => rate_limit_headers(r.headers_mut(), rl),
+            Self::Upstream { rate_limit, .. } => *rate_limit = rl,
+        }
+    }
+
+    /// As an `http` response, for hyper's connections.
+    pub fn into_response(self) -> Response {
+        match self {
+            Self::Local(r) => r,
+            Self::Upstream {
+                response,
+                rate_limit,
+            } => {
+                let mut r = response.into_response();
+                rate_limit_headers(r.headers_mut(), rate_limit);
+                r
+            }
+        }
+    }
+}
+
+impl From<Response> for Answer {
+    fn from(r: Response) -> Self {
+        Self::Local(r)
     }
 }
 
@@ -88,7 +148,7 @@ impl Proxy {
     }
 
     /// `GET /_tessera/verify?scope=a:b&scope=c:d`: forward auth for nginx, Traefik, Envoy.
-    pub async fn forward_auth(&self, req: &Parts, peer: &Peer, started: Instant) -> Response {
+    pub async fn forward_auth(&self, req: &Parts, peer: &Peer, started: Instant) -> Answer {
         let line = RequestLine::new(req.method.as_str(), req.uri.path(), started);
         let ip = self.client_ip(&req.headers, peer);
         let mut scopes = Vec::new();
@@ -96,7 +156,7 @@ impl Proxy {
             if k == "scope" {
                 match tessera_core::permission::Permission::parse(&v) {
                     Ok(p) => scopes.push(p),
-                    Err(m) => return ApiError::invalid_request(m).into_response(),
+                    Err(m) => return ApiError::invalid_request(m).into_response().into(),
                 }
             }
         }
@@ -119,18 +179,20 @@ impl Proxy {
             }
             Err(d) => denial(d),
         };
-        self.record(line, v, ip, &response);
-        response
+        let answer = Answer::Local(response);
+        self.record(line, v, ip, &answer);
+        answer
     }
 
     /// Every other gateway request (arrived at `started`): route, check, forward.
-    pub async fn handle(&self, req: Request<Body>, peer: &Peer, started: Instant) -> Response {
+    pub async fn handle(&self, req: Request<Body>, peer: &Peer, started: Instant) -> Answer {
         let ip = self.client_ip(req.headers(), peer);
         let Ok(path) = normalize_path(req.uri().path()) else {
             return ApiError::invalid_request(
                 "The path has a percent-encoded '.', '/' or '\\', which no route accepts.",
             )
-            .into_response();
+            .into_response()
+            .into();
         };
         let snapshot = self.routing.current();
         let Some(entry) = snapshot.table.find(&path, req.method().as_str()).cloned() else {
@@ -138,7 +200,8 @@ impl Proxy {
                 ErrorCode::NotFound,
                 "No route matches this path and method.",
             )
-            .into_response();
+            .into_response()
+            .into();
         };
         drop(snapshot);
 
@@ -150,9 +213,9 @@ impl Proxy {
             match self.admit(&entry, &v) {
                 Ok(a) => admitted = Some((a, v, line)),
                 Err(d) => {
-                    let response = denial(d);
-                    self.record(line, v, ip, &response);
-                    return response;
+                    let answer = Answer::Local(denial(d));
+                    self.record(line, v, ip, &answer);
+                    return answer;
                 }
             }
         }
@@ -165,7 +228,8 @@ impl Proxy {
         };
         let Some(uri) = upstream.uri(&forwarded_path, req.uri().query()) else {
             return ApiError::invalid_request("The request target cannot be forwarded.")
-                .into_response();
+                .into_response()
+                .into();
         };
         let target = Target {
             entry: &entry,
@@ -177,12 +241,12 @@ impl Proxy {
             .as_ref()
             .and_then(|(_, v, _)| v.result.as_ref().ok())
             .map_or(&[][..], |ok| ok.token.forwarded.as_bytes());
-        let mut response = self.forward(req, target, peer, ip, identity).await;
+        let mut answer = self.forward(req, target, peer, ip, identity).await;
         if let Some((a, v, line)) = admitted {
-            rate_limit_headers(response.headers_mut(), a.rate_limit);
-            self.record(line, v, ip, &response);
+            answer.set_rate_limit(a.rate_limit);
+            self.record(line, v, ip, &answer);
         }
-        response
+        answer
     }
 
     /// The route's scopes and rate limit, on top of the token's own checks.
@@ -212,7 +276,7 @@ impl Proxy {
         peer: &Peer,
         client: IpAddr,
         identity: &[u8],
-    ) -> Response {
+    ) -> Answer {
         let Target {
             entry,
             upstream,
@@ -247,27 +311,30 @@ impl Proxy {
             .send(upstream_req, identity, entry.service.timeout)
             .await
         {
-            Err(UpstreamError::Timeout) => {
-                ApiError::code(ErrorCode::GatewayTimeout).into_response()
-            }
+            Err(UpstreamError::Timeout) => ApiError::code(ErrorCode::GatewayTimeout)
+                .into_response()
+                .into(),
             Err(e) => {
                 tracing::warn!(error = %e, service = %entry.service.name, upstream = %upstream.base, "upstream request failed");
-                ApiError::code(ErrorCode::BadGateway).into_response()
+                ApiError::code(ErrorCode::BadGateway).into_response().into()
             }
             // The client has left out the upstream's hop-by-hop headers.
-            Ok(resp) => resp,
+            Ok(response) => Answer::Upstream {
+                response,
+                rate_limit: None,
+            },
         }
     }
 
     /// Logs a use on the gateway listener.
-    fn record(&self, line: RequestLine, v: Verification, ip: IpAddr, response: &Response) {
+    fn record(&self, line: RequestLine, v: Verification, ip: IpAddr, answer: &Answer) {
         self.verifier.record_use(
             Listener::Gateway,
             line,
             v.into_presented(),
             ip,
-            response.status().as_u16(),
-            response.extensions().get::<ErrorCode>().copied(),
+            answer.status().as_u16(),
+            answer.code(),
         );
     }
 }
@@ -294,14 +361,25 @@ fn header_value(value: &str) -> HeaderValue {
 }
 
 /// `RateLimit-Limit`, `-Remaining` and `-Reset` (IETF draft) for the tighter limit.
+fn rate_limit_fields(rl: &RateLimitState) -> [(&'static str, u64); 3] {
+    [
+        ("ratelimit-limit", u64::from(rl.limit)),
+        ("ratelimit-remaining", u64::from(rl.remaining)),
+        ("ratelimit-reset", rl.reset_secs.max(rl.retry_after_secs)),
+    ]
+}
+
+/// Sets the [`rate_limit_fields`] on a response, over any the upstream sent.
 fn rate_limit_headers(headers: &mut HeaderMap, rl: Option<RateLimitState>) {
-    if let Some(rl) = rl {
-        headers.insert("ratelimit-limit", HeaderValue::from(rl.limit));
-        headers.insert("ratelimit-remaining", HeaderValue::from(rl.remaining));
-        headers.insert(
-            "ratelimit-reset",
-            HeaderValue::from(rl.reset_secs.max(rl.retry_after_secs)),
-        );
+    for (name, value) in rl.iter().flat_map(rate_limit_fields) {
+        headers.insert(name, HeaderValue::from(value));
+    }
+}
+
+/// Writes the [`rate_limit_fields`] as header lines.
+pub fn write_rate_limit(rl: &RateLimitState, out: &mut Vec<u8>) {
+    for (name, value) in rate_limit_fields(rl) {
+        write_header(name, itoa::Buffer::new().format(value).as_bytes(), out);
     }
 }
 

@@ -9,6 +9,7 @@
 
 use super::h1::{self, ChunkedDecoder, Decoded, Framing, ResponseHead};
 use axum::body::Body;
+use axum::http::header::CONTENT_LENGTH;
 use axum::http::uri::{Authority, PathAndQuery};
 use axum::http::{HeaderValue, Method, Request, Response, Uri};
 use bytes::{Bytes, BytesMut};
@@ -132,7 +133,7 @@ impl Upstream {
         req: Request<Body>,
         lines: &[u8],
         timeout: Duration,
-    ) -> Result<Response<Body>, UpstreamError> {
+    ) -> Result<UpstreamResponse, UpstreamError> {
         let deadline = tokio::time::Instant::now() + timeout;
         let (mut parts, mut body) = req.into_parts();
         let framing = h1::frame_body(&mut parts.headers, &body);
@@ -175,14 +176,8 @@ impl Upstream {
         }
     }
 
-    fn response(self: Arc<Self>, conn: Conn, head: ResponseHead, rest: Bytes) -> Response<Body> {
-        let ResponseHead {
-            status,
-            headers,
-            framing,
-            reusable,
-        } = head;
-        let state = match framing {
+    fn response(self: Arc<Self>, conn: Conn, head: ResponseHead, rest: Bytes) -> UpstreamResponse {
+        let state = match head.framing {
             Framing::Empty => BodyState::Done,
             Framing::Length(n) => BodyState::Length(n),
             Framing::Chunked => BodyState::Chunked(ChunkedDecoder::default()),
@@ -192,16 +187,13 @@ impl Upstream {
             conn: Some(conn),
             rest,
             state,
-            reusable,
+            reusable: head.reusable,
             upstream: self,
         };
         if body.state == BodyState::Done {
             body.finish();
         }
-        let mut response = Response::new(Body::new(body));
-        *response.status_mut() = status;
-        *response.headers_mut() = headers;
-        response
+        UpstreamResponse { head, body }
     }
 
     /// The most recently returned connection the upstream has not closed; stale ones
@@ -404,16 +396,46 @@ enum BodyState {
     Done,
 }
 
+/// An upstream's answer: its head, and its body still on the connection.
+#[derive(Debug)]
+pub struct UpstreamResponse {
+    pub head: ResponseHead,
+    pub body: UpstreamBody,
+}
+
+impl UpstreamResponse {
+    /// As an `http` response, for hyper's path: the header map built from the block, and
+    /// the upstream's length (hyper frames the body by it, and a `HEAD` answer keeps it).
+    pub fn into_response(self) -> Response<Body> {
+        let mut headers = self.head.headers.to_map();
+        if let Some(n) = self.head.length {
+            headers.insert(CONTENT_LENGTH, HeaderValue::from(n));
+        }
+        let mut response = Response::new(Body::new(self.body));
+        *response.status_mut() = self.head.status;
+        *response.headers_mut() = headers;
+        response
+    }
+}
+
 /// An upstream response body, read from the connection as it is polled. Read to its
 /// end, it hands the connection back to the pool; dropped earlier, it closes it, since
 /// the rest of the body would still be on the wire.
-struct UpstreamBody {
+pub struct UpstreamBody {
     conn: Option<Conn>,
     /// Bytes read and not handed out yet.
     rest: Bytes,
     state: BodyState,
     reusable: bool,
     upstream: Arc<Upstream>,
+}
+
+impl std::fmt::Debug for UpstreamBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamBody")
+            .field("state", &self.state)
+            .finish_non_exhaustive()
+    }
 }
 
 impl UpstreamBody {

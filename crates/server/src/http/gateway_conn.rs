@@ -8,10 +8,13 @@
 use super::listen::{Rewind, Served};
 use super::GatewayService;
 use crate::gateway::h1::{self, Framing, Parsed};
+use crate::gateway::proxy::{write_rate_limit, Answer};
+use crate::gateway::upstream::UpstreamResponse;
+use crate::verifier::RateLimitState;
 use axum::body::Body;
 use axum::http::{header, HeaderValue, Method, Request};
 use axum::response::Response;
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt;
 use hyper::body::Body as _;
 use std::pin::Pin;
@@ -130,7 +133,18 @@ impl Connection {
             *req.uri_mut() = head.uri;
             *req.headers_mut() = head.headers;
             let response = service.handle(req).await;
-            self.write_response(response, head_request, close).await?;
+            match response {
+                Answer::Local(response) => {
+                    self.write_response(response, head_request, close).await?;
+                }
+                Answer::Upstream {
+                    response,
+                    rate_limit,
+                } => {
+                    self.write_upstream(response, rate_limit, head_request, close)
+                        .await?;
+                }
+            }
             if close || *stop.borrow() {
                 return Ok(Next::Close);
             }
@@ -143,7 +157,7 @@ impl Connection {
         head_request: bool,
         close: bool,
     ) -> std::io::Result<()> {
-        let (mut parts, mut body) = response.into_parts();
+        let (mut parts, body) = response.into_parts();
         let status = parts.status;
         let headers = &mut parts.headers;
         let framing = if h1::is_bodiless(status) {
@@ -176,7 +190,70 @@ impl Connection {
         if framing == Framing::Empty {
             return self.flush().await;
         }
-        let chunked = framing == Framing::Chunked;
+        self.write_body(body, framing == Framing::Chunked).await
+    }
+
+    /// Writes an upstream's answer: its header lines as they came, then the gateway's
+    /// own (rate limit, framing for this connection, `Date` if it had none).
+    async fn write_upstream(
+        &mut self,
+        response: UpstreamResponse,
+        rate_limit: Option<RateLimitState>,
+        head_request: bool,
+        close: bool,
+    ) -> std::io::Result<()> {
+        let UpstreamResponse { head, body } = response;
+        let out = &mut self.out;
+        out.clear();
+        h1::write_status_line(head.status, out);
+        head.headers.write_to(out, rate_limit.is_some());
+        if let Some(rl) = &rate_limit {
+            write_rate_limit(rl, out);
+        }
+        let length = |n: u64, out: &mut Vec<u8>| {
+            h1::write_header(
+                "content-length",
+                itoa::Buffer::new().format(n).as_bytes(),
+                out,
+            );
+        };
+        let framing = if head_request || h1::is_bodiless(head.status) {
+            // A `HEAD` answer keeps the length a GET would get, as the upstream said it.
+            if let Some(n) = head.length {
+                length(n, out);
+            }
+            Framing::Empty
+        } else {
+            match head.framing {
+                Framing::Empty => length(0, out),
+                Framing::Length(n) => length(n, out),
+                // A body up to the upstream's close is chunked here: this connection stays.
+                Framing::Chunked | Framing::Close => {
+                    h1::write_header("transfer-encoding", b"chunked", out);
+                }
+            }
+            head.framing
+        };
+        if close {
+            h1::write_header("connection", b"close", out);
+        }
+        if !head.headers.has_date() {
+            h1::write_header("date", http_date().as_bytes(), out);
+        }
+        out.extend_from_slice(b"\r\n");
+        if framing == Framing::Empty {
+            return self.flush().await;
+        }
+        self.write_body(body, matches!(framing, Framing::Chunked | Framing::Close))
+            .await
+    }
+
+    /// Writes a body after its head (in `out`), chunked or as it is.
+    async fn write_body<B>(&mut self, mut body: B, chunked: bool) -> std::io::Result<()>
+    where
+        B: hyper::body::Body<Data = Bytes> + Unpin,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
         loop {
             // The head (and what is already there) goes out before waiting for a
             // slow body.

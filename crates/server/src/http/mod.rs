@@ -7,7 +7,7 @@ mod gateway_conn;
 pub mod listen;
 pub mod routes;
 
-use crate::gateway::proxy::{Peer, Proxy};
+use crate::gateway::proxy::{Answer, Peer, Proxy};
 use crate::gateway::Routing;
 use crate::metrics::Metrics;
 use crate::service::{LoginLimits, Service};
@@ -237,22 +237,26 @@ pub struct GatewayService {
 
 impl GatewayService {
     /// Answers one request, from hyper's connections or the gateway's own.
-    pub async fn handle(&self, req: axum::http::Request<Body>) -> Response {
+    pub async fn handle(&self, req: axum::http::Request<Body>) -> Answer {
         let started = quanta::Instant::now();
-        let response = if headers_too_large(req.headers()) {
-            ApiError::code(ErrorCode::HeadersTooLarge).into_response()
+        let answer = if headers_too_large(req.headers()) {
+            ApiError::code(ErrorCode::HeadersTooLarge)
+                .into_response()
+                .into()
         } else {
             match req.uri().path() {
                 "/_tessera/healthz" if req.method() == axum::http::Method::GET => {
-                    routes::ops::healthz().await.into_response()
+                    routes::ops::healthz().await.into_response().into()
                 }
-                "/_tessera/healthz" => ApiError::code(ErrorCode::MethodNotAllowed).into_response(),
+                "/_tessera/healthz" => ApiError::code(ErrorCode::MethodNotAllowed)
+                    .into_response()
+                    .into(),
                 "/_tessera/verify" => {
                     let (parts, _) = req.into_parts();
                     self.proxy.forward_auth(&parts, &self.peer, started).await
                 }
                 p if p.starts_with("/_tessera/") => {
-                    ApiError::code(ErrorCode::NotFound).into_response()
+                    ApiError::code(ErrorCode::NotFound).into_response().into()
                 }
                 _ => self.proxy.handle(req, &self.peer, started).await,
             }
@@ -260,7 +264,7 @@ impl GatewayService {
         self.metrics
             .gateway_request_seconds
             .observe(started.elapsed().as_secs_f64());
-        response
+        answer
     }
 }
 
@@ -278,7 +282,7 @@ impl tower::Service<hyper::Request<Incoming>> for GatewayService {
 
     fn call(&mut self, req: hyper::Request<Incoming>) -> Self::Future {
         let this = self.clone();
-        Box::pin(async move { Ok(this.handle(req.map(Body::new)).await) })
+        Box::pin(async move { Ok(this.handle(req.map(Body::new)).await.into_response()) })
     }
 }
 
