@@ -187,12 +187,23 @@ impl HeaderBlock {
         }
         for (name, value) in self.iter() {
             if !is_rate_limit_name(name) {
-                out.extend_from_slice(name);
-                out.extend_from_slice(b": ");
-                out.extend_from_slice(value);
-                out.extend_from_slice(b"\r\n");
+                write_header(name, value, out);
             }
         }
+    }
+
+    /// The block less the lines named in `names` (in any case).
+    fn without(&self, names: &[&[u8]]) -> Self {
+        let mut kept = Self::default();
+        for (name, value) in self.iter() {
+            if names.iter().any(|n| n.eq_ignore_ascii_case(name)) {
+                continue;
+            }
+            kept.has_date |= name.eq_ignore_ascii_case(b"date");
+            kept.has_rate_limit |= is_rate_limit_name(name);
+            write_header(name, value, &mut kept.lines);
+        }
+        kept
     }
 
     /// Each line's name and value.
@@ -246,49 +257,47 @@ pub fn parse_response(
     let (mut chunked, mut coded, mut length) = (false, false, None::<u64>);
     // Names that `Connection` lists, to leave out as well (rare).
     let mut listed: Vec<&[u8]> = Vec::new();
-    for h in res.headers.iter() {
-        let name = h.name;
-        if name.eq_ignore_ascii_case("connection") {
-            if has_token(h.value, "close") {
-                reusable = false;
-            } else if has_token(h.value, "keep-alive") {
-                reusable = true;
-            }
-            listed.extend(connection_options(std::iter::once(h.value)));
-        } else if name.eq_ignore_ascii_case("transfer-encoding") {
-            coded = true;
-            chunked = last_token(h.value).eq_ignore_ascii_case(b"chunked");
-        } else if name.eq_ignore_ascii_case("content-length") {
-            for piece in h.value.split(|&b| b == b',') {
-                let n = parse_length(piece.trim_ascii()).ok_or(H1Error::ContentLength)?;
-                if length.is_some_and(|l| l != n) {
-                    return Err(H1Error::ContentLength);
-                }
-                length = Some(n);
-            }
-        }
-    }
-    let mut lines = Vec::with_capacity(len);
-    let (mut has_date, mut has_rate_limit) = (false, false);
-    for h in res.headers.iter() {
-        let name = h.name;
-        let framing_or_hop = name.eq_ignore_ascii_case("content-length")
-            || is_hop_by_hop_name(name)
-            || listed
-                .iter()
-                .any(|l| name.as_bytes().eq_ignore_ascii_case(l));
-        if framing_or_hop {
-            continue;
-        }
-        has_date |= name.eq_ignore_ascii_case("date");
-        has_rate_limit |= is_rate_limit_name(name.as_bytes());
-        write_header(name, h.value, &mut lines);
-    }
-    let headers = HeaderBlock {
-        lines,
-        has_date,
-        has_rate_limit,
+    let mut headers = HeaderBlock {
+        lines: Vec::with_capacity(len),
+        has_date: false,
+        has_rate_limit: false,
     };
+    for h in res.headers.iter() {
+        match field(h.name) {
+            Field::Connection => {
+                if has_token(h.value, "close") {
+                    reusable = false;
+                } else if has_token(h.value, "keep-alive") {
+                    reusable = true;
+                }
+                listed.extend(connection_options(std::iter::once(h.value)));
+                continue;
+            }
+            Field::TransferEncoding => {
+                coded = true;
+                chunked = last_token(h.value).eq_ignore_ascii_case(b"chunked");
+                continue;
+            }
+            Field::ContentLength => {
+                for piece in h.value.split(|&b| b == b',') {
+                    let n = parse_length(piece.trim_ascii()).ok_or(H1Error::ContentLength)?;
+                    if length.is_some_and(|l| l != n) {
+                        return Err(H1Error::ContentLength);
+                    }
+                    length = Some(n);
+                }
+                continue;
+            }
+            Field::HopByHop => continue,
+            Field::Date => headers.has_date = true,
+            Field::RateLimit => headers.has_rate_limit = true,
+            Field::Other => {}
+        }
+        write_header(h.name.as_bytes(), h.value, &mut headers.lines);
+    }
+    if !listed.is_empty() {
+        headers = headers.without(&listed);
+    }
     let framing = if head_request || is_bodiless(status) {
         Framing::Empty
     } else if coded {
@@ -324,25 +333,43 @@ pub fn parse_response(
 /// Whether a header belongs to one hop and is never forwarded (RFC 9110 §7.6.1), besides
 /// those that `Connection` lists ([`connection_options`]).
 pub fn is_hop_by_hop(name: &HeaderName) -> bool {
-    is_hop_by_hop_name(name.as_str())
+    matches!(
+        field(name.as_str()),
+        Field::Connection | Field::TransferEncoding | Field::HopByHop
+    )
 }
 
-/// [`is_hop_by_hop`] for a name in any case.
-fn is_hop_by_hop_name(name: &str) -> bool {
-    const HOP_BY_HOP: [&str; 9] = [
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-    ];
-    HOP_BY_HOP
-        .iter()
-        .any(|h| h.len() == name.len() && h.eq_ignore_ascii_case(name))
+/// What a header is to the gateway's handling of a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Field {
+    Connection,
+    TransferEncoding,
+    ContentLength,
+    /// Another hop-by-hop header.
+    HopByHop,
+    Date,
+    RateLimit,
+    Other,
+}
+
+/// The [`Field`] of a header name in any case: by its length first, so that most names
+/// are compared with one known name at most.
+fn field(name: &str) -> Field {
+    let is = |known: &str| name.eq_ignore_ascii_case(known);
+    match name.len() {
+        2 if is("te") => Field::HopByHop,
+        4 if is("date") => Field::Date,
+        7 if is("trailer") || is("upgrade") => Field::HopByHop,
+        10 if is("connection") => Field::Connection,
+        10 if is("keep-alive") => Field::HopByHop,
+        14 if is("content-length") => Field::ContentLength,
+        16 if is("proxy-connection") => Field::HopByHop,
+        17 if is("transfer-encoding") => Field::TransferEncoding,
+        18 if is("proxy-authenticate") => Field::HopByHop,
+        19 if is("proxy-authorization") => Field::HopByHop,
+        _ if is_rate_limit_name(name.as_bytes()) => Field::RateLimit,
+        _ => Field::Other,
+    }
 }
 
 /// The header names that `Connection` values list, beyond `keep-alive` and `close`.
@@ -495,8 +522,8 @@ pub fn write_status_line(status: StatusCode, out: &mut Vec<u8>) {
 }
 
 /// Writes a header line.
-pub fn write_header(name: &str, value: &[u8], out: &mut Vec<u8>) {
-    out.extend_from_slice(name.as_bytes());
+pub fn write_header(name: &[u8], value: &[u8], out: &mut Vec<u8>) {
+    out.extend_from_slice(name);
     out.extend_from_slice(b": ");
     out.extend_from_slice(value);
     out.extend_from_slice(b"\r\n");
@@ -504,7 +531,7 @@ pub fn write_header(name: &str, value: &[u8], out: &mut Vec<u8>) {
 
 fn write_headers(headers: &HeaderMap, out: &mut Vec<u8>) {
     for (name, value) in headers {
-        write_header(name.as_str(), value.as_bytes(), out);
+        write_header(name.as_str().as_bytes(), value.as_bytes(), out);
     }
 }
 

@@ -379,7 +379,11 @@ fn rate_limit_headers(headers: &mut HeaderMap, rl: Option<RateLimitState>) {
 /// Writes the [`rate_limit_fields`] as header lines.
 pub fn write_rate_limit(rl: &RateLimitState, out: &mut Vec<u8>) {
     for (name, value) in rate_limit_fields(rl) {
-        write_header(name, itoa::Buffer::new().format(value).as_bytes(), out);
+        write_header(
+            name.as_bytes(),
+            itoa::Buffer::new().format(value).as_bytes(),
+            out,
+        );
     }
 }
 

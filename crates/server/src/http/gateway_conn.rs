@@ -212,7 +212,7 @@ impl Connection {
         }
         let length = |n: u64, out: &mut Vec<u8>| {
             h1::write_header(
-                "content-length",
+                b"content-length",
                 itoa::Buffer::new().format(n).as_bytes(),
                 out,
             );
@@ -229,16 +229,16 @@ impl Connection {
                 Framing::Length(n) => length(n, out),
                 // A body up to the upstream's close is chunked here: this connection stays.
                 Framing::Chunked | Framing::Close => {
-                    h1::write_header("transfer-encoding", b"chunked", out);
+                    h1::write_header(b"transfer-encoding", b"chunked", out);
                 }
             }
             head.framing
         };
         if close {
-            h1::write_header("connection", b"close", out);
+            h1::write_header(b"connection", b"close", out);
         }
         if !head.headers.has_date() {
-            h1::write_header("date", http_date().as_bytes(), out);
+            h1::write_header(b"date", http_date().as_bytes(), out);
         }
         out.extend_from_slice(b"\r\n");
         if framing == Framing::Empty {
