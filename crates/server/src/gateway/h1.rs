@@ -1,7 +1,7 @@
 //! HTTP/1.1 on the wire, for the gateway's own connection handling (`http::gateway_conn`
-//! downstream, [`super::upstream`] upstream): message heads parsed by httparse into
-//! `http` types, the body framing rules of RFC 9112 §6, a chunked decoder, and the
-//! writing of heads.
+//! downstream, [`super::upstream`] upstream): message heads parsed by httparse (requests
+//! into `http` types, responses into their header lines, [`HeaderBlock`]), the body
+//! framing rules of RFC 9112 §6, a chunked decoder, and the writing of heads.
 //!
 //! Why not hyper here: with hyper on both sides, every proxied request went through the
 //! client's request channel, a second task driving the upstream connection and a

@@ -132,8 +132,7 @@ impl Connection {
             *req.method_mut() = head.method;
             *req.uri_mut() = head.uri;
             *req.headers_mut() = head.headers;
-            let response = service.handle(req).await;
-            match response {
+            match service.handle(req).await {
                 Answer::Local(response) => {
                     self.write_response(response, head_request, close).await?;
                 }
