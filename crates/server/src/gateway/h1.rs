@@ -175,8 +175,11 @@ impl HeaderBlock {
         self.has_date
     }
 
-    pub fn has_rate_limit(&self) -> bool {
-        self.has_rate_limit
+    /// Adds a line, and notes what [`Field`] it is.
+    fn push(&mut self, name: &[u8], value: &[u8], field: Field) {
+        self.has_date |= field == Field::Date;
+        self.has_rate_limit |= field == Field::RateLimit;
+        write_header(name, value, &mut self.lines);
     }
 
     /// Writes the lines out, without the `RateLimit-*` ones if the gateway writes its own.
@@ -196,12 +199,9 @@ impl HeaderBlock {
     fn without(&self, names: &[&[u8]]) -> Self {
         let mut kept = Self::default();
         for (name, value) in self.iter() {
-            if names.iter().any(|n| n.eq_ignore_ascii_case(name)) {
-                continue;
+            if !names.iter().any(|n| n.eq_ignore_ascii_case(name)) {
+                kept.push(name, value, field(name));
             }
-            kept.has_date |= name.eq_ignore_ascii_case(b"date");
-            kept.has_rate_limit |= is_rate_limit_name(name);
-            write_header(name, value, &mut kept.lines);
         }
         kept
     }
@@ -259,11 +259,12 @@ pub fn parse_response(
     let mut listed: Vec<&[u8]> = Vec::new();
     let mut headers = HeaderBlock {
         lines: Vec::with_capacity(len),
-        has_date: false,
-        has_rate_limit: false,
+        ..HeaderBlock::default()
     };
     for h in res.headers.iter() {
-        match field(h.name) {
+        let kind = field(h.name.as_bytes());
+        // The framing and the hop-by-hop lines are read here, not passed on.
+        match kind {
             Field::Connection => {
                 if has_token(h.value, "close") {
                     reusable = false;
@@ -271,12 +272,10 @@ pub fn parse_response(
                     reusable = true;
                 }
                 listed.extend(connection_options(std::iter::once(h.value)));
-                continue;
             }
             Field::TransferEncoding => {
                 coded = true;
                 chunked = last_token(h.value).eq_ignore_ascii_case(b"chunked");
-                continue;
             }
             Field::ContentLength => {
                 for piece in h.value.split(|&b| b == b',') {
@@ -286,14 +285,12 @@ pub fn parse_response(
                     }
                     length = Some(n);
                 }
-                continue;
             }
-            Field::HopByHop => continue,
-            Field::Date => headers.has_date = true,
-            Field::RateLimit => headers.has_rate_limit = true,
-            Field::Other => {}
+            Field::HopByHop => {}
+            Field::Date | Field::RateLimit | Field::Other => {
+                headers.push(h.name.as_bytes(), h.value, kind);
+            }
         }
-        write_header(h.name.as_bytes(), h.value, &mut headers.lines);
     }
     if !listed.is_empty() {
         headers = headers.without(&listed);
@@ -334,7 +331,7 @@ pub fn parse_response(
 /// those that `Connection` lists ([`connection_options`]).
 pub fn is_hop_by_hop(name: &HeaderName) -> bool {
     matches!(
-        field(name.as_str()),
+        field(name.as_str().as_bytes()),
         Field::Connection | Field::TransferEncoding | Field::HopByHop
     )
 }
@@ -354,8 +351,8 @@ enum Field {
 
 /// The [`Field`] of a header name in any case: by its length first, so that most names
 /// are compared with one known name at most.
-fn field(name: &str) -> Field {
-    let is = |known: &str| name.eq_ignore_ascii_case(known);
+fn field(name: &[u8]) -> Field {
+    let is = |known: &str| name.eq_ignore_ascii_case(known.as_bytes());
     match name.len() {
         2 if is("te") => Field::HopByHop,
         4 if is("date") => Field::Date,
@@ -367,7 +364,7 @@ fn field(name: &str) -> Field {
         17 if is("transfer-encoding") => Field::TransferEncoding,
         18 if is("proxy-authenticate") => Field::HopByHop,
         19 if is("proxy-authorization") => Field::HopByHop,
-        _ if is_rate_limit_name(name.as_bytes()) => Field::RateLimit,
+        _ if is_rate_limit_name(name) => Field::RateLimit,
         _ => Field::Other,
     }
 }
@@ -817,7 +814,7 @@ mod tests {
             "Server: up\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\nX-Empty: \r\nRateLimit-Limit: 9\r\n"
         );
         assert_eq!((head.length, head.framing), (Some(2), Framing::Length(2)));
-        assert!(!head.headers.has_date() && head.headers.has_rate_limit());
+        assert!(!head.headers.has_date() && head.headers.has_rate_limit);
         // The gateway's own rate-limit lines replace the upstream's.
         let mut out = Vec::new();
         head.headers.write_to(&mut out, true);
@@ -831,6 +828,6 @@ mod tests {
         assert_eq!(map.get_all("set-cookie").iter().count(), 2);
         assert_eq!(map["x-empty"], "");
         let dated = response(b"HTTP/1.1 204 No Content\r\nDate: x\r\n\r\n", false).unwrap();
-        assert!(dated.headers.has_date() && !dated.headers.has_rate_limit());
+        assert!(dated.headers.has_date() && !dated.headers.has_rate_limit);
     }
 }

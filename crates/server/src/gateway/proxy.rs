@@ -2,7 +2,7 @@
 //! (`request_filter`), pick an upstream (`upstream_peer`), forward with the credential
 //! removed and the identity added, stream the answer back, and log the use.
 
-use super::h1::{remove_hop_by_hop, write_header};
+use super::h1::{remove_hop_by_hop, write_header, HeaderBlock};
 use super::upstream::{Upstream, UpstreamError, UpstreamResponse};
 use super::{RouteEntry, Routing};
 use crate::http::error::ApiError;
@@ -103,6 +103,12 @@ impl From<Response> for Answer {
     }
 }
 
+impl From<ApiError> for Answer {
+    fn from(e: ApiError) -> Self {
+        Self::Local(e.into_response())
+    }
+}
+
 pub struct Proxy {
     routing: Arc<Routing>,
     verifier: Arc<Verifier>,
@@ -156,7 +162,7 @@ impl Proxy {
             if k == "scope" {
                 match tessera_core::permission::Permission::parse(&v) {
                     Ok(p) => scopes.push(p),
-                    Err(m) => return ApiError::invalid_request(m).into_response().into(),
+                    Err(m) => return ApiError::invalid_request(m).into(),
                 }
             }
         }
@@ -191,7 +197,6 @@ impl Proxy {
             return ApiError::invalid_request(
                 "The path has a percent-encoded '.', '/' or '\\', which no route accepts.",
             )
-            .into_response()
             .into();
         };
         let snapshot = self.routing.current();
@@ -200,7 +205,6 @@ impl Proxy {
                 ErrorCode::NotFound,
                 "No route matches this path and method.",
             )
-            .into_response()
             .into();
         };
         drop(snapshot);
@@ -227,9 +231,7 @@ impl Proxy {
             path
         };
         let Some(uri) = upstream.uri(&forwarded_path, req.uri().query()) else {
-            return ApiError::invalid_request("The request target cannot be forwarded.")
-                .into_response()
-                .into();
+            return ApiError::invalid_request("The request target cannot be forwarded.").into();
         };
         let target = Target {
             entry: &entry,
@@ -311,12 +313,10 @@ impl Proxy {
             .send(upstream_req, identity, entry.service.timeout)
             .await
         {
-            Err(UpstreamError::Timeout) => ApiError::code(ErrorCode::GatewayTimeout)
-                .into_response()
-                .into(),
+            Err(UpstreamError::Timeout) => ApiError::code(ErrorCode::GatewayTimeout).into(),
             Err(e) => {
                 tracing::warn!(error = %e, service = %entry.service.name, upstream = %upstream.base, "upstream request failed");
-                ApiError::code(ErrorCode::BadGateway).into_response().into()
+                ApiError::code(ErrorCode::BadGateway).into()
             }
             // The client has left out the upstream's hop-by-hop headers.
             Ok(response) => Answer::Upstream {
@@ -376,9 +376,16 @@ fn rate_limit_headers(headers: &mut HeaderMap, rl: Option<RateLimitState>) {
     }
 }
 
-/// Writes the [`rate_limit_fields`] as header lines.
-pub fn write_rate_limit(rl: &RateLimitState, out: &mut Vec<u8>) {
-    for (name, value) in rate_limit_fields(rl) {
+/// Writes an upstream answer's header lines: the upstream's, with the gateway's
+/// [`rate_limit_fields`] in place of any `RateLimit-*` it sent (as [`rate_limit_headers`]
+/// does for a map).
+pub fn write_upstream_headers(
+    headers: &HeaderBlock,
+    rl: Option<&RateLimitState>,
+    out: &mut Vec<u8>,
+) {
+    headers.write_to(out, rl.is_some());
+    for (name, value) in rl.into_iter().flat_map(rate_limit_fields) {
         write_header(
             name.as_bytes(),
             itoa::Buffer::new().format(value).as_bytes(),

@@ -290,34 +290,43 @@ mod tests {
         assert_eq!(client_ip(&h, proxy, &[]), proxy);
     }
 
+    /// A header map with `pairs` appended in order (repeats kept).
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (name, value) in pairs {
+            h.append(*name, HeaderValue::from_static(value));
+        }
+        h
+    }
+
+    /// What [`carriers`] finds in `h`: the header, the Bearer and the cookie.
+    fn found(h: &HeaderMap) -> (Option<&str>, Option<&str>, Option<&str>) {
+        let c = carriers(h);
+        (c.x_api_key, c.bearer, c.cookie)
+    }
+
     #[test]
     fn carriers_are_read_from_all_three_places() {
-        let mut h = HeaderMap::new();
-        h.insert("x-api-key", "a".parse().unwrap());
-        h.insert("authorization", "Bearer b".parse().unwrap());
-        h.insert("cookie", "theme=dark; X-API-KEY=c".parse().unwrap());
-        let c = carriers(&h);
-        assert_eq!(
-            (c.x_api_key, c.bearer, c.cookie),
-            (Some("a"), Some("b"), Some("c"))
-        );
-        assert!(c.credential().is_err());
+        let h = headers(&[
+            ("x-api-key", "a"),
+            ("authorization", "Bearer b"),
+            ("cookie", "theme=dark; X-API-KEY=c"),
+        ]);
+        assert_eq!(found(&h), (Some("a"), Some("b"), Some("c")));
+        assert!(carriers(&h).credential().is_err());
 
         // Each is the first of its header, as `HeaderMap::get` gives it; the cookie is
         // the first `X-API-KEY` of any `Cookie` value, in order.
-        let mut h = HeaderMap::new();
-        h.append("x-api-key", "first".parse().unwrap());
-        h.append("cookie", "theme=dark".parse().unwrap());
-        h.append("authorization", "Basic abc".parse().unwrap());
-        h.append("x-api-key", "second".parse().unwrap());
-        h.append("authorization", "Bearer later".parse().unwrap());
-        h.append("cookie", "X-API-KEY=c1; X-API-KEY=c2".parse().unwrap());
-        h.append("cookie", "X-API-KEY=c3".parse().unwrap());
-        let c = carriers(&h);
-        assert_eq!(
-            (c.x_api_key, c.bearer, c.cookie),
-            (Some("first"), None, Some("c1"))
-        );
+        let h = headers(&[
+            ("x-api-key", "first"),
+            ("cookie", "theme=dark"),
+            ("authorization", "Basic abc"),
+            ("x-api-key", "second"),
+            ("authorization", "Bearer later"),
+            ("cookie", "X-API-KEY=c1; X-API-KEY=c2"),
+            ("cookie", "X-API-KEY=c3"),
+        ]);
+        assert_eq!(found(&h), (Some("first"), None, Some("c1")));
         assert_eq!(cookie(&h, "X-API-KEY"), Some("c1"));
         assert_eq!(cookie(&h, "theme"), Some("dark"));
         assert!(carriers(&HeaderMap::new()).is_empty());

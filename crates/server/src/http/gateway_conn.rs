@@ -8,7 +8,7 @@
 use super::listen::{Rewind, Served};
 use super::GatewayService;
 use crate::gateway::h1::{self, Framing, Parsed};
-use crate::gateway::proxy::{write_rate_limit, Answer};
+use crate::gateway::proxy::{write_upstream_headers, Answer};
 use crate::gateway::upstream::UpstreamResponse;
 use crate::verifier::RateLimitState;
 use axum::body::Body;
@@ -140,8 +140,7 @@ impl Connection {
                     response,
                     rate_limit,
                 } => {
-                    self.write_upstream(response, rate_limit, head_request, close)
-                        .await?;
+                    self.write_upstream(response, rate_limit, close).await?;
                 }
             }
             if close || *stop.borrow() {
@@ -198,41 +197,23 @@ impl Connection {
         &mut self,
         response: UpstreamResponse,
         rate_limit: Option<RateLimitState>,
-        head_request: bool,
         close: bool,
     ) -> std::io::Result<()> {
         let UpstreamResponse { head, body } = response;
         let out = &mut self.out;
         out.clear();
         h1::write_status_line(head.status, out);
-        head.headers.write_to(out, rate_limit.is_some());
-        if let Some(rl) = &rate_limit {
-            write_rate_limit(rl, out);
+        write_upstream_headers(&head.headers, rate_limit.as_ref(), out);
+        // The head's framing already says `Empty` for a `HEAD` answer and a bodiless
+        // status, whose length (the upstream's, if any) is the one a GET would get.
+        // A body up to the upstream's close is chunked here: this connection stays.
+        let chunked = matches!(head.framing, Framing::Chunked | Framing::Close);
+        if chunked {
+            h1::write_header(b"transfer-encoding", b"chunked", out);
+        } else if let Some(n) = head.length {
+            let mut digits = itoa::Buffer::new();
+            h1::write_header(b"content-length", digits.format(n).as_bytes(), out);
         }
-        let length = |n: u64, out: &mut Vec<u8>| {
-            h1::write_header(
-                b"content-length",
-                itoa::Buffer::new().format(n).as_bytes(),
-                out,
-            );
-        };
-        let framing = if head_request || h1::is_bodiless(head.status) {
-            // A `HEAD` answer keeps the length a GET would get, as the upstream said it.
-            if let Some(n) = head.length {
-                length(n, out);
-            }
-            Framing::Empty
-        } else {
-            match head.framing {
-                Framing::Empty => length(0, out),
-                Framing::Length(n) => length(n, out),
-                // A body up to the upstream's close is chunked here: this connection stays.
-                Framing::Chunked | Framing::Close => {
-                    h1::write_header(b"transfer-encoding", b"chunked", out);
-                }
-            }
-            head.framing
-        };
         if close {
             h1::write_header(b"connection", b"close", out);
         }
@@ -240,11 +221,10 @@ impl Connection {
             h1::write_header(b"date", http_date().as_bytes(), out);
         }
         out.extend_from_slice(b"\r\n");
-        if framing == Framing::Empty {
+        if head.framing == Framing::Empty {
             return self.flush().await;
         }
-        self.write_body(body, matches!(framing, Framing::Chunked | Framing::Close))
-            .await
+        self.write_body(body, chunked).await
     }
 
     /// Writes a body after its head (in `out`), chunked or as it is.

@@ -240,24 +240,18 @@ impl GatewayService {
     pub async fn handle(&self, req: axum::http::Request<Body>) -> Answer {
         let started = quanta::Instant::now();
         let answer = if headers_too_large(req.headers()) {
-            ApiError::code(ErrorCode::HeadersTooLarge)
-                .into_response()
-                .into()
+            ApiError::code(ErrorCode::HeadersTooLarge).into()
         } else {
             match req.uri().path() {
                 "/_tessera/healthz" if req.method() == axum::http::Method::GET => {
                     routes::ops::healthz().await.into_response().into()
                 }
-                "/_tessera/healthz" => ApiError::code(ErrorCode::MethodNotAllowed)
-                    .into_response()
-                    .into(),
+                "/_tessera/healthz" => ApiError::code(ErrorCode::MethodNotAllowed).into(),
                 "/_tessera/verify" => {
                     let (parts, _) = req.into_parts();
                     self.proxy.forward_auth(&parts, &self.peer, started).await
                 }
-                p if p.starts_with("/_tessera/") => {
-                    ApiError::code(ErrorCode::NotFound).into_response().into()
-                }
+                p if p.starts_with("/_tessera/") => ApiError::code(ErrorCode::NotFound).into(),
                 _ => self.proxy.handle(req, &self.peer, started).await,
             }
         };
