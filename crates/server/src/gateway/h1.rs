@@ -18,11 +18,10 @@ pub const MAX_HEADERS: usize = 100;
 /// A message head larger than this is refused (requests: by hyper's path, which answers
 /// 431; responses: 502).
 pub const MAX_HEAD_BYTES: usize = 64 * 1024;
-/// Room for the headers the gateway adds to a head it parsed: on the way up the token's
-/// and account's ids, `X-Forwarded-*` and `Host`; on the way down `RateLimit-*`,
-/// `Content-Length`, `Date`, `Connection`. Sized for them up front, a map does not grow
-/// (re-hash every entry) halfway through a request: growing cost about 1,100 instructions
-/// a proxied request, of 35,600 (checked) or 21,500 (`auth: none`; callgrind).
+/// Room for the headers the gateway adds to an upstream's answer that goes out through
+/// hyper (`RateLimit-*`, `Content-Length`, `Date`, `Connection`). Sized for them up front,
+/// a map does not grow (re-hash every entry) halfway through a request: growing cost
+/// about 1,100 instructions a proxied request (callgrind).
 const ADDED_HEADERS: usize = 6;
 
 #[derive(Debug, thiserror::Error)]
@@ -57,7 +56,7 @@ pub enum Framing {
 pub struct RequestHead {
     pub method: Method,
     pub uri: Uri,
-    pub headers: HeaderMap,
+    pub headers: RequestHeaders,
     /// The client asked for `Connection: close`.
     pub close: bool,
 }
@@ -97,25 +96,27 @@ pub fn parse_request(buf: &Bytes) -> Parsed<RequestHead> {
         return Parsed::Elsewhere;
     }
     let mut close = false;
-    let mut headers = HeaderMap::with_capacity(req.headers.len() + ADDED_HEADERS);
+    let mut headers = RequestHeaders {
+        bytes: buf.clone(),
+        lines: Vec::with_capacity(req.headers.len()),
+    };
     for h in req.headers.iter() {
-        let Ok(name) = HeaderName::from_bytes(h.name.as_bytes()) else {
-            return Parsed::Elsewhere;
-        };
-        let body_or_upgrade = name == header::TRANSFER_ENCODING
-            || name == header::UPGRADE
-            || name == header::EXPECT
-            || (name == header::CONTENT_LENGTH && h.value != b"0");
+        let kind = field(h.name.as_bytes());
+        let body_or_upgrade = matches!(
+            kind,
+            Field::TransferEncoding | Field::Upgrade | Field::Expect
+        ) || (kind == Field::ContentLength && h.value != b"0");
         if body_or_upgrade {
             return Parsed::Elsewhere;
         }
-        if name == header::CONNECTION && has_token(h.value, "close") {
+        if kind == Field::Connection && has_token(h.value, "close") {
             close = true;
         }
-        let Ok(value) = HeaderValue::from_maybe_shared(buf.slice_ref(h.value)) else {
-            return Parsed::Elsewhere;
-        };
-        headers.append(name, value);
+        headers.lines.push(Line {
+            name: span(buf, h.name.as_bytes()),
+            value: span(buf, h.value),
+            field: kind,
+        });
     }
     let (Ok(method), Ok(uri)) = (
         Method::from_bytes(method.as_bytes()),
@@ -232,6 +233,96 @@ impl HeaderBlock {
     }
 }
 
+/// A request's header lines as they were read: each name and value as a place in the
+/// bytes they came in (not copied out), with its [`Field`].
+///
+/// Why not a `HeaderMap`: the gateway reads three or four of a request's headers and
+/// passes the rest on as they came. Building a map (each name looked up, each value a
+/// shared `Bytes`, each entry hashed), taking a dozen names out of it and putting
+/// others in, writing it out and dropping it was the largest user-space cost of a
+/// proxied request left, about 2,500 instructions of 21,500 (callgrind).
+#[derive(Debug, Clone, Default)]
+pub struct RequestHeaders {
+    /// The bytes the lines are in: the request head as read, or the lines of a map
+    /// written out ([`RequestHeaders::from_map`]).
+    bytes: Bytes,
+    lines: Vec<Line>,
+}
+
+/// One header line of [`RequestHeaders`]: where its name and value are.
+#[derive(Debug, Clone, Copy)]
+struct Line {
+    name: (u32, u32),
+    value: (u32, u32),
+    field: Field,
+}
+
+/// Where `part` (a slice of `buf`) is in `buf`. A head is at most [`MAX_HEAD_BYTES`]
+/// and a map's lines are bounded by the listener's header limit, so `u32` holds it.
+fn span(buf: &[u8], part: &[u8]) -> (u32, u32) {
+    let start = part.as_ptr() as usize - buf.as_ptr() as usize;
+    (start as u32, (start + part.len()) as u32)
+}
+
+impl RequestHeaders {
+    /// The headers of a request hyper read (TLS, HTTP/2, a body, HTTP/1.0), written out
+    /// once as lines so that the proxy has one form to read.
+    pub fn from_map(map: &HeaderMap) -> Self {
+        let mut bytes = Vec::with_capacity(map.len() * 32);
+        let mut lines = Vec::with_capacity(map.len());
+        for (name, value) in map {
+            let start = bytes.len();
+            bytes.extend_from_slice(name.as_str().as_bytes());
+            let middle = bytes.len();
+            bytes.extend_from_slice(value.as_bytes());
+            lines.push(Line {
+                name: (start as u32, middle as u32),
+                value: (middle as u32, bytes.len() as u32),
+                field: field(name.as_str().as_bytes()),
+            });
+        }
+        Self {
+            bytes: bytes.into(),
+            lines,
+        }
+    }
+
+    /// Each line's [`Field`], name and value, in the order they came.
+    pub fn iter(&self) -> impl DoubleEndedIterator<Item = (Field, &[u8], &[u8])> {
+        self.lines
+            .iter()
+            .map(|l| (l.field, self.at(l.name), self.at(l.value)))
+    }
+
+    /// The values of the lines that are `field`, in order.
+    pub fn values(&self, field: Field) -> impl DoubleEndedIterator<Item = &[u8]> {
+        self.lines
+            .iter()
+            .filter(move |l| l.field == field)
+            .map(|l| self.at(l.value))
+    }
+
+    /// The value of the first line named `name` (in any case).
+    pub fn get(&self, name: &str) -> Option<&[u8]> {
+        self.iter()
+            .find(|(_, n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
+            .map(|(_, _, v)| v)
+    }
+
+    /// The size of the lines as the listener's header limit counts it: name, value and
+    /// four bytes each.
+    pub fn size(&self) -> usize {
+        self.lines
+            .iter()
+            .map(|l| (l.name.1 - l.name.0 + l.value.1 - l.value.0) as usize + 4)
+            .sum()
+    }
+
+    fn at(&self, (start, end): (u32, u32)) -> &[u8] {
+        &self.bytes[start as usize..end as usize]
+    }
+}
+
 fn is_rate_limit_name(name: &[u8]) -> bool {
     name.len() > 10 && name[..10].eq_ignore_ascii_case(b"ratelimit-")
 }
@@ -286,10 +377,8 @@ pub fn parse_response(
                     length = Some(n);
                 }
             }
-            Field::HopByHop => {}
-            Field::Date | Field::RateLimit | Field::Other => {
-                headers.push(h.name.as_bytes(), h.value, kind);
-            }
+            Field::Upgrade | Field::HopByHop => {}
+            _ => headers.push(h.name.as_bytes(), h.value, kind),
         }
     }
     if !listed.is_empty() {
@@ -327,43 +416,70 @@ pub fn parse_response(
     )))
 }
 
-/// Whether a header belongs to one hop and is never forwarded (RFC 9110 §7.6.1), besides
-/// those that `Connection` lists ([`connection_options`]).
-pub fn is_hop_by_hop(name: &HeaderName) -> bool {
-    matches!(
-        field(name.as_str().as_bytes()),
-        Field::Connection | Field::TransferEncoding | Field::HopByHop
-    )
-}
-
-/// What a header is to the gateway's handling of a message.
+/// What a header is to the gateway's handling of a message: the framing and hop-by-hop
+/// headers (both ways), those of an answer it reads or replaces (`Date`, `RateLimit-*`),
+/// and those of a request it reads, replaces or takes out (the token's carriers, `Host`,
+/// `X-Forwarded-*`, the identity headers).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Field {
+pub enum Field {
     Connection,
     TransferEncoding,
     ContentLength,
-    /// Another hop-by-hop header.
+    Upgrade,
+    /// Another hop-by-hop header (RFC 9110 §7.6.1).
     HopByHop,
+    Expect,
     Date,
     RateLimit,
+    Host,
+    XApiKey,
+    Authorization,
+    Cookie,
+    XForwardedFor,
+    XForwardedHost,
+    XForwardedProto,
+    /// `X-Tessera-Token-Id` or `X-Tessera-Account-Id`.
+    Identity,
     Other,
 }
 
+impl Field {
+    /// Whether a header belongs to one hop and is never forwarded (RFC 9110 §7.6.1),
+    /// besides those that `Connection` lists ([`connection_options`]).
+    pub fn is_hop_by_hop(self) -> bool {
+        matches!(
+            self,
+            Self::Connection | Self::TransferEncoding | Self::Upgrade | Self::HopByHop
+        )
+    }
+}
+
 /// The [`Field`] of a header name in any case: by its length first, so that most names
-/// are compared with one known name at most.
-fn field(name: &[u8]) -> Field {
+/// are compared with one or two known names at most.
+pub fn field(name: &[u8]) -> Field {
     let is = |known: &str| name.eq_ignore_ascii_case(known.as_bytes());
     match name.len() {
         2 if is("te") => Field::HopByHop,
+        4 if is("host") => Field::Host,
         4 if is("date") => Field::Date,
-        7 if is("trailer") || is("upgrade") => Field::HopByHop,
+        6 if is("cookie") => Field::Cookie,
+        6 if is("expect") => Field::Expect,
+        7 if is("upgrade") => Field::Upgrade,
+        7 if is("trailer") => Field::HopByHop,
+        9 if is("x-api-key") => Field::XApiKey,
         10 if is("connection") => Field::Connection,
         10 if is("keep-alive") => Field::HopByHop,
+        13 if is("authorization") => Field::Authorization,
         14 if is("content-length") => Field::ContentLength,
+        15 if is("x-forwarded-for") => Field::XForwardedFor,
+        16 if is("x-forwarded-host") => Field::XForwardedHost,
         16 if is("proxy-connection") => Field::HopByHop,
         17 if is("transfer-encoding") => Field::TransferEncoding,
+        17 if is("x-forwarded-proto") => Field::XForwardedProto,
+        18 if is("x-tessera-token-id") => Field::Identity,
         18 if is("proxy-authenticate") => Field::HopByHop,
         19 if is("proxy-authorization") => Field::HopByHop,
+        20 if is("x-tessera-account-id") => Field::Identity,
         _ if is_rate_limit_name(name) => Field::RateLimit,
         _ => Field::Other,
     }
@@ -383,31 +499,6 @@ pub fn connection_options<'a>(
         })
 }
 
-/// Removes the headers that belong to one hop (RFC 9110 §7.6.1), and those that
-/// `Connection` lists. Most messages carry none of them but `Connection: keep-alive`:
-/// one pass over the (few) names finds out.
-pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
-    if !headers.keys().any(is_hop_by_hop) {
-        return;
-    }
-    let listed: Vec<HeaderName> = connection_options(
-        headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .map(HeaderValue::as_bytes),
-    )
-    .filter_map(|name| HeaderName::from_bytes(name).ok())
-    .collect();
-    let present: Vec<HeaderName> = headers
-        .keys()
-        .filter(|k| is_hop_by_hop(k))
-        .cloned()
-        .collect();
-    for name in listed.into_iter().chain(present) {
-        headers.remove(name);
-    }
-}
-
 /// Whether a response with this status never has a body, whatever its headers say
 /// (RFC 9112 §6.3); a response to `HEAD` has none either.
 pub fn is_bodiless(status: StatusCode) -> bool {
@@ -416,26 +507,50 @@ pub fn is_bodiless(status: StatusCode) -> bool {
         || status == StatusCode::NOT_MODIFIED
 }
 
-/// Sets the headers that say how `body` is framed on the wire, and answers that
-/// framing: nothing for a body already at its end, `Content-Length` when its size is
-/// known, `Transfer-Encoding: chunked` otherwise.
-pub fn frame_body(headers: &mut HeaderMap, body: &impl hyper::body::Body) -> Framing {
+/// How `body` goes on the wire: nothing for a body already at its end, a length when
+/// its size is known, chunked otherwise.
+pub fn body_framing(body: &impl hyper::body::Body) -> Framing {
     if body.is_end_stream() {
         return Framing::Empty;
     }
     match body.size_hint().exact() {
-        Some(n) => {
+        Some(n) => Framing::Length(n),
+        None => Framing::Chunked,
+    }
+}
+
+/// Sets the headers that say how `body` is framed ([`body_framing`]), and answers that
+/// framing.
+pub fn frame_body(headers: &mut HeaderMap, body: &impl hyper::body::Body) -> Framing {
+    let framing = body_framing(body);
+    match framing {
+        Framing::Length(n) => {
             headers.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
-            Framing::Length(n)
         }
-        None => {
+        Framing::Chunked => {
             headers.remove(header::CONTENT_LENGTH);
             headers.insert(
                 header::TRANSFER_ENCODING,
                 HeaderValue::from_static("chunked"),
             );
-            Framing::Chunked
         }
+        Framing::Empty | Framing::Close => {}
+    }
+    framing
+}
+
+/// Writes the lines that say how a message's body is framed ([`body_framing`]).
+pub fn write_framing(framing: Framing, out: &mut Vec<u8>) {
+    match framing {
+        Framing::Length(n) => {
+            write_header(
+                b"content-length",
+                itoa::Buffer::new().format(n).as_bytes(),
+                out,
+            );
+        }
+        Framing::Chunked => write_header(b"transfer-encoding", b"chunked", out),
+        Framing::Empty | Framing::Close => {}
     }
 }
 
@@ -481,25 +596,6 @@ fn last_token(value: &[u8]) -> &[u8] {
         .next()
         .unwrap_or(b"")
         .trim_ascii()
-}
-
-/// Writes `method target HTTP/1.1`, the headers, and `lines`: header lines already
-/// written out, each ending in CRLF (the gateway's identity headers, kept that way in
-/// the token's cache entry). The caller's headers already say how the body is framed.
-pub fn write_request_head(
-    method: &Method,
-    target: &str,
-    headers: &HeaderMap,
-    lines: &[u8],
-    out: &mut Vec<u8>,
-) {
-    out.extend_from_slice(method.as_str().as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(target.as_bytes());
-    out.extend_from_slice(b" HTTP/1.1\r\n");
-    write_headers(headers, out);
-    out.extend_from_slice(lines);
-    out.extend_from_slice(b"\r\n");
 }
 
 /// Writes the status line and the headers.
@@ -668,17 +764,6 @@ mod tests {
     }
 
     #[test]
-    fn hop_by_hop_headers_go() {
-        let mut h = HeaderMap::new();
-        h.insert("connection", "close, x-custom".parse().unwrap());
-        h.insert("x-custom", "1".parse().unwrap());
-        h.insert("te", "trailers".parse().unwrap());
-        h.insert("x-kept", "1".parse().unwrap());
-        remove_hop_by_hop(&mut h);
-        assert_eq!(h.len(), 1);
-    }
-
-    #[test]
     fn chunked_bodies_decode_whatever_the_reads_split_them_into() {
         let wire = b"5;ext=1\r\nhello\r\n1A\r\nabcdefghijklmnopqrstuvwxyz\r\n0\r\nX-Trailer: 1\r\n\r\nNEXT";
         for split in 1..wire.len() {
@@ -717,7 +802,9 @@ mod tests {
             (h.method, h.uri.to_string(), h.close),
             (Method::GET, "/a/b?x=1".into(), true)
         );
-        assert_eq!(h.headers["x-api-key"], "k");
+        assert_eq!(h.headers.get("x-api-key"), Some(&b"k"[..]));
+        let fields: Vec<Field> = h.headers.iter().map(|(f, _, _)| f).collect();
+        assert_eq!(fields, [Field::Host, Field::XApiKey, Field::Connection]);
         assert_eq!(&head[len..], b"GET");
         assert!(matches!(
             parse_request(&Bytes::from_static(b"GET / HTTP/1.1\r\nHo")),
@@ -731,6 +818,8 @@ mod tests {
             b"GET http://a/ HTTP/1.1\r\n\r\n",
             b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
             b"GET / HTTP/1.1\r\nbad header\r\n\r\n",
+            b"GET / HTTP/1.1\r\nX-Bad: a\x01b\r\n\r\n",
+            b"GET / HTTP/1.1\r\nExpect: 100-continue\r\n\r\n",
         ] {
             assert!(
                 matches!(

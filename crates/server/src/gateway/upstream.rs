@@ -10,8 +10,8 @@
 use super::h1::{self, ChunkedDecoder, Decoded, Framing, ResponseHead};
 use axum::body::Body;
 use axum::http::header::CONTENT_LENGTH;
-use axum::http::uri::{Authority, PathAndQuery};
-use axum::http::{HeaderValue, Method, Request, Response, Uri};
+use axum::http::uri::Authority;
+use axum::http::{HeaderValue, Method, Response};
 use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt;
 use hyper::body::{Frame, SizeHint};
@@ -53,12 +53,23 @@ pub enum UpstreamError {
     Timeout,
 }
 
+/// A request ready to go upstream.
+pub struct UpstreamRequest {
+    /// The head as it goes on the wire: the request line
+    /// ([`Upstream::write_request_line`]), the header lines, the lines of `framing`
+    /// ([`h1::write_framing`]) and the empty line.
+    pub head: Vec<u8>,
+    pub method: Method,
+    pub framing: Framing,
+    pub body: Body,
+}
+
 /// One upstream base URL (`http://host:port[/base]`) and its idle connections.
 pub struct Upstream {
     /// The base URL as configured, for logs.
     pub base: String,
     authority: Authority,
-    host: HeaderValue,
+    host: String,
     /// The base URL's path, without a trailing `/` (often empty).
     base_path: String,
     idle: Mutex<VecDeque<Idle>>,
@@ -96,52 +107,60 @@ impl Upstream {
         Ok(Self {
             base: base.to_owned(),
             authority: url.authority.parse().map_err(|e| unusable(&e))?,
-            host: HeaderValue::from_str(url.authority).map_err(|e| unusable(&e))?,
+            host: url.authority.to_owned(),
             base_path: url.path.to_owned(),
             idle: Mutex::new(VecDeque::new()),
         })
     }
 
-    /// The `Host` header for this upstream.
-    pub fn host(&self) -> &HeaderValue {
-        &self.host
-    }
-
-    /// The request target for `path` (already normalized) and the original query, in
-    /// origin form (`/base/path?query`): the form a server expects from a client, with
-    /// the authority in `Host` ([`Upstream::host`]).
-    pub fn uri(&self, path: &str, query: Option<&str>) -> Option<Uri> {
-        let mut target = String::with_capacity(
-            self.base_path.len() + path.len() + query.map_or(0, |q| q.len() + 1),
-        );
-        target.push_str(&self.base_path);
-        target.push_str(path);
+    /// Writes the request line for `path` (already normalized) and the original query,
+    /// in origin form (`/base/path?query`, the form a server expects from a client), and
+    /// this upstream's `Host`. `None`: the target has bytes a request line cannot hold
+    /// (the path and query come from a parsed URI and the base path from a validated
+    /// URL, so this is a guard, not a path any request is known to take).
+    pub fn write_request_line(
+        &self,
+        method: &Method,
+        path: &str,
+        query: Option<&str>,
+        out: &mut Vec<u8>,
+    ) -> Option<()> {
+        out.extend_from_slice(method.as_str().as_bytes());
+        out.push(b' ');
+        let start = out.len();
+        out.extend_from_slice(self.base_path.as_bytes());
+        out.extend_from_slice(path.as_bytes());
         if let Some(q) = query {
-            target.push('?');
-            target.push_str(q);
+            out.push(b'?');
+            out.extend_from_slice(q.as_bytes());
         }
-        Some(Uri::from(PathAndQuery::from_maybe_shared(target).ok()?))
+        // What `http`'s URI parser takes: no space, control byte or DEL.
+        if !out[start..].iter().all(|&b| b > b' ' && b != 0x7f) {
+            return None;
+        }
+        out.extend_from_slice(b" HTTP/1.1\r\n");
+        h1::write_header(b"host", self.host.as_bytes(), out);
+        Some(())
     }
 
-    /// Sends `req` (its headers final but for the body's framing), with the header
-    /// `lines` after its headers ([`h1::write_request_head`]), on an idle
-    /// connection or a new one, and answers once the response head has arrived (within
-    /// `timeout`, from now); the body streams after. A bodiless idempotent request that a
-    /// reused connection closed on is sent once more on another.
+    /// Sends `req` on an idle connection or a new one, and answers once the response
+    /// head has arrived (within `timeout`, from now); the body streams after. A bodiless
+    /// idempotent request that a reused connection closed on is sent once more on
+    /// another.
     pub async fn send(
         self: &Arc<Self>,
-        req: Request<Body>,
-        lines: &[u8],
+        req: UpstreamRequest,
         timeout: Duration,
     ) -> Result<UpstreamResponse, UpstreamError> {
         let deadline = tokio::time::Instant::now() + timeout;
-        let (mut parts, mut body) = req.into_parts();
-        let framing = h1::frame_body(&mut parts.headers, &body);
-        let mut head = Vec::with_capacity(512);
-        let target = parts.uri.path_and_query().map_or("/", PathAndQuery::as_str);
-        h1::write_request_head(&parts.method, target, &parts.headers, lines, &mut head);
-        let head_request = parts.method == Method::HEAD;
-        let mut replay = framing == Framing::Empty && parts.method.is_idempotent();
+        let UpstreamRequest {
+            head,
+            method,
+            framing,
+            mut body,
+        } = req;
+        let head_request = method == Method::HEAD;
+        let mut replay = framing == Framing::Empty && method.is_idempotent();
         loop {
             // Connecting is the rare path: boxed, so that its future does not make every
             // request's future bigger (see `exchange`).
@@ -549,13 +568,26 @@ impl hyper::body::Body for UpstreamBody {
 mod tests {
     use super::*;
 
+    fn request_line(base: &str, path: &str, query: Option<&str>) -> Option<String> {
+        let mut out = Vec::new();
+        Upstream::new(base)
+            .unwrap()
+            .write_request_line(&Method::GET, path, query, &mut out)?;
+        Some(String::from_utf8(out).unwrap())
+    }
+
     #[test]
     fn targets_join_the_base_path_the_path_and_the_query_in_origin_form() {
-        let u = Upstream::new("http://127.0.0.1:8080/base").unwrap();
-        assert_eq!(u.uri("/a/b", Some("x=1&y")).unwrap(), "/base/a/b?x=1&y");
-        assert_eq!(u.host(), "127.0.0.1:8080");
-        let u = Upstream::new("http://svc.internal").unwrap();
-        assert_eq!(u.uri("/", None).unwrap(), "/");
-        assert_eq!(u.host(), "svc.internal");
+        assert_eq!(
+            request_line("http://127.0.0.1:8080/base", "/a/b", Some("x=1&y")).unwrap(),
+            "GET /base/a/b?x=1&y HTTP/1.1\r\nhost: 127.0.0.1:8080\r\n"
+        );
+        assert_eq!(
+            request_line("http://svc.internal", "/", None).unwrap(),
+            "GET / HTTP/1.1\r\nhost: svc.internal\r\n"
+        );
+        // A target that would break the request line is refused.
+        assert!(request_line("http://svc.internal", "/a b", None).is_none());
+        assert!(request_line("http://svc.internal", "/a\r\nx: y", None).is_none());
     }
 }

@@ -8,11 +8,11 @@
 use super::listen::{Rewind, Served};
 use super::GatewayService;
 use crate::gateway::h1::{self, Framing, Parsed};
-use crate::gateway::proxy::{write_upstream_headers, Answer};
+use crate::gateway::proxy::{write_upstream_headers, Answer, GatewayRequest};
 use crate::gateway::upstream::UpstreamResponse;
 use crate::verifier::RateLimitState;
 use axum::body::Body;
-use axum::http::{header, HeaderValue, Method, Request};
+use axum::http::{header, HeaderValue, Method};
 use axum::response::Response;
 use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt;
@@ -128,10 +128,12 @@ impl Connection {
             };
             let head_request = head.method == Method::HEAD;
             let close = head.close;
-            let mut req = Request::new(Body::empty());
-            *req.method_mut() = head.method;
-            *req.uri_mut() = head.uri;
-            *req.headers_mut() = head.headers;
+            let req = GatewayRequest {
+                method: head.method,
+                uri: head.uri,
+                headers: head.headers,
+                body: Body::empty(),
+            };
             match service.handle(req).await {
                 Answer::Local(response) => {
                     self.write_response(response, head_request, close).await?;

@@ -7,7 +7,7 @@ mod gateway_conn;
 pub mod listen;
 pub mod routes;
 
-use crate::gateway::proxy::{Answer, Peer, Proxy};
+use crate::gateway::proxy::{Answer, GatewayRequest, Peer, Proxy};
 use crate::gateway::Routing;
 use crate::metrics::Metrics;
 use crate::service::{LoginLimits, Service};
@@ -237,20 +237,17 @@ pub struct GatewayService {
 
 impl GatewayService {
     /// Answers one request, from hyper's connections or the gateway's own.
-    pub async fn handle(&self, req: axum::http::Request<Body>) -> Answer {
+    pub async fn handle(&self, req: GatewayRequest) -> Answer {
         let started = quanta::Instant::now();
-        let answer = if headers_too_large(req.headers()) {
+        let answer = if req.headers.size() > MAX_HEADER_BYTES {
             ApiError::code(ErrorCode::HeadersTooLarge).into()
         } else {
-            match req.uri().path() {
-                "/_tessera/healthz" if req.method() == axum::http::Method::GET => {
+            match req.uri.path() {
+                "/_tessera/healthz" if req.method == axum::http::Method::GET => {
                     routes::ops::healthz().await.into_response().into()
                 }
                 "/_tessera/healthz" => ApiError::code(ErrorCode::MethodNotAllowed).into(),
-                "/_tessera/verify" => {
-                    let (parts, _) = req.into_parts();
-                    self.proxy.forward_auth(&parts, &self.peer, started).await
-                }
+                "/_tessera/verify" => self.proxy.forward_auth(req, &self.peer, started).await,
                 p if p.starts_with("/_tessera/") => ApiError::code(ErrorCode::NotFound).into(),
                 _ => self.proxy.handle(req, &self.peer, started).await,
             }
@@ -276,7 +273,10 @@ impl tower::Service<hyper::Request<Incoming>> for GatewayService {
 
     fn call(&mut self, req: hyper::Request<Incoming>) -> Self::Future {
         let this = self.clone();
-        Box::pin(async move { Ok(this.handle(req.map(Body::new)).await.into_response()) })
+        Box::pin(async move {
+            let req = GatewayRequest::from_http(req.map(Body::new));
+            Ok(this.handle(req).await.into_response())
+        })
     }
 }
 
