@@ -72,15 +72,15 @@ impl TokenValue {
 
     /// Checks length, prefix, alphabet and checksum; costs no lookup.
     pub fn parse(candidate: &str) -> Result<Self, FormatError> {
-        check_format(candidate)?;
+        check_format(candidate.as_bytes())?;
         Ok(Self(candidate.to_owned()))
     }
 
     /// The digest of a well-formed `candidate`, without copying the secret anywhere:
     /// the verifier's path from a header value to a cache key.
-    pub fn digest_of(candidate: &str) -> Result<TokenHash, FormatError> {
+    pub fn digest_of(candidate: &[u8]) -> Result<TokenHash, FormatError> {
         check_format(candidate)?;
-        Ok(TokenHash(sha256(&[candidate.as_bytes()])))
+        Ok(TokenHash(sha256(&[candidate])))
     }
 
     /// The secret itself, for the one response that returns it and for hashing.
@@ -118,22 +118,22 @@ fn all_alphanumeric(bytes: &[u8]) -> bool {
 }
 
 /// Length, prefix, alphabet and checksum.
-fn check_format(candidate: &str) -> Result<(), FormatError> {
+fn check_format(candidate: &[u8]) -> Result<(), FormatError> {
     if candidate.len() != TOKEN_LEN {
         return Err(FormatError::Length);
     }
-    let Some(rest) = candidate.strip_prefix(PREFIX) else {
+    let Some(rest) = candidate.strip_prefix(PREFIX.as_bytes()) else {
         return Err(FormatError::Prefix);
     };
-    if !all_alphanumeric(rest.as_bytes()) {
+    if !all_alphanumeric(rest) {
         return Err(FormatError::Alphabet);
     }
     // Decode the checksum rather than encode the CRC: no allocation on the hot path.
     let (head, checksum) = candidate.split_at(TOKEN_LEN - CHECKSUM_LEN);
     let stated = checksum
-        .bytes()
-        .fold(0u64, |n, b| n * 62 + u64::from(base62_digit(b)));
-    if stated != u64::from(crc32fast::hash(head.as_bytes())) {
+        .iter()
+        .fold(0u64, |n, &b| n * 62 + u64::from(base62_digit(b)));
+    if stated != u64::from(crc32fast::hash(head)) {
         return Err(FormatError::Checksum);
     }
     Ok(())

@@ -43,7 +43,7 @@ fn verification(c: &mut Criterion) {
         let v = verifier
             .verify(
                 Carriers {
-                    x_api_key: Some(&value),
+                    x_api_key: Some(value.as_bytes()),
                     ..Default::default()
                 },
                 ip,
@@ -57,7 +57,7 @@ fn verification(c: &mut Criterion) {
             let v = verifier
                 .verify(
                     Carriers {
-                        bearer: Some(black_box(&value)),
+                        bearer: Some(black_box(value.as_bytes())),
                         ..Default::default()
                     },
                     ip,
@@ -75,7 +75,7 @@ fn verification(c: &mut Criterion) {
             let v = verifier
                 .verify(
                     Carriers {
-                        x_api_key: Some(black_box(&fake)),
+                        x_api_key: Some(black_box(fake.as_bytes())),
                         ..Default::default()
                     },
                     ip,
@@ -92,7 +92,7 @@ fn verification(c: &mut Criterion) {
             let v = verifier
                 .verify(
                     Carriers {
-                        x_api_key: Some(black_box(&typo)),
+                        x_api_key: Some(black_box(typo.as_bytes())),
                         ..Default::default()
                     },
                     ip,

@@ -178,21 +178,26 @@ pub struct TokenUse {
     pub ip: IpAddr,
 }
 
-/// The value of cookie `name`, from every `Cookie` header.
+/// The value of cookie `name`, from every `Cookie` header, if it is text.
 pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .find_map(|v| cookie_in(v.as_bytes(), name))
+        .and_then(header_str)
 }
 
 /// The value of cookie `name` in one `Cookie` header value.
-fn cookie_in<'a>(value: &'a [u8], name: &str) -> Option<&'a str> {
-    header_str(value)?
-        .split(';')
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v.trim())
+fn cookie_in<'a>(value: &'a [u8], name: &str) -> Option<&'a [u8]> {
+    value
+        .split(|&b| b == b';')
+        .filter_map(|pair| {
+            let pair = pair.trim_ascii();
+            let eq = pair.iter().position(|&b| b == b'=')?;
+            Some((pair[..eq].trim_ascii(), &pair[eq + 1..]))
+        })
+        .find(|(k, _)| *k == name.as_bytes())
+        .map(|(_, v)| v.trim_ascii())
 }
 
 /// A header that may carry a token.
@@ -237,16 +242,19 @@ pub fn carriers_in<'a>(headers: impl Iterator<Item = (Carrier, &'a [u8])>) -> Ca
         }
     }
     Carriers {
-        x_api_key: key.and_then(header_str).map(str::trim),
+        x_api_key: key.map(<[u8]>::trim_ascii),
         bearer: authorization.and_then(bearer),
         cookie,
     }
 }
 
 /// The credential of an `Authorization: Bearer …` value.
-pub fn bearer(value: &[u8]) -> Option<&str> {
-    let (scheme, rest) = header_str(value)?.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
+pub fn bearer(value: &[u8]) -> Option<&[u8]> {
+    let space = value.iter().position(|&b| b == b' ')?;
+    let (scheme, rest) = value.split_at(space);
+    scheme
+        .eq_ignore_ascii_case(b"bearer")
+        .then(|| rest.trim_ascii())
 }
 
 /// The request as the access log keeps it, arrived at `started`.
@@ -346,8 +354,11 @@ mod tests {
 
     /// What [`carriers`] finds in `h`: the header, the Bearer and the cookie.
     fn found(h: &HeaderMap) -> (Option<&str>, Option<&str>, Option<&str>) {
+        fn text(v: Option<&[u8]>) -> Option<&str> {
+            v.map(|v| std::str::from_utf8(v).unwrap())
+        }
         let c = carriers(h);
-        (c.x_api_key, c.bearer, c.cookie)
+        (text(c.x_api_key), text(c.bearer), text(c.cookie))
     }
 
     #[test]

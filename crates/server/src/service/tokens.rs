@@ -526,7 +526,7 @@ impl Service {
             None => vec![],
         };
         let carriers = Carriers {
-            x_api_key: Some(req.token.expose()),
+            x_api_key: Some(req.token.expose().as_bytes()),
             ..Default::default()
         };
         let v = self.verifier.inspect(carriers).await;

@@ -43,22 +43,24 @@ use tessera_store::AnyStore;
 
 pub use recorder::{RecorderShutdown, UsageRecorder, Use};
 
-/// Where a request may carry a token, as raw header values.
+/// Where a request may carry a token, as raw header bytes: a token is ASCII, and a
+/// hit goes by the bytes alone, so nothing checks them as text first (that check, for
+/// a 40-byte key, was about 500 instructions a request; callgrind).
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Carriers<'a> {
     /// `X-API-KEY` header.
-    pub x_api_key: Option<&'a str>,
+    pub x_api_key: Option<&'a [u8]>,
     /// The credential of `Authorization: Bearer …`.
-    pub bearer: Option<&'a str>,
+    pub bearer: Option<&'a [u8]>,
     /// The `X-API-KEY` cookie.
-    pub cookie: Option<&'a str>,
+    pub cookie: Option<&'a [u8]>,
 }
 
 impl<'a> Carriers<'a> {
     /// The one credential presented. Several carriers are fine when they agree; a
     /// request that presents different values is refused rather than guessed at.
-    pub fn credential(&self) -> Result<Option<&'a str>, Denial> {
-        let mut found: Option<&'a str> = None;
+    pub fn credential(&self) -> Result<Option<&'a [u8]>, Denial> {
+        let mut found: Option<&'a [u8]> = None;
         for v in [self.x_api_key, self.bearer, self.cookie]
             .into_iter()
             .flatten()
@@ -714,8 +716,8 @@ impl Verifier {
     }
 
     /// The [`Fingerprint`] of a presented credential.
-    fn fingerprint(&self, credential: &str) -> Fingerprint {
-        Fingerprint(self.fingerprint_key.hash(credential.as_bytes()).as_u128())
+    fn fingerprint(&self, credential: &[u8]) -> Fingerprint {
+        Fingerprint(self.fingerprint_key.hash(credential).as_u128())
     }
 
     /// The token a credential with `fingerprint` matched, if that still holds: nothing
