@@ -303,6 +303,7 @@ impl RequestHeaders {
     }
 
     /// The value of the first line named `name` (in any case).
+    #[cfg(test)]
     pub fn get(&self, name: &str) -> Option<&[u8]> {
         self.iter()
             .find(|(_, n, _)| n.eq_ignore_ascii_case(name.as_bytes()))

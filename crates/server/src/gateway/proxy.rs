@@ -271,9 +271,8 @@ impl Proxy {
             path
         };
         let mut head = Vec::with_capacity(512);
-        let line =
-            upstream.write_request_line(&req.method, &forwarded_path, req.uri.query(), &mut head);
-        if line.is_none() {
+        let query = req.uri.query();
+        if (upstream.write_request_line(&req.method, &forwarded_path, query, &mut head)).is_none() {
             return ApiError::invalid_request("The request target cannot be forwarded.").into();
         }
         let trusted = self.is_trusted(peer);

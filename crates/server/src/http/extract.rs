@@ -137,7 +137,7 @@ pub fn client_ip_from<'a>(
 
 /// A header value as text, if it is visible ASCII (and tabs), as `HeaderValue::to_str`
 /// takes it.
-pub fn header_str(value: &[u8]) -> Option<&str> {
+fn header_str(value: &[u8]) -> Option<&str> {
     value
         .iter()
         .all(|&b| b == b'\t' || (b' '..0x7f).contains(&b))
