@@ -6,7 +6,9 @@ use super::h1::{self, connection_options, write_header, Field, HeaderBlock, Requ
 use super::upstream::{Upstream, UpstreamError, UpstreamRequest, UpstreamResponse};
 use super::{RouteEntry, Routing};
 use crate::http::error::ApiError;
-use crate::http::extract::{bearer, carriers_in, client_ip_from, Carrier};
+use crate::http::extract::{
+    bearer, carriers_in, client_ip_from, cookie_pair, cookie_pieces, Carrier,
+};
 use crate::verifier::{Carriers, Denial, RateLimitState, RequestLine, Verification, Verifier};
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, Uri};
@@ -467,19 +469,16 @@ fn write_forwarded_headers(
     out.extend_from_slice(identity);
 }
 
-/// Adds the cookies of a `Cookie` value but the `X-API-KEY` one: the value as it is
-/// when it has no such cookie (most).
+/// Adds the cookies of a `Cookie` value but the `X-API-KEY` one (read as the carriers
+/// read it, [`cookie_pair`]): the value as it is when the name is nowhere in it (most).
 fn add_cookies_but_the_key<'a>(value: &'a [u8], cookies: &mut Vec<&'a [u8]>) {
-    const KEY: &[u8] = b"X-API-KEY=";
+    const KEY: &[u8] = b"X-API-KEY";
     if !value.windows(KEY.len()).any(|w| w == KEY) {
         cookies.push(value);
         return;
     }
     cookies.extend(
-        value
-            .split(|&b| b == b';')
-            .map(<[u8]>::trim_ascii)
-            .filter(|c| !c.is_empty() && !c.starts_with(KEY)),
+        cookie_pieces(value).filter(|p| cookie_pair(p).is_none_or(|(name, _)| name != KEY)),
     );
 }
 
@@ -524,6 +523,13 @@ mod tests {
         assert_eq!(
             forwarded(head, true),
             identity_and_forwarded("203.0.113.7, 10.0.0.1")
+        );
+        // A key cookie is dropped however it is spaced, as the carriers read it.
+        let head = b"GET / HTTP/1.1\r\nCookie: a=1; X-API-KEY =tsr_a ;b=2\r\n\r\n";
+        assert!(
+            !forwarded(head, false).contains("tsr_a"),
+            "{}",
+            forwarded(head, false)
         );
         // Other credentials and cookies stay as they are; cookie lines are joined.
         let head = b"GET / HTTP/1.1\r\nAuthorization: Basic abc\r\nCookie: a=1\r\n\

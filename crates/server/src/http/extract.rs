@@ -189,15 +189,25 @@ pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 
 /// The value of cookie `name` in one `Cookie` header value.
 fn cookie_in<'a>(value: &'a [u8], name: &str) -> Option<&'a [u8]> {
+    cookie_pieces(value)
+        .filter_map(cookie_pair)
+        .find(|(k, _)| *k == name.as_bytes())
+        .map(|(_, v)| v)
+}
+
+/// The `;`-separated pieces of a `Cookie` value, trimmed, empty ones left out.
+pub fn cookie_pieces(value: &[u8]) -> impl Iterator<Item = &[u8]> {
     value
         .split(|&b| b == b';')
-        .filter_map(|pair| {
-            let pair = pair.trim_ascii();
-            let eq = pair.iter().position(|&b| b == b'=')?;
-            Some((pair[..eq].trim_ascii(), &pair[eq + 1..]))
-        })
-        .find(|(k, _)| *k == name.as_bytes())
-        .map(|(_, v)| v.trim_ascii())
+        .map(<[u8]>::trim_ascii)
+        .filter(|p| !p.is_empty())
+}
+
+/// A cookie piece's name and value, each trimmed. The one reading of a piece: what finds
+/// the key cookie must be what takes it out before forwarding.
+pub fn cookie_pair(piece: &[u8]) -> Option<(&[u8], &[u8])> {
+    let eq = piece.iter().position(|&b| b == b'=')?;
+    Some((piece[..eq].trim_ascii(), piece[eq + 1..].trim_ascii()))
 }
 
 /// A header that may carry a token.

@@ -211,10 +211,9 @@ impl Connection {
         // A body up to the upstream's close is chunked here: this connection stays.
         let chunked = matches!(head.framing, Framing::Chunked | Framing::Close);
         if chunked {
-            h1::write_header(b"transfer-encoding", b"chunked", out);
+            h1::write_framing(Framing::Chunked, out);
         } else if let Some(n) = head.length {
-            let mut digits = itoa::Buffer::new();
-            h1::write_header(b"content-length", digits.format(n).as_bytes(), out);
+            h1::write_framing(Framing::Length(n), out);
         }
         if close {
             h1::write_header(b"connection", b"close", out);

@@ -46,7 +46,7 @@ pub use recorder::{RecorderShutdown, UsageRecorder, Use};
 /// Where a request may carry a token, as raw header bytes: a token is ASCII, and a
 /// hit goes by the bytes alone, so nothing checks them as text first (that check, for
 /// a 40-byte key, was about 500 instructions a request; callgrind).
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Default, Clone, Copy)]
 pub struct Carriers<'a> {
     /// `X-API-KEY` header.
     pub x_api_key: Option<&'a [u8]>,
@@ -54,6 +54,18 @@ pub struct Carriers<'a> {
     pub bearer: Option<&'a [u8]>,
     /// The `X-API-KEY` cookie.
     pub cookie: Option<&'a [u8]>,
+}
+
+/// Which carriers hold something, never what: the values are credentials.
+impl std::fmt::Debug for Carriers<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let shown = |v: Option<&[u8]>| v.map(|_| "[redacted]");
+        f.debug_struct("Carriers")
+            .field("x_api_key", &shown(self.x_api_key))
+            .field("bearer", &shown(self.bearer))
+            .field("cookie", &shown(self.cookie))
+            .finish()
+    }
 }
 
 impl<'a> Carriers<'a> {
@@ -1069,6 +1081,19 @@ pub(crate) mod tests {
         assert_eq!(truncate_chars(&wide, 1024), wide);
         let wider = "é".repeat(1100);
         assert_eq!(truncate_chars(&wider, 1024), "é".repeat(1024));
+    }
+
+    #[test]
+    fn carriers_debug_says_which_hold_a_value_never_the_value() {
+        let c = Carriers {
+            bearer: Some(b"tsr_secret"),
+            ..Default::default()
+        };
+        let shown = format!("{c:?}");
+        assert!(
+            shown.contains("[redacted]") && !shown.contains("tsr_secret"),
+            "{shown}"
+        );
     }
 
     #[test]
