@@ -25,21 +25,14 @@ use tessera_core::usage::Listener;
 const TOKEN_ID: HeaderName = HeaderName::from_static("x-tessera-token-id");
 const ACCOUNT_ID: HeaderName = HeaderName::from_static("x-tessera-account-id");
 
-/// The TCP peer of a gateway connection, with its address already as text (it becomes
-/// `X-Forwarded-For` on every request of the connection).
+/// The TCP peer of a gateway connection, with what every request of the connection
+/// needs of it worked out once: its address as text (it becomes `X-Forwarded-For`) and
+/// whether it is a trusted proxy ([`Proxy::peer`]).
 #[derive(Debug, Clone)]
 pub struct Peer {
     pub ip: IpAddr,
     text: String,
-}
-
-impl Peer {
-    pub fn new(ip: IpAddr) -> Self {
-        Self {
-            ip,
-            text: ip.to_string(),
-        }
-    }
+    trusted: bool,
 }
 
 /// A request to the gateway, from its own connections or hyper's.
@@ -182,13 +175,21 @@ impl Proxy {
         }
     }
 
-    fn client_ip(&self, headers: &RequestHeaders, peer: &Peer) -> IpAddr {
-        let forwarded_for = headers.values(Field::XForwardedFor);
-        client_ip_from(forwarded_for, peer.ip, &self.trusted_proxies)
+    /// The peer of a new connection.
+    pub fn peer(&self, ip: IpAddr) -> Peer {
+        Peer {
+            ip,
+            text: ip.to_string(),
+            trusted: self.trusted_proxies.iter().any(|n| n.contains(&ip)),
+        }
     }
 
-    fn is_trusted(&self, peer: &Peer) -> bool {
-        self.trusted_proxies.iter().any(|n| n.contains(&peer.ip))
+    fn client_ip(&self, headers: &RequestHeaders, peer: &Peer) -> IpAddr {
+        if !peer.trusted {
+            return peer.ip;
+        }
+        let forwarded_for = headers.values(Field::XForwardedFor);
+        client_ip_from(forwarded_for, peer.ip, &self.trusted_proxies)
     }
 
     /// `GET /_tessera/verify?scope=a:b&scope=c:d`: forward auth for nginx, Traefik, Envoy.
@@ -277,15 +278,7 @@ impl Proxy {
         if (upstream.write_request_line(&req.method, &forwarded_path, query, &mut head)).is_none() {
             return ApiError::invalid_request("The request target cannot be forwarded.").into();
         }
-        let trusted = self.is_trusted(peer);
-        write_forwarded_headers(
-            &req.headers,
-            peer,
-            trusted,
-            self.scheme,
-            identity,
-            &mut head,
-        );
+        write_forwarded_headers(&req.headers, peer, self.scheme, identity, &mut head);
         let framing = h1::body_framing(&req.body);
         h1::write_framing(framing, &mut head);
         head.extend_from_slice(b"\r\n");
@@ -408,7 +401,6 @@ pub fn write_upstream_headers(
 fn write_forwarded_headers(
     headers: &RequestHeaders,
     peer: &Peer,
-    peer_trusted: bool,
     scheme: &[u8],
     identity: &[u8],
     out: &mut Vec<u8>,
@@ -454,7 +446,7 @@ fn write_forwarded_headers(
     // replaced by the address they connected from.
     out.extend_from_slice(b"x-forwarded-for: ");
     let mut prior = headers.values(Field::XForwardedFor).peekable();
-    if peer_trusted && prior.peek().is_some() {
+    if peer.trusted && prior.peek().is_some() {
         for v in prior {
             out.extend_from_slice(v);
             out.extend_from_slice(b", ");
@@ -496,10 +488,15 @@ mod tests {
         let h1::Parsed::Head(head, _) = h1::parse_request(&bytes::Bytes::from_static(head)) else {
             panic!("not parsed")
         };
-        let peer = Peer::new("10.0.0.1".parse().unwrap());
+        let ip: IpAddr = "10.0.0.1".parse().unwrap();
+        let peer = Peer {
+            ip,
+            text: ip.to_string(),
+            trusted,
+        };
         let mut out = Vec::new();
         let identity = b"x-tessera-token-id: tok_1\r\n";
-        write_forwarded_headers(&head.headers, &peer, trusted, b"http", identity, &mut out);
+        write_forwarded_headers(&head.headers, &peer, b"http", identity, &mut out);
         String::from_utf8(out).unwrap()
     }
 

@@ -222,7 +222,7 @@ impl App {
         move |peer| GatewayService {
             proxy: proxy.clone(),
             metrics: metrics.clone(),
-            peer: Arc::new(Peer::new(peer.ip())),
+            peer: Arc::new(proxy.peer(peer.ip())),
         }
     }
 }
