@@ -152,6 +152,10 @@ ratio() { # $1, $2 = files, $3 = column (1 req/s, 3 p99)
   paste -d' ' "$1" "$2" | awk -v c="$3" '{ print $c / $(c + 3) }' | sort -g \
     | awk '{ v[NR] = $1 } END { printf "%.2f", v[int((NR + 1) / 2)] }'
 }
+# The rounds' own ratios, in round order: how far one run of this script can be trusted.
+rounds() { # $1, $2 = files, $3 = column
+  paste -d' ' "$1" "$2" | awk -v c="$3" '{ printf "%s%.2f", (NR > 1 ? " " : ""), $c / $(c + 3) }'
+}
 printf '\n%-44s %10s %9s %9s\n' "median of $ROUNDS (${CONNS} conns, ${DURATION}s, wrk core 1)" "req/s" "p50 ms" "p99 ms"
 printf '%-44s %10s %9s %9s\n' "raw upstream (nginx return 200)" "$RAW_RPS" "$RAW_P50" "$RAW_P99"
 printf '%-44s %10s %9s %9s\n' "nginx proxy + map of 1,000 keys (core 0)" "$NGX_RPS" "$NGX_P50" "$NGX_P99"
@@ -163,4 +167,11 @@ echo "throughput  tessera / nginx:               $(ratio "$WORK/tessera.txt" "$W
 echo "p99         tessera / nginx:               $(ratio "$WORK/tessera.txt" "$WORK/nginx.txt" 3)   (goal <= 1.2)"
 echo "throughput  checks / auth none:            $(ratio "$WORK/tessera.txt" "$WORK/open.txt" 1)   (goal >= 0.9)"
 echo "throughput  1,000,000 / 1,000 tokens:      $(ratio "$WORK/big.txt" "$WORK/tessera.txt" 1)   (goal >= 0.9)"
+echo
+echo "each round's ratios, in order:"
+echo "  tessera / nginx:      $(rounds "$WORK/tessera.txt" "$WORK/nginx.txt" 1)"
+echo "  p99 tessera / nginx:  $(rounds "$WORK/tessera.txt" "$WORK/nginx.txt" 3)"
+echo "  checks / auth none:   $(rounds "$WORK/tessera.txt" "$WORK/open.txt" 1)"
+echo "  1,000,000 / 1,000:    $(rounds "$WORK/big.txt" "$WORK/tessera.txt" 1)"
+echo
 echo "memory per cached token:                   $(( (AFTER - BEFORE) * 1024 / 100000 )) bytes (RSS $BEFORE -> $AFTER KiB over 100,000 tokens)"
