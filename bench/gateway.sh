@@ -122,14 +122,24 @@ run() { # $1 = url, $2 = lua script or ""
 # Warm the caches and pools, then measure.
 run "http://127.0.0.1:$GW_PORT/checked" "$WORK/keys.lua" >/dev/null
 run "http://127.0.0.1:$BIG_GW_PORT/checked" "$WORK/keys.lua" >/dev/null
-for _ in $(seq "$ROUNDS"); do
-  run "http://127.0.0.1:$UP_PORT/" "" >> "$WORK/raw.txt"
-  run "http://127.0.0.1:$NGX_PORT/" "$WORK/keys.lua" >> "$WORK/nginx.txt"
-  run "http://127.0.0.1:$GW_PORT/checked" "$WORK/keys.lua" >> "$WORK/tessera.txt"
-  # The same requests (keys included; an auth: none route ignores them): the two
-  # runs differ only in the checks.
-  run "http://127.0.0.1:$GW_PORT/open" "$WORK/keys.lua" >> "$WORK/open.txt"
-  run "http://127.0.0.1:$BIG_GW_PORT/checked" "$WORK/keys.lua" >> "$WORK/big.txt"
+
+one() { # $1 = which run; appends its "req/s p50 p99" line to $WORK/$1.txt
+  case $1 in
+    raw) run "http://127.0.0.1:$UP_PORT/" "" ;;
+    nginx) run "http://127.0.0.1:$NGX_PORT/" "$WORK/keys.lua" ;;
+    tessera) run "http://127.0.0.1:$GW_PORT/checked" "$WORK/keys.lua" ;;
+    # The same requests (keys included; an auth: none route ignores them): the two
+    # runs differ only in the checks.
+    open) run "http://127.0.0.1:$GW_PORT/open" "$WORK/keys.lua" ;;
+    big) run "http://127.0.0.1:$BIG_GW_PORT/checked" "$WORK/keys.lua" ;;
+  esac >> "$WORK/$1.txt"
+}
+for round in $(seq "$ROUNDS"); do
+  # Every other round runs in reverse order. The runs a ratio compares stay next to each
+  # other, but each goes first in half the rounds, so that what a run leaves behind for
+  # the next (cold caches after another server, sockets closing) favours neither side.
+  if (( round % 2 )); then order=(raw nginx tessera open big); else order=(big open tessera nginx raw); fi
+  for r in "${order[@]}"; do one "$r"; done
 done
 # The median of each column of a file of "req/s p50 p99" lines.
 median() { for col in 1 2 3; do awk -v c=$col '{ print $c }' "$1" | sort -g | sed -n "$(( ($(wc -l < "$1") + 1) / 2 ))p"; done | xargs; }
