@@ -89,30 +89,30 @@ pub async fn encode_batch(batch: AccessBatch) -> Result<Vec<PageRow>, StoreError
     Ok(rows)
 }
 
-/// Spreads a batch's encoding over up to `Pacer::SPAN` (100 ms): between two slices it
-/// sleeps as long as it is ahead of that schedule, and otherwise only gives way to other
-/// tasks.
+/// Spreads one stage of a batch's background work (adding up, grouping, encoding,
+/// freeing) over up to `Pacer::SPAN` (100 ms): between two slices it sleeps as long as it is
+/// ahead of that schedule, and otherwise only gives way to other tasks.
 ///
 /// Why: a one-core gateway runs this work on the thread that serves requests, and
 /// slices that follow one another as fast as they can made every request of that
 /// stretch wait behind one: at 50,000 requests a second the stretch lasted long enough
 /// to be the checked route's p99. Spread out, the same work costs each request of a
-/// longer stretch less. A small batch has few slices and hardly waits; the encoding never
+/// longer stretch less. A small batch has few slices and hardly waits; a stage never
 /// waits more than a millisecond a slice, nor past its span.
-pub(crate) struct Pacer {
+pub struct Pacer {
     started: std::time::Instant,
     per_step: std::time::Duration,
     steps: u32,
 }
 
 impl Pacer {
-    /// How long the encoding may be spread over: a batch is written well within the two
-    /// seconds the contract allows.
+    /// How long one stage may be spread over. Four stages (adding up, grouping, encoding,
+    /// freeing): a batch is written well within the two seconds the contract allows.
     const SPAN: std::time::Duration = std::time::Duration::from_millis(100);
     /// The longest pause between two slices.
     const MAX_PAUSE: std::time::Duration = std::time::Duration::from_millis(1);
 
-    /// A pacer for `steps` slices.
+    /// A pacer for a stage of `steps` slices.
     pub fn new(steps: usize) -> Self {
         let steps_u32 = u32::try_from(steps.max(1)).unwrap_or(u32::MAX);
         Self {

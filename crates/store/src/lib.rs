@@ -10,6 +10,7 @@ pub mod sqlite;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 
+pub use access_pages::Pacer;
 pub use any::AnyStore;
 pub use tessera_core::store::{Store, StoreError, StoreResult};
 

@@ -41,7 +41,7 @@ use tessera_core::usage::Listener;
 use tessera_core::Clock;
 use tessera_store::AnyStore;
 
-pub use recorder::{RecorderShutdown, Shape, UsageRecorder, Use};
+pub use recorder::{RecorderShutdown, UsageRecorder, Use};
 
 /// Where a request may carry a token, as raw header bytes: a token is ASCII, and a
 /// hit goes by the bytes alone, so nothing checks them as text first (that check, for
@@ -137,7 +137,7 @@ impl Denial {
 pub struct RequestLine {
     pub method: Cow<'static, str>,
     /// At most 1024 characters of the path (no query: it may hold anything); inline
-    /// when short (see [`recorder::Shape`]).
+    /// when short (see [`recorder::Use`]).
     pub path: CompactString,
     /// When the request arrived. The hot path reads `quanta`'s clock (the CPU's
     /// time-stamp counter, about 12 ns a reading here) rather than `std`'s (about 45 ns
@@ -988,15 +988,13 @@ impl Verifier {
         self.recorder.record(Use {
             token: presented.token,
             time: presented.at.timestamp_millis(),
+            listener,
+            method: line.method,
+            path: line.path,
+            status,
+            code,
+            ip,
             latency_us: u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
-            shape: Shape {
-                listener,
-                method: line.method,
-                path: line.path,
-                status,
-                code,
-                ip,
-            },
         });
     }
 
