@@ -7,7 +7,7 @@ use super::upstream::{Upstream, UpstreamError, UpstreamRequest, UpstreamResponse
 use super::{RouteEntry, Routing};
 use crate::http::error::ApiError;
 use crate::http::extract::{
-    bearer, carriers_in, client_ip_from, cookie_pair, cookie_pieces, Carrier,
+    bearer, carriers_in, client_ip_from, cookie_pair, cookie_pieces, is_trusted, Carrier,
 };
 use crate::verifier::{Carriers, Denial, RateLimitState, RequestLine, Verification, Verifier};
 use axum::body::Body;
@@ -33,6 +33,16 @@ pub struct Peer {
     pub ip: IpAddr,
     text: String,
     trusted: bool,
+}
+
+impl Peer {
+    fn new(ip: IpAddr, trusted_proxies: &[IpNet]) -> Self {
+        Self {
+            ip,
+            text: ip.to_string(),
+            trusted: is_trusted(&ip, trusted_proxies),
+        }
+    }
 }
 
 /// A request to the gateway, from its own connections or hyper's.
@@ -177,19 +187,12 @@ impl Proxy {
 
     /// The peer of a new connection.
     pub fn peer(&self, ip: IpAddr) -> Peer {
-        Peer {
-            ip,
-            text: ip.to_string(),
-            trusted: self.trusted_proxies.iter().any(|n| n.contains(&ip)),
-        }
+        Peer::new(ip, &self.trusted_proxies)
     }
 
     fn client_ip(&self, headers: &RequestHeaders, peer: &Peer) -> IpAddr {
-        if !peer.trusted {
-            return peer.ip;
-        }
         let forwarded_for = headers.values(Field::XForwardedFor);
-        client_ip_from(forwarded_for, peer.ip, &self.trusted_proxies)
+        client_ip_from(forwarded_for, peer.ip, peer.trusted, &self.trusted_proxies)
     }
 
     /// `GET /_tessera/verify?scope=a:b&scope=c:d`: forward auth for nginx, Traefik, Envoy.
@@ -488,12 +491,12 @@ mod tests {
         let h1::Parsed::Head(head, _) = h1::parse_request(&bytes::Bytes::from_static(head)) else {
             panic!("not parsed")
         };
-        let ip: IpAddr = "10.0.0.1".parse().unwrap();
-        let peer = Peer {
-            ip,
-            text: ip.to_string(),
-            trusted,
-        };
+        let proxies: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let peer = Peer::new(
+            "10.0.0.1".parse().unwrap(),
+            if trusted { &proxies } else { &[] },
+        );
+        assert_eq!(peer.trusted, trusted);
         let mut out = Vec::new();
         let identity = b"x-tessera-token-id: tok_1\r\n";
         write_forwarded_headers(&head.headers, &peer, b"http", identity, &mut out);

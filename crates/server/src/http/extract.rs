@@ -102,19 +102,33 @@ pub struct ClientInfo {
 /// right-most `X-Forwarded-For` entry that is not itself a trusted proxy.
 pub fn client_ip(headers: &HeaderMap, peer: IpAddr, trusted: &[IpNet]) -> IpAddr {
     let values = headers.get_all("x-forwarded-for");
-    client_ip_from(values.iter().map(HeaderValue::as_bytes), peer, trusted)
+    let peer_trusted = is_trusted(&peer, trusted);
+    client_ip_from(
+        values.iter().map(HeaderValue::as_bytes),
+        peer,
+        peer_trusted,
+        trusted,
+    )
+}
+
+/// Whether `ip` is one of the `trusted` proxies.
+pub fn is_trusted(ip: &IpAddr, trusted: &[IpNet]) -> bool {
+    trusted.iter().any(|n| n.contains(ip))
 }
 
 /// [`client_ip`] from the `X-Forwarded-For` values, in the order they came.
+/// `peer_trusted` is [`is_trusted`] of the peer, passed in because a gateway works it
+/// out once per connection rather than once per request.
 pub fn client_ip_from<'a>(
     forwarded_for: impl DoubleEndedIterator<Item = &'a [u8]>,
     peer: IpAddr,
+    peer_trusted: bool,
     trusted: &[IpNet],
 ) -> IpAddr {
-    let is_trusted = |ip: &IpAddr| trusted.iter().any(|n| n.contains(ip));
-    if !is_trusted(&peer) {
+    if !peer_trusted {
         return peer;
     }
+    let is_trusted = |ip: &IpAddr| is_trusted(ip, trusted);
     let mut client = peer;
     for value in forwarded_for.rev() {
         let Some(s) = header_str(value) else {
