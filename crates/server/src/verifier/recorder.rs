@@ -142,22 +142,12 @@ const PREFETCH_USES: usize = 4;
 /// core did not have. The stores themselves do not wait, but the lock's release right
 /// after them does (an x86 atomic waits for the stores before it): 83% of `record_use`'s
 /// own time was that release (`perf annotate`), about 150 ns a request. A use is more
-/// than a line, so two lines are asked for each time.
+/// than a line: every line it spans is asked for.
 #[allow(clippy::ptr_arg)] // its capacity is what is asked
 fn prefetch_ahead(filling: &Vec<Use>) {
-    #[cfg(target_arch = "x86_64")]
     if filling.len() + PREFETCH_USES < filling.capacity() {
-        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-        let line = filling
-            .as_ptr()
-            .wrapping_add(filling.len() + PREFETCH_USES)
-            .cast::<i8>();
-        // SAFETY: a prefetch is a hint; it reads nothing and never faults, whatever
-        // the address. Both lines start inside the vector's allocation.
-        unsafe {
-            _mm_prefetch::<_MM_HINT_T0>(line);
-            _mm_prefetch::<_MM_HINT_T0>(line.wrapping_add(64));
-        }
+        let next = filling.as_ptr().wrapping_add(filling.len() + PREFETCH_USES);
+        super::prefetch(next.cast::<u8>(), std::mem::size_of::<Use>());
     }
 }
 
