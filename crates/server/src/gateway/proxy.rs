@@ -234,7 +234,6 @@ impl Proxy {
 
     /// Every other gateway request (arrived at `started`): route, check, forward.
     pub async fn handle(&self, req: GatewayRequest, peer: &Peer, started: Instant) -> Answer {
-        let ip = self.client_ip(&req.headers, peer);
         let Ok(path) = normalize_path(req.uri.path()) else {
             return ApiError::invalid_request(
                 "The path has a percent-encoded '.', '/' or '\\', which no route accepts.",
@@ -251,11 +250,16 @@ impl Proxy {
         };
         drop(snapshot);
 
-        // Only token routes read credentials, so only they are logged.
+        // Only token routes read credentials, so only they are logged. The credential
+        // is read before the client's address and the request line, so that its
+        // known-credential slot arrives while they are worked out.
+        let credential = (entry.route.auth == RouteAuth::Token)
+            .then(|| self.verifier.credential(req.carriers()));
+        let ip = self.client_ip(&req.headers, peer);
         let mut admitted = None;
-        if entry.route.auth == RouteAuth::Token {
+        if let Some(credential) = credential {
             let line = req.line(started);
-            let v = self.verifier.verify(req.carriers(), ip).await;
+            let v = self.verifier.verify_credential(credential, ip).await;
             match self.admit(&entry, &v) {
                 Ok(a) => admitted = Some((a, v, line)),
                 Err(d) => {

@@ -87,6 +87,12 @@ impl KnownCredentials {
         &self.front[(fingerprint.0 as usize) & (FRONT_SLOTS - 1)]
     }
 
+    /// Asks for the slot of `fingerprint`, which [`Self::get`] will read.
+    pub(super) fn prefetch(&self, fingerprint: Fingerprint) {
+        let slot: *const Slot = self.slot(fingerprint);
+        prefetch(slot.cast::<u8>(), std::mem::size_of::<Slot>());
+    }
+
     /// The credential with `fingerprint`, if it is known (stale or not).
     pub(super) fn get(&self, fingerprint: Fingerprint) -> Option<KnownCredential> {
         let slot = self.slot(fingerprint);

@@ -92,6 +92,21 @@ impl<'a> Carriers<'a> {
     }
 }
 
+/// The one credential a request presents, read from its [`Carriers`], with its
+/// [`Fingerprint`] ([`Verifier::credential`]), or why there is none to verify.
+pub struct Credential<'a>(Result<Option<(&'a [u8], Fingerprint)>, Denial>);
+
+/// Never the value.
+impl std::fmt::Debug for Credential<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0 {
+            Ok(Some(_)) => f.write_str("Credential([redacted])"),
+            Ok(None) => f.write_str("Credential(none)"),
+            Err(d) => write!(f, "Credential({d:?})"),
+        }
+    }
+}
+
 /// Why a request was refused, in the contract's terms.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum Denial {
@@ -572,18 +587,38 @@ impl Verifier {
     /// Verifies the credential in `carriers` for a client at `ip`: everything but the
     /// scopes a particular route or handler needs (see [`Verified::permissions`]).
     pub async fn verify(&self, carriers: Carriers<'_>, ip: IpAddr) -> Verification {
-        self.verify_with(carriers, Some(ip), true).await
+        self.verify_credential(self.credential(carriers), ip).await
+    }
+
+    /// [`Verifier::verify`] of a credential already read ([`Verifier::credential`]).
+    pub async fn verify_credential(&self, credential: Credential<'_>, ip: IpAddr) -> Verification {
+        self.verify_with(credential, Some(ip), true).await
     }
 
     /// Like [`Verifier::verify`] for introspection: no client address to check and no
     /// rate limit spent, since the token is not being used.
     pub async fn inspect(&self, carriers: Carriers<'_>) -> Verification {
-        self.verify_with(carriers, None, false).await
+        self.verify_with(self.credential(carriers), None, false)
+            .await
+    }
+
+    /// Reads the credential in `carriers` and asks for its known-credential slot, which
+    /// a verification reads first: a caller with other work to do before verifying
+    /// (the gateway: the client's address, the request line) reads it first, and the
+    /// slot arrives meanwhile instead of being waited for.
+    pub fn credential<'a>(&self, carriers: Carriers<'a>) -> Credential<'a> {
+        Credential(carriers.credential().map(|found| {
+            found.map(|value| {
+                let fingerprint = self.fingerprint(value);
+                self.known.prefetch(fingerprint);
+                (value, fingerprint)
+            })
+        }))
     }
 
     async fn verify_with(
         &self,
-        carriers: Carriers<'_>,
+        credential: Credential<'_>,
         ip: Option<IpAddr>,
         spend: bool,
     ) -> Verification {
@@ -594,7 +629,7 @@ impl Verifier {
             at: self.clock.now(),
         };
         v.result = self
-            .verify_inner(carriers, ip, spend, v.at, &mut v.token)
+            .verify_inner(credential, ip, spend, v.at, &mut v.token)
             .await;
         self.metrics
             .verification_seconds
@@ -615,14 +650,13 @@ impl Verifier {
 
     async fn verify_inner(
         &self,
-        carriers: Carriers<'_>,
+        credential: Credential<'_>,
         ip: Option<IpAddr>,
         spend: bool,
         now: Timestamp,
         matched: &mut Option<Arc<TokenEntry>>,
     ) -> Result<Verified, Denial> {
-        let credential = carriers.credential()?.ok_or(Denial::Unauthenticated)?;
-        let fingerprint = self.fingerprint(credential);
+        let (credential, fingerprint) = credential.0?.ok_or(Denial::Unauthenticated)?;
         // Which token the credential opens, and whether it opens it now (a previous
         // value only within its grace period).
         let (token, accepted) = match self.known_credential(fingerprint, now) {
@@ -1093,6 +1127,8 @@ pub(crate) mod tests {
             shown.contains("[redacted]") && !shown.contains("tsr_secret"),
             "{shown}"
         );
+        let read = Credential(Ok(Some((b"tsr_secret", known::Fingerprint(1)))));
+        assert_eq!(format!("{read:?}"), "Credential([redacted])");
     }
 
     #[test]
