@@ -3,10 +3,11 @@
 //! verification that hits, so what it costs is cache misses, not instructions.
 //!
 //! Two levels. In front, a fixed table of slots, one cache line each, picked by the
-//! fingerprint's low bits: a hit waits for that one line, and then for the token's entry
-//! (whose lines are asked for at once, [`prefetch_entry`]). Behind it, the bounded map
-//! that holds every known credential (up to the token cache's size): a credential whose
-//! slot another one took is found there and takes the slot back.
+//! fingerprint's low bits: a hit waits for that one line (at most: a caller that reads
+//! the credential early asks for it then, [`KnownCredentials::prefetch`]), and then for
+//! the token's entry (whose lines are asked for at once, [`prefetch_entry`]). Behind it,
+//! the bounded map that holds every known credential (up to the token cache's size): a
+//! credential whose slot another one took is found there and takes the slot back.
 //!
 //! Why: with the map alone, a hit waited for three lines one after the other (the map's
 //! index, its slab entry, then the token's entry) and then for the entry's later lines
