@@ -197,6 +197,8 @@ impl Proxy {
 
     /// `GET /_tessera/verify?scope=a:b&scope=c:d`: forward auth for nginx, Traefik, Envoy.
     pub async fn forward_auth(&self, req: GatewayRequest, peer: &Peer, started: Instant) -> Answer {
+        // Read first, as in `handle`: its slot arrives while the rest is worked out.
+        let credential = self.verifier.credential(req.carriers());
         let line = req.line(started);
         let ip = self.client_ip(&req.headers, peer);
         let mut scopes = Vec::new();
@@ -208,7 +210,7 @@ impl Proxy {
                 }
             }
         }
-        let v = self.verifier.verify(req.carriers(), ip).await;
+        let v = self.verifier.verify_credential(credential, ip).await;
         let result = match &v.result {
             Ok(ok) => self.verifier.require(ok, &scopes).map(|()| ok.rate_limit),
             Err(d) => Err(d.clone()),
