@@ -146,18 +146,8 @@ fn prefetch_entry(token: &Arc<TokenEntry>) {
 
 #[cfg(test)]
 mod tests {
+    use super::super::tests::entry;
     use super::*;
-    use tessera_core::clock::from_unix_millis;
-
-    fn entry(id: &str) -> Arc<TokenEntry> {
-        let record = super::super::tests::record(id, "acc_01JD0000000000000000000000");
-        let hash = record.hash;
-        Arc::new(TokenEntry::new(
-            record,
-            &hash,
-            from_unix_millis(1_800_000_000_000),
-        ))
-    }
 
     fn known(token: &Arc<TokenEntry>) -> KnownCredential {
         KnownCredential {

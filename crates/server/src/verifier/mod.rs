@@ -1072,6 +1072,18 @@ pub(crate) mod tests {
     use tessera_core::clock::from_unix_millis;
     use tessera_core::token::TokenName;
 
+    /// A cached token of account `acc_01JD0000000000000000000000`, as the verifier
+    /// makes one.
+    pub fn entry(id: &str) -> Arc<TokenEntry> {
+        let record = record(id, "acc_01JD0000000000000000000000");
+        let hash = record.hash;
+        Arc::new(TokenEntry::new(
+            record,
+            &hash,
+            from_unix_millis(1_800_000_000_000),
+        ))
+    }
+
     /// A token record as the store gives one back.
     pub fn record(id: &str, account_id: &str) -> TokenRecord {
         let now = from_unix_millis(1_800_000_000_000);

@@ -322,19 +322,9 @@ async fn group(mut uses: Vec<Use>) -> (AccessBatch, Vec<Use>) {
 
 #[cfg(test)]
 mod tests {
+    use super::super::tests::entry;
     use super::*;
     use tessera_core::clock::from_unix_millis;
-
-    /// A cached token, as the verifier makes one.
-    fn entry(id: &str) -> Arc<TokenEntry> {
-        let record = super::super::tests::record(id, "acc_01JD0000000000000000000000");
-        let hash = record.hash;
-        Arc::new(TokenEntry::new(
-            record,
-            &hash,
-            from_unix_millis(1_800_000_000_000),
-        ))
-    }
 
     fn use_of(token: Option<&Arc<TokenEntry>>, status: u16, ip: &str, second: i64) -> Use {
         Use {
