@@ -89,9 +89,9 @@ pub async fn encode_batch(batch: AccessBatch) -> Result<Vec<PageRow>, StoreError
     Ok(rows)
 }
 
-/// Spreads one stage of a batch's background work (adding up, grouping, encoding,
-/// freeing) over up to `Pacer::SPAN` (100 ms): between two slices it sleeps as long as it is
-/// ahead of that schedule, and otherwise only gives way to other tasks.
+/// Spreads one stage of a batch's background work (grouping, freeing, encoding) over up
+/// to `Pacer::SPAN` (100 ms): between two slices it sleeps as long as it is ahead of that
+/// schedule, and otherwise only gives way to other tasks.
 ///
 /// Why: a one-core gateway runs this work on the thread that serves requests, and
 /// slices that follow one another as fast as they can made every request of that
@@ -106,8 +106,8 @@ pub struct Pacer {
 }
 
 impl Pacer {
-    /// How long one stage may be spread over. Four stages (adding up, grouping, encoding,
-    /// freeing): a batch is written well within the two seconds the contract allows.
+    /// How long one stage may be spread over. Three stages (grouping, freeing, encoding):
+    /// a batch is written well within the two seconds the contract allows.
     const SPAN: std::time::Duration = std::time::Duration::from_millis(100);
     /// The longest pause between two slices.
     const MAX_PAUSE: std::time::Duration = std::time::Duration::from_millis(1);

@@ -252,18 +252,17 @@ impl Proxy {
         };
         drop(snapshot);
 
-        // Only token routes read credentials, so only they are logged. The credential
-        // is read before the client's address and the request line, so that its
-        // known-credential slot arrives while they are worked out.
-        let credential = (entry.route.auth == RouteAuth::Token)
-            .then(|| self.verifier.credential(req.carriers()));
-        let ip = self.client_ip(&req.headers, peer);
+        // Only token routes read credentials (and the client's address), so only they
+        // are logged. The credential is read before the address and the request line, so
+        // that its known-credential slot arrives while they are worked out.
         let mut admitted = None;
-        if let Some(credential) = credential {
+        if entry.route.auth == RouteAuth::Token {
+            let credential = self.verifier.credential(req.carriers());
+            let ip = self.client_ip(&req.headers, peer);
             let line = req.line(started);
             let v = self.verifier.verify_credential(credential, ip).await;
             match self.admit(&entry, &v) {
-                Ok(a) => admitted = Some((a, v, line)),
+                Ok(a) => admitted = Some((a, v, line, ip)),
                 Err(d) => {
                     let answer = Answer::Local(denial(d));
                     self.record(line, v, ip, &answer);
@@ -274,7 +273,7 @@ impl Proxy {
         // The identity the upstream gets: none on an `auth: none` route.
         let identity = admitted
             .as_ref()
-            .and_then(|(_, v, _)| v.result.as_ref().ok())
+            .and_then(|(_, v, ..)| v.result.as_ref().ok())
             .map_or(&[][..], |ok| ok.token.forwarded.as_bytes());
         let upstream = entry.service.pick().clone();
         let forwarded_path = if entry.route.strip_prefix {
@@ -298,7 +297,7 @@ impl Proxy {
             body: req.body,
         };
         let mut answer = self.forward(upstream_req, &entry, &upstream).await;
-        if let Some((a, v, line)) = admitted {
+        if let Some((a, v, line, ip)) = admitted {
             answer.set_rate_limit(a.rate_limit);
             self.record(line, v, ip, &answer);
         }

@@ -128,7 +128,6 @@ pub fn client_ip_from<'a>(
     if !peer_trusted {
         return peer;
     }
-    let is_trusted = |ip: &IpAddr| is_trusted(ip, trusted);
     let mut client = peer;
     for value in forwarded_for.rev() {
         let Some(s) = header_str(value) else {
@@ -138,7 +137,7 @@ pub fn client_ip_from<'a>(
             match part.trim().parse::<IpAddr>() {
                 Ok(ip) => {
                     client = ip;
-                    if !is_trusted(&ip) {
+                    if !is_trusted(&ip, trusted) {
                         return ip;
                     }
                 }

@@ -239,6 +239,7 @@ pub(crate) fn prefetch(start: *const u8, len: usize) {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        // `+ 63`: a range that does not start a line touches one line more.
         let mut offset = 0;
         while offset < len + 63 {
             // SAFETY: a prefetch is a hint; it reads nothing and never faults, whatever
