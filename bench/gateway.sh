@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
 # Gateway load benchmark on loopback, in one run:
-#   1. the raw upstream (nginx answering 200 "ok");
-#   2. nginx as a proxy checking X-API-KEY against a `map` of 1,000 keys;
+#   1. the raw upstream (examples/bench_upstream.rs answering 200 "ok"; UPSTREAM=nginx
+#      for nginx's `return 200`, the upstream of runs 1–41);
+#   2. nginx as a proxy checking X-API-KEY against a `map` of 1,000 keys, doing the
+#      gateway's job: it forwards X-Forwarded-For/-Proto/-Host and the key's token and
+#      account ids, as Tessera does (the comparison the goals are judged on), and, for
+#      reference, the same proxy forwarding none of them (runs 1–41 compared with this);
 #   3. the Tessera gateway with the same 1,000 tokens (auth: token route);
 #   4. the Tessera gateway on an auth: none route;
 #   5. a second Tessera gateway with 1,000,000 tokens in its database (the same 1,000 in use);
@@ -15,6 +19,11 @@
 # session 16): the two runs a ratio compares are closer in time, and a median of nine
 # rounds is moved by fewer of them. Both Tessera servers run side by side on core 0 (only
 # the one under load is busy), so the 1,000,000-token run is interleaved too.
+# Each line also gives the two cores' idle time (median over rounds): a run whose core 1
+# (the load generator's and the upstream's) has none left measures that core, not the
+# server under test. With nginx as the upstream, Tessera's runs were such runs (core 1
+# idle 0.2-2.6%, core 0 4-11%; nginx's the other way round): nginx's `return 200` took
+# 4.9 µs of user time a request there, 15% of the core. Hence the lighter upstream.
 # Needs: nginx, wrk (apt-get install nginx-light wrk), 2 cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,7 +31,7 @@ DURATION=${DURATION:-5}
 ROUNDS=${ROUNDS:-9}
 CONNS=64
 WORK=$(mktemp -d /tmp/tessera-bench.XXXXXX)
-UP_PORT=19001 NGX_PORT=19002 ADMIN_PORT=19080 GW_PORT=19000 BIG_ADMIN_PORT=19081 BIG_GW_PORT=19010
+UP_PORT=19001 NGX_PORT=19002 NGX_MIN_PORT=19003 ADMIN_PORT=19080 GW_PORT=19000 BIG_ADMIN_PORT=19081 BIG_GW_PORT=19010
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
 trap cleanup EXIT
@@ -32,8 +41,8 @@ NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 [ -x "$NGINX" ] || { echo "nginx is missing: apt-get install nginx-light" >&2; exit 1; }
 
 echo "building (release)…" >&2
-cargo build --release --quiet --bin tessera --example seed_tokens
-BIN=target/release/tessera SEED=target/release/examples/seed_tokens
+cargo build --release --quiet --bin tessera --example seed_tokens --example bench_upstream
+BIN=target/release/tessera SEED=target/release/examples/seed_tokens UPSTREAM_BIN=target/release/examples/bench_upstream
 
 wait_port() { for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; exit 1; }
 
@@ -51,8 +60,12 @@ CONF
 }
 
 # The upstream, on core 1 (with the load generator), the same for every run.
-nginx_conf upstream "server { listen 127.0.0.1:$UP_PORT; location / { return 200 'ok'; } }"
-taskset -c 1 "$NGINX" -p "$WORK/upstream" -c "$WORK/upstream/nginx.conf" & PIDS+=($!)
+if [ "${UPSTREAM:-lean}" = nginx ]; then
+  nginx_conf upstream "server { listen 127.0.0.1:$UP_PORT; location / { return 200 'ok'; } }"
+  taskset -c 1 "$NGINX" -p "$WORK/upstream" -c "$WORK/upstream/nginx.conf" & PIDS+=($!)
+else
+  taskset -c 1 "$UPSTREAM_BIN" 127.0.0.1:$UP_PORT & PIDS+=($!)
+fi
 wait_port $UP_PORT
 
 # Tessera on core 0: one server with 1,000 tokens, one with 1,000,000.
@@ -62,9 +75,10 @@ start_tessera() { # $1 = database, $2 = admin port, $3 = gateway port; sets TESS
   TESSERA_PID=$!; PIDS+=($TESSERA_PID)
   wait_port $2; wait_port $3
 }
-configure() { # $1 = admin port
+configure() { # $1 = admin port; sets ACCOUNT_ID (the admin's, who owns the seeded tokens)
   local a=http://127.0.0.1:$1
-  curl -sf -c "$WORK/jar" -H 'Content-Type: application/json' -d '{"username":"admin","password":"benchmark-password"}' $a/api/v1/login >/dev/null
+  ACCOUNT_ID=$(curl -sf -c "$WORK/jar" -H 'Content-Type: application/json' -d '{"username":"admin","password":"benchmark-password"}' $a/api/v1/login \
+    | grep -o '"id":"acc_[^"]*"' | head -1 | cut -d'"' -f4)
   curl -sf -b "$WORK/jar" -H "Origin: $a" -X PUT -H 'Content-Type: application/json' $a/api/v1/gateway/config -d "{
     \"services\": [{\"name\": \"up\", \"upstreams\": [\"http://127.0.0.1:$UP_PORT\"]}],
     \"routes\": [{\"name\": \"checked\", \"service\": \"up\", \"path_prefix\": \"/checked\"},
@@ -72,6 +86,7 @@ configure() { # $1 = admin port
 }
 start_tessera "$WORK/tessera.db" $ADMIN_PORT $GW_PORT
 configure $ADMIN_PORT
+MAP_ACCOUNT_ID=$ACCOUNT_ID
 "$SEED" "$WORK/tessera.db" 1000 "$WORK/keys.txt" 1000 2>>"$WORK/tessera.log"
 # Token values are deterministic: the big database's first 1,000 are the same 1,000 keys.
 start_tessera "$WORK/big.db" $BIG_ADMIN_PORT $BIG_GW_PORT
@@ -80,15 +95,31 @@ configure $BIG_ADMIN_PORT
 "$SEED" "$WORK/big.db" 1000000 "$WORK/keys100k.txt" 100000 2>>"$WORK/tessera.log"
 sync; sleep 3 # let the kernel write the seeded database back before measuring
 
-# nginx as a key-checking proxy, with a map of the same 1,000 keys, on core 0.
-{ echo "map_hash_bucket_size 128; map_hash_max_size 16384;"; echo "map \$http_x_api_key \$api_client { default \"\";"; awk '{ printf "  \"%s\" \"1\";\n", $1 }' "$WORK/keys.txt"; echo "}"; } > "$WORK/map.conf"
-nginx_conf proxy "include $WORK/map.conf;
+# nginx as a key-checking proxy on core 0, with maps of the same 1,000 keys to the ids
+# Tessera forwards (the seeded tokens' ids are tok_SEED and the key's line number).
+# (A bucket of 128 bytes was too small for these 52-character keys: nginx warned that it
+# could not build an optimal hash, in every run up to 42.)
+{ echo "map_hash_bucket_size 256; map_hash_max_size 16384;"
+  echo "map \$http_x_api_key \$api_token_id { default \"\";"
+  awk '{ printf "  \"%s\" \"tok_SEED%022d\";\n", $1, NR - 1 }' "$WORK/keys.txt"; echo "}"
+  echo "map \$http_x_api_key \$api_account_id { default \"\";"
+  awk -v acc="$MAP_ACCOUNT_ID" '{ printf "  \"%s\" \"%s\";\n", $1, acc }' "$WORK/keys.txt"; echo "}"; } > "$WORK/map.conf"
+proxy_conf() { # $1 = port, $2 = extra proxy_set_header lines
+  echo "include $WORK/map.conf;
 upstream up { server 127.0.0.1:$UP_PORT; keepalive 64; }
-server { listen 127.0.0.1:$NGX_PORT;
-  location / { if (\$api_client = \"\") { return 401; }
-    proxy_set_header X-API-KEY \"\"; proxy_http_version 1.1; proxy_set_header Connection \"\"; proxy_pass http://up; } }"
-taskset -c 0 "$NGINX" -p "$WORK/proxy" -c "$WORK/proxy/nginx.conf" & PIDS+=($!)
-wait_port $NGX_PORT
+server { listen 127.0.0.1:$1;
+  location / { if (\$api_token_id = \"\") { return 401; }
+    proxy_set_header X-API-KEY \"\"; $2
+    proxy_http_version 1.1; proxy_set_header Connection \"\"; proxy_pass http://up; } }"
+}
+# The gateway's job: the headers Tessera sets, the same way (X-Forwarded-For replaced by
+# the client's address, as Tessera does for a client that is not a trusted proxy).
+nginx_conf proxy "$(proxy_conf $NGX_PORT 'proxy_set_header X-Forwarded-For $remote_addr;
+    proxy_set_header X-Forwarded-Proto $scheme; proxy_set_header X-Forwarded-Host $http_host;
+    proxy_set_header X-Tessera-Token-Id $api_token_id; proxy_set_header X-Tessera-Account-Id $api_account_id;')"
+nginx_conf proxy-min "$(proxy_conf $NGX_MIN_PORT '')"
+for n in proxy proxy-min; do taskset -c 0 "$NGINX" -p "$WORK/$n" -c "$WORK/$n/nginx.conf" & PIDS+=($!); done
+wait_port $NGX_PORT; wait_port $NGX_MIN_PORT
 
 # wrk rotates over the keys, one a request. The requests are built once, in init: built
 # for each request (wrk.format), they cost wrk's core so much that the load generator,
@@ -108,15 +139,25 @@ LUA
 lua keys "$WORK/keys.txt"
 
 # Prints "req/s p50_ms p99_ms" for one run.
-run() { # $1 = url, $2 = lua script or ""
+# The cpu0 and cpu1 lines of /proc/stat.
+cores() { grep -E '^cpu[01] ' /proc/stat; }
+run() { # $1 = url, $2 = lua script or ""; prints "req/s p50_ms p99_ms idle0_% idle1_%"
   local args=(-t1 -c$CONNS -d${DURATION}s --latency)
   [ -n "$2" ] && args+=(-s "$2")
+  cores > "$WORK/cores.before"
   taskset -c 1 wrk "${args[@]}" "$1" > "$WORK/wrk.out"
+  cores > "$WORK/cores.after"
   if grep -q "Non-2xx" "$WORK/wrk.out"; then echo "non-2xx answers from $1:" >&2; cat "$WORK/wrk.out" >&2; exit 1; fi
   awk '
     function ms(v) { if (v ~ /us$/) return v/1000; if (v ~ /ms$/) return v+0; if (v ~ /s$/) return v*1000; return v }
     /Requests\/sec/ { rps = $2 } $1 == "50%" { p50 = ms($2) } $1 == "99%" { p99 = ms($2) }
-    END { printf "%.0f %.3f %.3f\n", rps, p50, p99 }' "$WORK/wrk.out"
+    END { printf "%.0f %.3f %.3f", rps, p50, p99 }' "$WORK/wrk.out"
+  # Idle (idle + iowait) as a share of each core's time over the run.
+  paste -d' ' "$WORK/cores.before" "$WORK/cores.after" | awk '{
+    n = NF / 2; total = 0 # user … steal (guest time is counted in user)
+    for (i = 2; i <= 9; i++) total += $(i + n) - $i
+    printf " %.1f", 100 * (($(n + 5) - $5) + ($(n + 6) - $6)) / total }'
+  echo
 }
 
 # Warm the caches and pools, then measure.
@@ -127,6 +168,7 @@ one() { # $1 = which run; appends its "req/s p50 p99" line to $WORK/$1.txt
   case $1 in
     raw) run "http://127.0.0.1:$UP_PORT/" "" ;;
     nginx) run "http://127.0.0.1:$NGX_PORT/" "$WORK/keys.lua" ;;
+    nginxmin) run "http://127.0.0.1:$NGX_MIN_PORT/" "$WORK/keys.lua" ;;
     tessera) run "http://127.0.0.1:$GW_PORT/checked" "$WORK/keys.lua" ;;
     # The same requests (keys included; an auth: none route ignores them): the two
     # runs differ only in the checks.
@@ -138,16 +180,17 @@ for round in $(seq "$ROUNDS"); do
   # Every other round runs in reverse order. The runs a ratio compares stay next to each
   # other, but each goes first in half the rounds, so that what a run leaves behind for
   # the next (cold caches after another server, sockets closing) favours neither side.
-  if (( round % 2 )); then order=(raw nginx tessera open big); else order=(big open tessera nginx raw); fi
+  if (( round % 2 )); then order=(raw nginxmin nginx tessera open big); else order=(big open tessera nginx nginxmin raw); fi
   for r in "${order[@]}"; do one "$r"; done
 done
 # The median of each column of a file of "req/s p50 p99" lines.
-median() { for col in 1 2 3; do awk -v c=$col '{ print $c }' "$1" | sort -g | sed -n "$(( ($(wc -l < "$1") + 1) / 2 ))p"; done | xargs; }
-read -r RAW_RPS RAW_P50 RAW_P99 < <(median "$WORK/raw.txt")
-read -r NGX_RPS NGX_P50 NGX_P99 < <(median "$WORK/nginx.txt")
-read -r TSR_RPS TSR_P50 TSR_P99 < <(median "$WORK/tessera.txt")
-read -r OPEN_RPS OPEN_P50 OPEN_P99 < <(median "$WORK/open.txt")
-read -r BIG_RPS BIG_P50 BIG_P99 < <(median "$WORK/big.txt")
+median() { for col in 1 2 3 4 5; do awk -v c=$col '{ print $c }' "$1" | sort -g | sed -n "$(( ($(wc -l < "$1") + 1) / 2 ))p"; done | xargs; }
+read -r RAW_RPS RAW_P50 RAW_P99 RAW_I0 RAW_I1 < <(median "$WORK/raw.txt")
+read -r NGX_RPS NGX_P50 NGX_P99 NGX_I0 NGX_I1 < <(median "$WORK/nginx.txt")
+read -r MIN_RPS MIN_P50 MIN_P99 MIN_I0 MIN_I1 < <(median "$WORK/nginxmin.txt")
+read -r TSR_RPS TSR_P50 TSR_P99 TSR_I0 TSR_I1 < <(median "$WORK/tessera.txt")
+read -r OPEN_RPS OPEN_P50 OPEN_P99 OPEN_I0 OPEN_I1 < <(median "$WORK/open.txt")
+read -r BIG_RPS BIG_P50 BIG_P99 BIG_I0 BIG_I1 < <(median "$WORK/big.txt")
 
 # Memory per cached token: RSS before and after 100,000 distinct tokens are cached.
 rss() { awk '/VmRSS/ { print $2 }' /proc/"$BIG_PID"/status; }
@@ -159,29 +202,33 @@ AFTER=$(rss)
 # Each ratio is the median over rounds of that round's ratio: the two runs it compares
 # ran seconds apart, so a drift of the VM's speed across the run cancels out.
 ratio() { # $1, $2 = files, $3 = column (1 req/s, 3 p99)
-  paste -d' ' "$1" "$2" | awk -v c="$3" '{ print $c / $(c + 3) }' | sort -g \
+  paste -d' ' "$1" "$2" | awk -v c="$3" '{ print $c / $(c + 5) }' | sort -g \
     | awk '{ v[NR] = $1 } END { printf "%.2f", v[int((NR + 1) / 2)] }'
 }
 # The rounds' own ratios, in round order: how far one run of this script can be trusted.
 rounds() { # $1, $2 = files, $3 = column
-  paste -d' ' "$1" "$2" | awk -v c="$3" '{ printf "%s%.2f", (NR > 1 ? " " : ""), $c / $(c + 3) }'
+  paste -d' ' "$1" "$2" | awk -v c="$3" '{ printf "%s%.2f", (NR > 1 ? " " : ""), $c / $(c + 5) }'
 }
-printf '\n%-44s %10s %9s %9s\n' "median of $ROUNDS (${CONNS} conns, ${DURATION}s, wrk core 1)" "req/s" "p50 ms" "p99 ms"
-printf '%-44s %10s %9s %9s\n' "raw upstream (nginx return 200)" "$RAW_RPS" "$RAW_P50" "$RAW_P99"
-printf '%-44s %10s %9s %9s\n' "nginx proxy + map of 1,000 keys (core 0)" "$NGX_RPS" "$NGX_P50" "$NGX_P99"
-printf '%-44s %10s %9s %9s\n' "tessera gateway, 1,000 tokens (core 0)" "$TSR_RPS" "$TSR_P50" "$TSR_P99"
-printf '%-44s %10s %9s %9s\n' "tessera gateway, auth: none (core 0)" "$OPEN_RPS" "$OPEN_P50" "$OPEN_P99"
-printf '%-44s %10s %9s %9s\n' "tessera gateway, 1,000,000 tokens in db" "$BIG_RPS" "$BIG_P50" "$BIG_P99"
+row() { printf '%-44s %10s %9s %9s %8s %8s\n' "$@"; }
+printf '\n'; row "median of $ROUNDS (${CONNS} conns, ${DURATION}s, wrk core 1)" "req/s" "p50 ms" "p99 ms" "idle 0%" "idle 1%"
+row "raw upstream (${UPSTREAM:-lean}, core 1)" "$RAW_RPS" "$RAW_P50" "$RAW_P99" "$RAW_I0" "$RAW_I1"
+row "nginx proxy + map, the gateway's headers" "$NGX_RPS" "$NGX_P50" "$NGX_P99" "$NGX_I0" "$NGX_I1"
+row "nginx proxy + map, no added headers" "$MIN_RPS" "$MIN_P50" "$MIN_P99" "$MIN_I0" "$MIN_I1"
+row "tessera gateway, 1,000 tokens (core 0)" "$TSR_RPS" "$TSR_P50" "$TSR_P99" "$TSR_I0" "$TSR_I1"
+row "tessera gateway, auth: none (core 0)" "$OPEN_RPS" "$OPEN_P50" "$OPEN_P99" "$OPEN_I0" "$OPEN_I1"
+row "tessera gateway, 1,000,000 tokens in db" "$BIG_RPS" "$BIG_P50" "$BIG_P99" "$BIG_I0" "$BIG_I1"
 echo
 echo "throughput  tessera / nginx:               $(ratio "$WORK/tessera.txt" "$WORK/nginx.txt" 1)   (goal >= 1.0)"
 echo "p99         tessera / nginx:               $(ratio "$WORK/tessera.txt" "$WORK/nginx.txt" 3)   (goal <= 1.2)"
 echo "throughput  checks / auth none:            $(ratio "$WORK/tessera.txt" "$WORK/open.txt" 1)   (goal >= 0.9)"
 echo "throughput  1,000,000 / 1,000 tokens:      $(ratio "$WORK/big.txt" "$WORK/tessera.txt" 1)   (goal >= 0.9)"
+echo "reference   tessera / nginx, no added headers: $(ratio "$WORK/tessera.txt" "$WORK/nginxmin.txt" 1)   (p99 $(ratio "$WORK/tessera.txt" "$WORK/nginxmin.txt" 3))"
 echo
 echo "each round's ratios, in order:"
 echo "  tessera / nginx:      $(rounds "$WORK/tessera.txt" "$WORK/nginx.txt" 1)"
 echo "  p99 tessera / nginx:  $(rounds "$WORK/tessera.txt" "$WORK/nginx.txt" 3)"
 echo "  checks / auth none:   $(rounds "$WORK/tessera.txt" "$WORK/open.txt" 1)"
 echo "  1,000,000 / 1,000:    $(rounds "$WORK/big.txt" "$WORK/tessera.txt" 1)"
+echo "  tessera / nginx, no added headers: $(rounds "$WORK/tessera.txt" "$WORK/nginxmin.txt" 1)"
 echo
 echo "memory per cached token:                   $(( (AFTER - BEFORE) * 1024 / 100000 )) bytes (RSS $BEFORE -> $AFTER KiB over 100,000 tokens)"
