@@ -13,7 +13,7 @@
 # The server under test is pinned to core 0 (taskset), wrk and the upstream to core 1;
 # nginx runs with worker_processes 1. 64 connections, DURATION seconds each. Loopback runs
 # on a shared VM swing widely from one run to the next (one server, one route, 6 s runs
-# back to back: 36,000 to 65,000 req/s), so the five runs go in ROUNDS interleaved rounds;
+# back to back: 36,000 to 65,000 req/s), so the six runs go in ROUNDS interleaved rounds;
 # each figure is the median of its rounds, each ratio the median of the rounds' own
 # ratios. Many short rounds (default 9 of 5 s) rather than few long ones (5 of 10 s, until
 # session 16): the two runs a ratio compares are closer in time, and a median of nine
@@ -138,7 +138,6 @@ LUA
 }
 lua keys "$WORK/keys.txt"
 
-# Prints "req/s p50_ms p99_ms" for one run.
 # The cpu0 and cpu1 lines of /proc/stat.
 cores() { grep -E '^cpu[01] ' /proc/stat; }
 run() { # $1 = url, $2 = lua script or ""; prints "req/s p50_ms p99_ms idle0_% idle1_%"
