@@ -75,23 +75,22 @@ start_tessera() { # $1 = database, $2 = admin port, $3 = gateway port; sets TESS
   TESSERA_PID=$!; PIDS+=($TESSERA_PID)
   wait_port $2; wait_port $3
 }
-configure() { # $1 = admin port; sets ACCOUNT_ID (the admin's, who owns the seeded tokens)
+configure() { # $1 = admin port; prints the admin's account id (the seeded tokens' owner)
   local a=http://127.0.0.1:$1
-  ACCOUNT_ID=$(curl -sf -c "$WORK/jar" -H 'Content-Type: application/json' -d '{"username":"admin","password":"benchmark-password"}' $a/api/v1/login \
-    | grep -o '"id":"acc_[^"]*"' | head -1 | cut -d'"' -f4)
+  curl -sf -c "$WORK/jar" -H 'Content-Type: application/json' -d '{"username":"admin","password":"benchmark-password"}' $a/api/v1/login \
+    | grep -o '"id":"acc_[^"]*"' | head -1 | cut -d'"' -f4
   curl -sf -b "$WORK/jar" -H "Origin: $a" -X PUT -H 'Content-Type: application/json' $a/api/v1/gateway/config -d "{
     \"services\": [{\"name\": \"up\", \"upstreams\": [\"http://127.0.0.1:$UP_PORT\"]}],
     \"routes\": [{\"name\": \"checked\", \"service\": \"up\", \"path_prefix\": \"/checked\"},
                  {\"name\": \"open\", \"service\": \"up\", \"path_prefix\": \"/open\", \"auth\": \"none\"}]}" >/dev/null
 }
 start_tessera "$WORK/tessera.db" $ADMIN_PORT $GW_PORT
-configure $ADMIN_PORT
-MAP_ACCOUNT_ID=$ACCOUNT_ID
+MAP_ACCOUNT_ID=$(configure $ADMIN_PORT)
 "$SEED" "$WORK/tessera.db" 1000 "$WORK/keys.txt" 1000 2>>"$WORK/tessera.log"
 # Token values are deterministic: the big database's first 1,000 are the same 1,000 keys.
 start_tessera "$WORK/big.db" $BIG_ADMIN_PORT $BIG_GW_PORT
 BIG_PID=$TESSERA_PID
-configure $BIG_ADMIN_PORT
+configure $BIG_ADMIN_PORT >/dev/null
 "$SEED" "$WORK/big.db" 1000000 "$WORK/keys100k.txt" 100000 2>>"$WORK/tessera.log"
 sync; sleep 3 # let the kernel write the seeded database back before measuring
 
@@ -163,7 +162,7 @@ run() { # $1 = url, $2 = lua script or ""; prints "req/s p50_ms p99_ms idle0_% i
 run "http://127.0.0.1:$GW_PORT/checked" "$WORK/keys.lua" >/dev/null
 run "http://127.0.0.1:$BIG_GW_PORT/checked" "$WORK/keys.lua" >/dev/null
 
-one() { # $1 = which run; appends its "req/s p50 p99" line to $WORK/$1.txt
+one() { # $1 = which run; appends its "req/s p50 p99 idle0 idle1" line to $WORK/$1.txt
   case $1 in
     raw) run "http://127.0.0.1:$UP_PORT/" "" ;;
     nginx) run "http://127.0.0.1:$NGX_PORT/" "$WORK/keys.lua" ;;
@@ -182,8 +181,8 @@ for round in $(seq "$ROUNDS"); do
   if (( round % 2 )); then order=(raw nginxmin nginx tessera open big); else order=(big open tessera nginx nginxmin raw); fi
   for r in "${order[@]}"; do one "$r"; done
 done
-# The median of each column of a file of "req/s p50 p99" lines.
-median() { for col in 1 2 3 4 5; do awk -v c=$col '{ print $c }' "$1" | sort -g | sed -n "$(( ($(wc -l < "$1") + 1) / 2 ))p"; done | xargs; }
+# The median of each column of a file of run lines.
+median() { for col in $(seq "$(awk '{ print NF; exit }' "$1")"); do awk -v c=$col '{ print $c }' "$1" | sort -g | sed -n "$(( ($(wc -l < "$1") + 1) / 2 ))p"; done | xargs; }
 read -r RAW_RPS RAW_P50 RAW_P99 RAW_I0 RAW_I1 < <(median "$WORK/raw.txt")
 read -r NGX_RPS NGX_P50 NGX_P99 NGX_I0 NGX_I1 < <(median "$WORK/nginx.txt")
 read -r MIN_RPS MIN_P50 MIN_P99 MIN_I0 MIN_I1 < <(median "$WORK/nginxmin.txt")
@@ -200,13 +199,12 @@ AFTER=$(rss)
 
 # Each ratio is the median over rounds of that round's ratio: the two runs it compares
 # ran seconds apart, so a drift of the VM's speed across the run cancels out.
-ratio() { # $1, $2 = files, $3 = column (1 req/s, 3 p99)
-  paste -d' ' "$1" "$2" | awk -v c="$3" '{ print $c / $(c + 5) }' | sort -g \
-    | awk '{ v[NR] = $1 } END { printf "%.2f", v[int((NR + 1) / 2)] }'
-}
 # The rounds' own ratios, in round order: how far one run of this script can be trusted.
-rounds() { # $1, $2 = files, $3 = column
-  paste -d' ' "$1" "$2" | awk -v c="$3" '{ printf "%s%.2f", (NR > 1 ? " " : ""), $c / $(c + 5) }'
+rounds() { # $1, $2 = files of run lines, $3 = column (1 req/s, 3 p99)
+  paste -d' ' "$1" "$2" | awk -v c="$3" '{ printf "%s%.2f", (NR > 1 ? " " : ""), $c / $(c + NF / 2) }'
+}
+ratio() { # as rounds; their median (rounding keeps the order, so it is the same round's)
+  rounds "$@" | tr ' ' '\n' | sort -g | awk '{ v[NR] = $1 } END { printf "%s", v[int((NR + 1) / 2)] }'
 }
 row() { printf '%-44s %10s %9s %9s %8s %8s\n' "$@"; }
 printf '\n'; row "median of $ROUNDS (${CONNS} conns, ${DURATION}s, wrk core 1)" "req/s" "p50 ms" "p99 ms" "idle 0%" "idle 1%"

@@ -34,10 +34,9 @@ fn main() -> std::io::Result<()> {
 
 /// The answer, with the same header lines as nginx's `return 200 'ok'` (the proxies
 /// pass them on, and the load generator parses them).
-fn answer(out: &mut Vec<u8>) {
-    let date = SystemClock.now().format("%a, %d %b %Y %H:%M:%S GMT");
+fn answer(date: &str, out: &mut Vec<u8>) {
     out.extend_from_slice(b"HTTP/1.1 200 OK\r\nServer: bench-upstream\r\nDate: ");
-    out.extend_from_slice(date.to_string().as_bytes());
+    out.extend_from_slice(date.as_bytes());
     out.extend_from_slice(b"\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok");
 }
 
@@ -49,14 +48,23 @@ async fn serve(mut stream: TcpStream) {
             Ok(0) | Err(_) => return,
             Ok(_) => {}
         }
-        // Answer every complete head; keep the partial one that may follow.
+        // Answer every complete head; keep the partial one that may follow. The date is
+        // formatted once for all the answers of a read, not once each: this upstream
+        // shares the load generator's core.
         let mut done = 0;
+        let mut date = None;
         while let Some(at) = buf[done..]
             .windows(END_OF_HEAD.len())
             .position(|w| w == END_OF_HEAD)
         {
             done += at + END_OF_HEAD.len();
-            answer(&mut out);
+            let date = date.get_or_insert_with(|| {
+                SystemClock
+                    .now()
+                    .format("%a, %d %b %Y %H:%M:%S GMT")
+                    .to_string()
+            });
+            answer(date, &mut out);
         }
         buf.drain(..done);
         if !out.is_empty() {
