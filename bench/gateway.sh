@@ -19,6 +19,8 @@
 # session 16): the two runs a ratio compares are closer in time, and a median of nine
 # rounds is moved by fewer of them. Both Tessera servers run side by side on core 0 (only
 # the one under load is busy), so the 1,000,000-token run is interleaved too.
+# Each line also gives the server's CPU time a request (user and system, all its threads,
+# from /proc/PID/stat): what the checks cost, whichever core set the pace of the run.
 # Each line also gives the two cores' idle time (median over rounds): a run whose core 1
 # (the load generator's and the upstream's) has none left measures that core, not the
 # server under test. With nginx as the upstream, Tessera's runs were such runs (core 1
@@ -62,10 +64,11 @@ CONF
 # The upstream, on core 1 (with the load generator), the same for every run.
 if [ "${UPSTREAM:-lean}" = nginx ]; then
   nginx_conf upstream "server { listen 127.0.0.1:$UP_PORT; location / { return 200 'ok'; } }"
-  taskset -c 1 "$NGINX" -p "$WORK/upstream" -c "$WORK/upstream/nginx.conf" & PIDS+=($!)
+  taskset -c 1 "$NGINX" -p "$WORK/upstream" -c "$WORK/upstream/nginx.conf" & UP_PID=$!
 else
-  taskset -c 1 "$UPSTREAM_BIN" 127.0.0.1:$UP_PORT & PIDS+=($!)
+  taskset -c 1 "$UPSTREAM_BIN" 127.0.0.1:$UP_PORT & UP_PID=$!
 fi
+PIDS+=($UP_PID)
 wait_port $UP_PORT
 
 # Tessera on core 0: one server with 1,000 tokens, one with 1,000,000.
@@ -85,6 +88,7 @@ configure() { # $1 = admin port; prints the admin's account id (the seeded token
                  {\"name\": \"open\", \"service\": \"up\", \"path_prefix\": \"/open\", \"auth\": \"none\"}]}" >/dev/null
 }
 start_tessera "$WORK/tessera.db" $ADMIN_PORT $GW_PORT
+SMALL_PID=$TESSERA_PID
 MAP_ACCOUNT_ID=$(configure $ADMIN_PORT)
 "$SEED" "$WORK/tessera.db" 1000 "$WORK/keys.txt" 1000 2>>"$WORK/tessera.log"
 # Token values are deterministic: the big database's first 1,000 are the same 1,000 keys.
@@ -117,7 +121,9 @@ nginx_conf proxy "$(proxy_conf $NGX_PORT 'proxy_set_header X-Forwarded-For $remo
     proxy_set_header X-Forwarded-Proto $scheme; proxy_set_header X-Forwarded-Host $http_host;
     proxy_set_header X-Tessera-Token-Id $api_token_id; proxy_set_header X-Tessera-Account-Id $api_account_id;')"
 nginx_conf proxy-min "$(proxy_conf $NGX_MIN_PORT '')"
-for n in proxy proxy-min; do taskset -c 0 "$NGINX" -p "$WORK/$n" -c "$WORK/$n/nginx.conf" & PIDS+=($!); done
+taskset -c 0 "$NGINX" -p "$WORK/proxy" -c "$WORK/proxy/nginx.conf" & NGX_PID=$!
+taskset -c 0 "$NGINX" -p "$WORK/proxy-min" -c "$WORK/proxy-min/nginx.conf" & NGX_MIN_PID=$!
+PIDS+=($NGX_PID $NGX_MIN_PID)
 wait_port $NGX_PORT; wait_port $NGX_MIN_PORT
 
 # wrk rotates over the keys, one a request. The requests are built once, in init: built
@@ -139,12 +145,15 @@ lua keys "$WORK/keys.txt"
 
 # The cpu0 and cpu1 lines of /proc/stat.
 cores() { grep -E '^cpu[01] ' /proc/stat; }
-run() { # $1 = url, $2 = lua script or ""; prints "req/s p50_ms p99_ms idle0_% idle1_%"
+# CPU time (user + system, all threads, in clock ticks) a process has used.
+ticks() { awk '{ print $14 + $15 }' /proc/"$1"/stat; }
+run() { # $1 = url, $2 = lua script or "", $3 = pid of the server under test;
+        # prints "req/s p50_ms p99_ms idle0_% idle1_% server_cpu_µs_a_request"
   local args=(-t1 -c$CONNS -d${DURATION}s --latency)
   [ -n "$2" ] && args+=(-s "$2")
-  cores > "$WORK/cores.before"
+  cores > "$WORK/cores.before"; local t0; t0=$(ticks "$3")
   taskset -c 1 wrk "${args[@]}" "$1" > "$WORK/wrk.out"
-  cores > "$WORK/cores.after"
+  cores > "$WORK/cores.after"; local t1; t1=$(ticks "$3")
   if grep -q "Non-2xx" "$WORK/wrk.out"; then echo "non-2xx answers from $1:" >&2; cat "$WORK/wrk.out" >&2; exit 1; fi
   awk '
     function ms(v) { if (v ~ /us$/) return v/1000; if (v ~ /ms$/) return v+0; if (v ~ /s$/) return v*1000; return v }
@@ -155,23 +164,26 @@ run() { # $1 = url, $2 = lua script or ""; prints "req/s p50_ms p99_ms idle0_% i
     n = NF / 2; total = 0 # user … steal (guest time is counted in user)
     for (i = 2; i <= 9; i++) total += $(i + n) - $i
     printf " %.1f", 100 * (($(n + 5) - $5) + ($(n + 6) - $6)) / total }'
+  # The server's CPU time a request, in µs (a clock tick is 1/100 s), whichever core
+  # bound the run: what each request cost the server under test.
+  awk -v t=$((t1 - t0)) '/requests in/ { printf " %.2f", t * 10000 / $1 }' "$WORK/wrk.out"
   echo
 }
 
 # Warm the caches and pools, then measure.
-run "http://127.0.0.1:$GW_PORT/checked" "$WORK/keys.lua" >/dev/null
-run "http://127.0.0.1:$BIG_GW_PORT/checked" "$WORK/keys.lua" >/dev/null
+run "http://127.0.0.1:$GW_PORT/checked" "$WORK/keys.lua" $SMALL_PID >/dev/null
+run "http://127.0.0.1:$BIG_GW_PORT/checked" "$WORK/keys.lua" $BIG_PID >/dev/null
 
-one() { # $1 = which run; appends its "req/s p50 p99 idle0 idle1" line to $WORK/$1.txt
+one() { # $1 = which run; appends its run line (see run) to $WORK/$1.txt
   case $1 in
-    raw) run "http://127.0.0.1:$UP_PORT/" "" ;;
-    nginx) run "http://127.0.0.1:$NGX_PORT/" "$WORK/keys.lua" ;;
-    nginxmin) run "http://127.0.0.1:$NGX_MIN_PORT/" "$WORK/keys.lua" ;;
-    tessera) run "http://127.0.0.1:$GW_PORT/checked" "$WORK/keys.lua" ;;
+    raw) run "http://127.0.0.1:$UP_PORT/" "" $UP_PID ;;
+    nginx) run "http://127.0.0.1:$NGX_PORT/" "$WORK/keys.lua" $NGX_PID ;;
+    nginxmin) run "http://127.0.0.1:$NGX_MIN_PORT/" "$WORK/keys.lua" $NGX_MIN_PID ;;
+    tessera) run "http://127.0.0.1:$GW_PORT/checked" "$WORK/keys.lua" $SMALL_PID ;;
     # The same requests (keys included; an auth: none route ignores them): the two
     # runs differ only in the checks.
-    open) run "http://127.0.0.1:$GW_PORT/open" "$WORK/keys.lua" ;;
-    big) run "http://127.0.0.1:$BIG_GW_PORT/checked" "$WORK/keys.lua" ;;
+    open) run "http://127.0.0.1:$GW_PORT/open" "$WORK/keys.lua" $SMALL_PID ;;
+    big) run "http://127.0.0.1:$BIG_GW_PORT/checked" "$WORK/keys.lua" $BIG_PID ;;
   esac >> "$WORK/$1.txt"
 }
 for round in $(seq "$ROUNDS"); do
@@ -183,12 +195,12 @@ for round in $(seq "$ROUNDS"); do
 done
 # The median of each column of a file of run lines.
 median() { for col in $(seq "$(awk '{ print NF; exit }' "$1")"); do awk -v c=$col '{ print $c }' "$1" | sort -g | sed -n "$(( ($(wc -l < "$1") + 1) / 2 ))p"; done | xargs; }
-read -r RAW_RPS RAW_P50 RAW_P99 RAW_I0 RAW_I1 < <(median "$WORK/raw.txt")
-read -r NGX_RPS NGX_P50 NGX_P99 NGX_I0 NGX_I1 < <(median "$WORK/nginx.txt")
-read -r MIN_RPS MIN_P50 MIN_P99 MIN_I0 MIN_I1 < <(median "$WORK/nginxmin.txt")
-read -r TSR_RPS TSR_P50 TSR_P99 TSR_I0 TSR_I1 < <(median "$WORK/tessera.txt")
-read -r OPEN_RPS OPEN_P50 OPEN_P99 OPEN_I0 OPEN_I1 < <(median "$WORK/open.txt")
-read -r BIG_RPS BIG_P50 BIG_P99 BIG_I0 BIG_I1 < <(median "$WORK/big.txt")
+read -r RAW_RPS RAW_P50 RAW_P99 RAW_I0 RAW_I1 RAW_CPU < <(median "$WORK/raw.txt")
+read -r NGX_RPS NGX_P50 NGX_P99 NGX_I0 NGX_I1 NGX_CPU < <(median "$WORK/nginx.txt")
+read -r MIN_RPS MIN_P50 MIN_P99 MIN_I0 MIN_I1 MIN_CPU < <(median "$WORK/nginxmin.txt")
+read -r TSR_RPS TSR_P50 TSR_P99 TSR_I0 TSR_I1 TSR_CPU < <(median "$WORK/tessera.txt")
+read -r OPEN_RPS OPEN_P50 OPEN_P99 OPEN_I0 OPEN_I1 OPEN_CPU < <(median "$WORK/open.txt")
+read -r BIG_RPS BIG_P50 BIG_P99 BIG_I0 BIG_I1 BIG_CPU < <(median "$WORK/big.txt")
 
 # Memory per cached token: RSS before and after 100,000 distinct tokens are cached.
 rss() { awk '/VmRSS/ { print $2 }' /proc/"$BIG_PID"/status; }
@@ -200,25 +212,26 @@ AFTER=$(rss)
 # Each ratio is the median over rounds of that round's ratio: the two runs it compares
 # ran seconds apart, so a drift of the VM's speed across the run cancels out.
 # The rounds' own ratios, in round order: how far one run of this script can be trusted.
-rounds() { # $1, $2 = files of run lines, $3 = column (1 req/s, 3 p99)
+rounds() { # $1, $2 = files of run lines, $3 = column (1 req/s, 3 p99, 6 server CPU)
   paste -d' ' "$1" "$2" | awk -v c="$3" '{ printf "%s%.2f", (NR > 1 ? " " : ""), $c / $(c + NF / 2) }'
 }
 ratio() { # as rounds; their median (rounding keeps the order, so it is the same round's)
   rounds "$@" | tr ' ' '\n' | sort -g | awk '{ v[NR] = $1 } END { printf "%s", v[int((NR + 1) / 2)] }'
 }
-row() { printf '%-44s %10s %9s %9s %8s %8s\n' "$@"; }
-printf '\n'; row "median of $ROUNDS (${CONNS} conns, ${DURATION}s, wrk core 1)" "req/s" "p50 ms" "p99 ms" "idle 0%" "idle 1%"
-row "raw upstream (${UPSTREAM:-lean}, core 1)" "$RAW_RPS" "$RAW_P50" "$RAW_P99" "$RAW_I0" "$RAW_I1"
-row "nginx proxy + map, the gateway's headers" "$NGX_RPS" "$NGX_P50" "$NGX_P99" "$NGX_I0" "$NGX_I1"
-row "nginx proxy + map, no added headers" "$MIN_RPS" "$MIN_P50" "$MIN_P99" "$MIN_I0" "$MIN_I1"
-row "tessera gateway, 1,000 tokens (core 0)" "$TSR_RPS" "$TSR_P50" "$TSR_P99" "$TSR_I0" "$TSR_I1"
-row "tessera gateway, auth: none (core 0)" "$OPEN_RPS" "$OPEN_P50" "$OPEN_P99" "$OPEN_I0" "$OPEN_I1"
-row "tessera gateway, 1,000,000 tokens in db" "$BIG_RPS" "$BIG_P50" "$BIG_P99" "$BIG_I0" "$BIG_I1"
+row() { printf '%-44s %10s %9s %9s %8s %8s %8s\n' "$@"; }
+printf '\n'; row "median of $ROUNDS (${CONNS} conns, ${DURATION}s, wrk core 1)" "req/s" "p50 ms" "p99 ms" "idle 0%" "idle 1%" "cpu µs"
+row "raw upstream (${UPSTREAM:-lean}, core 1)" "$RAW_RPS" "$RAW_P50" "$RAW_P99" "$RAW_I0" "$RAW_I1" "$RAW_CPU"
+row "nginx proxy + map, the gateway's headers" "$NGX_RPS" "$NGX_P50" "$NGX_P99" "$NGX_I0" "$NGX_I1" "$NGX_CPU"
+row "nginx proxy + map, no added headers" "$MIN_RPS" "$MIN_P50" "$MIN_P99" "$MIN_I0" "$MIN_I1" "$MIN_CPU"
+row "tessera gateway, 1,000 tokens (core 0)" "$TSR_RPS" "$TSR_P50" "$TSR_P99" "$TSR_I0" "$TSR_I1" "$TSR_CPU"
+row "tessera gateway, auth: none (core 0)" "$OPEN_RPS" "$OPEN_P50" "$OPEN_P99" "$OPEN_I0" "$OPEN_I1" "$OPEN_CPU"
+row "tessera gateway, 1,000,000 tokens in db" "$BIG_RPS" "$BIG_P50" "$BIG_P99" "$BIG_I0" "$BIG_I1" "$BIG_CPU"
 echo
 echo "throughput  tessera / nginx:               $(ratio "$WORK/tessera.txt" "$WORK/nginx.txt" 1)   (goal >= 1.0)"
 echo "p99         tessera / nginx:               $(ratio "$WORK/tessera.txt" "$WORK/nginx.txt" 3)   (goal <= 1.2)"
 echo "throughput  checks / auth none:            $(ratio "$WORK/tessera.txt" "$WORK/open.txt" 1)   (goal >= 0.9)"
 echo "throughput  1,000,000 / 1,000 tokens:      $(ratio "$WORK/big.txt" "$WORK/tessera.txt" 1)   (goal >= 0.9)"
+echo "reference   server CPU a request, nginx / tessera: $(ratio "$WORK/nginx.txt" "$WORK/tessera.txt" 6); auth none / checks: $(ratio "$WORK/open.txt" "$WORK/tessera.txt" 6)"
 echo "reference   tessera / nginx, no added headers: $(ratio "$WORK/tessera.txt" "$WORK/nginxmin.txt" 1)   (p99 $(ratio "$WORK/tessera.txt" "$WORK/nginxmin.txt" 3))"
 echo
 echo "each round's ratios, in order:"
@@ -227,5 +240,6 @@ echo "  p99 tessera / nginx:  $(rounds "$WORK/tessera.txt" "$WORK/nginx.txt" 3)"
 echo "  checks / auth none:   $(rounds "$WORK/tessera.txt" "$WORK/open.txt" 1)"
 echo "  1,000,000 / 1,000:    $(rounds "$WORK/big.txt" "$WORK/tessera.txt" 1)"
 echo "  tessera / nginx, no added headers: $(rounds "$WORK/tessera.txt" "$WORK/nginxmin.txt" 1)"
+echo "  CPU a request, auth none / checks: $(rounds "$WORK/open.txt" "$WORK/tessera.txt" 6)"
 echo
 echo "memory per cached token:                   $(( (AFTER - BEFORE) * 1024 / 100000 )) bytes (RSS $BEFORE -> $AFTER KiB over 100,000 tokens)"
