@@ -20,8 +20,8 @@
 # rounds is moved by fewer of them. Both Tessera servers run side by side on core 0 (only
 # the one under load is busy), so the 1,000,000-token run is interleaved too.
 # Each line also gives the server's CPU time a request (user and system, all its threads,
-# from /proc/PID/stat): what the checks cost, whichever core set the pace of the run.
-# Each line also gives the two cores' idle time (median over rounds): a run whose core 1
+# from /proc/PID/stat): what the checks cost, whichever core set the pace of the run;
+# and the two cores' idle time (median over rounds): a run whose core 1
 # (the load generator's and the upstream's) has none left measures that core, not the
 # server under test. With nginx as the upstream, Tessera's runs were such runs (core 1
 # idle 0.2-2.6%, core 0 4-11%; nginx's the other way round): nginx's `return 200` took
@@ -146,6 +146,7 @@ lua keys "$WORK/keys.txt"
 # The cpu0 and cpu1 lines of /proc/stat.
 cores() { grep -E '^cpu[01] ' /proc/stat; }
 # CPU time (user + system, all threads, in clock ticks) a process has used.
+HZ=$(getconf CLK_TCK)
 ticks() { awk '{ print $14 + $15 }' /proc/"$1"/stat; }
 run() { # $1 = url, $2 = lua script or "", $3 = pid of the server under test;
         # prints "req/s p50_ms p99_ms idle0_% idle1_% server_cpu_µs_a_request"
@@ -164,9 +165,8 @@ run() { # $1 = url, $2 = lua script or "", $3 = pid of the server under test;
     n = NF / 2; total = 0 # user … steal (guest time is counted in user)
     for (i = 2; i <= 9; i++) total += $(i + n) - $i
     printf " %.1f", 100 * (($(n + 5) - $5) + ($(n + 6) - $6)) / total }'
-  # The server's CPU time a request, in µs (a clock tick is 1/100 s), whichever core
-  # bound the run: what each request cost the server under test.
-  awk -v t=$((t1 - t0)) '/requests in/ { printf " %.2f", t * 10000 / $1 }' "$WORK/wrk.out"
+  # The server's CPU time a request, in µs, whichever core bound the run.
+  awk -v t=$((t1 - t0)) -v hz="$HZ" '/requests in/ { printf " %.2f", t * 1e6 / hz / $1 }' "$WORK/wrk.out"
   echo
 }
 
