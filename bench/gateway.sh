@@ -170,11 +170,7 @@ run() { # $1 = url, $2 = lua script or "", $3 = pid of the server under test;
   echo
 }
 
-# Warm the caches and pools, then measure.
-run "http://127.0.0.1:$GW_PORT/checked" "$WORK/keys.lua" $SMALL_PID >/dev/null
-run "http://127.0.0.1:$BIG_GW_PORT/checked" "$WORK/keys.lua" $BIG_PID >/dev/null
-
-one() { # $1 = which run; appends its run line (see run) to $WORK/$1.txt
+one() { # $1 = which run, $2 = where its run line (see run) goes (default $WORK/$1.txt)
   case $1 in
     raw) run "http://127.0.0.1:$UP_PORT/" "" $UP_PID ;;
     nginx) run "http://127.0.0.1:$NGX_PORT/" "$WORK/keys.lua" $NGX_PID ;;
@@ -184,8 +180,10 @@ one() { # $1 = which run; appends its run line (see run) to $WORK/$1.txt
     # runs differ only in the checks.
     open) run "http://127.0.0.1:$GW_PORT/open" "$WORK/keys.lua" $SMALL_PID ;;
     big) run "http://127.0.0.1:$BIG_GW_PORT/checked" "$WORK/keys.lua" $BIG_PID ;;
-  esac >> "$WORK/$1.txt"
+  esac >> "${2:-$WORK/$1.txt}"
 }
+# Warm the caches and pools, then measure.
+one tessera /dev/null; one big /dev/null
 for round in $(seq "$ROUNDS"); do
   # Every other round runs in reverse order. The runs a ratio compares stay next to each
   # other, but each goes first in half the rounds, so that what a run leaves behind for
@@ -195,12 +193,6 @@ for round in $(seq "$ROUNDS"); do
 done
 # The median of each column of a file of run lines.
 median() { for col in $(seq "$(awk '{ print NF; exit }' "$1")"); do awk -v c=$col '{ print $c }' "$1" | sort -g | sed -n "$(( ($(wc -l < "$1") + 1) / 2 ))p"; done | xargs; }
-read -r RAW_RPS RAW_P50 RAW_P99 RAW_I0 RAW_I1 RAW_CPU < <(median "$WORK/raw.txt")
-read -r NGX_RPS NGX_P50 NGX_P99 NGX_I0 NGX_I1 NGX_CPU < <(median "$WORK/nginx.txt")
-read -r MIN_RPS MIN_P50 MIN_P99 MIN_I0 MIN_I1 MIN_CPU < <(median "$WORK/nginxmin.txt")
-read -r TSR_RPS TSR_P50 TSR_P99 TSR_I0 TSR_I1 TSR_CPU < <(median "$WORK/tessera.txt")
-read -r OPEN_RPS OPEN_P50 OPEN_P99 OPEN_I0 OPEN_I1 OPEN_CPU < <(median "$WORK/open.txt")
-read -r BIG_RPS BIG_P50 BIG_P99 BIG_I0 BIG_I1 BIG_CPU < <(median "$WORK/big.txt")
 
 # Memory per cached token: RSS growth while 100,000 more tokens get cached, divided by
 # the tokens the verifier read from the database meanwhile (its miss counter). A first
@@ -218,7 +210,10 @@ sleep 2 # the warm-up's last access-log batch is written
 BEFORE=$(rss); MISSES_BEFORE=$(misses)
 taskset -c 1 wrk -t1 -c$CONNS -d10s -s "$WORK/keys100k.lua" "http://127.0.0.1:$BIG_GW_PORT/checked" >/dev/null
 sleep 2
-AFTER=$(rss); CACHED=$(( $(misses) - MISSES_BEFORE ))
+AFTER=$(rss); MISSES_AFTER=$(misses)
+[ -n "$MISSES_BEFORE" ] && [ -n "$MISSES_AFTER" ] && [ "$MISSES_AFTER" -gt "$MISSES_BEFORE" ] \
+  || { echo "no token-cache misses counted on :$BIG_ADMIN_PORT/metrics ($MISSES_BEFORE -> $MISSES_AFTER)" >&2; exit 1; }
+CACHED=$(( MISSES_AFTER - MISSES_BEFORE ))
 
 # Each ratio is the median over rounds of that round's ratio: the two runs it compares
 # ran seconds apart, so a drift of the VM's speed across the run cancels out.
@@ -231,12 +226,17 @@ ratio() { # as rounds; their median (rounding keeps the order, so it is the same
 }
 row() { printf '%-44s %10s %9s %9s %8s %8s %8s\n' "$@"; }
 printf '\n'; row "median of $ROUNDS (${CONNS} conns, ${DURATION}s, wrk core 1)" "req/s" "p50 ms" "p99 ms" "idle 0%" "idle 1%" "cpu µs"
-row "raw upstream (${UPSTREAM:-lean}, core 1)" "$RAW_RPS" "$RAW_P50" "$RAW_P99" "$RAW_I0" "$RAW_I1" "$RAW_CPU"
-row "nginx proxy + map, the gateway's headers" "$NGX_RPS" "$NGX_P50" "$NGX_P99" "$NGX_I0" "$NGX_I1" "$NGX_CPU"
-row "nginx proxy + map, no added headers" "$MIN_RPS" "$MIN_P50" "$MIN_P99" "$MIN_I0" "$MIN_I1" "$MIN_CPU"
-row "tessera gateway, 1,000 tokens (core 0)" "$TSR_RPS" "$TSR_P50" "$TSR_P99" "$TSR_I0" "$TSR_I1" "$TSR_CPU"
-row "tessera gateway, auth: none (core 0)" "$OPEN_RPS" "$OPEN_P50" "$OPEN_P99" "$OPEN_I0" "$OPEN_I1" "$OPEN_CPU"
-row "tessera gateway, 1,000,000 tokens in db" "$BIG_RPS" "$BIG_P50" "$BIG_P99" "$BIG_I0" "$BIG_I1" "$BIG_CPU"
+while read -r r label; do
+  # shellcheck disable=SC2046 # the median's columns, one argument each
+  row "$label" $(median "$WORK/$r.txt")
+done <<ROWS
+raw raw upstream (${UPSTREAM:-lean}, core 1)
+nginx nginx proxy + map, the gateway's headers
+nginxmin nginx proxy + map, no added headers
+tessera tessera gateway, 1,000 tokens (core 0)
+open tessera gateway, auth: none (core 0)
+big tessera gateway, 1,000,000 tokens in db
+ROWS
 echo
 echo "throughput  tessera / nginx:               $(ratio "$WORK/tessera.txt" "$WORK/nginx.txt" 1)   (goal >= 1.0)"
 echo "p99         tessera / nginx:               $(ratio "$WORK/tessera.txt" "$WORK/nginx.txt" 3)   (goal <= 1.2)"

@@ -9,7 +9,7 @@
 //! Usage: `bench_upstream ADDR` (e.g. `127.0.0.1:19001`). Requests must have no body
 //! (the benchmark sends GETs).
 
-use tessera_core::{Clock, SystemClock};
+use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -34,10 +34,29 @@ fn main() -> std::io::Result<()> {
 
 /// The answer, with the same header lines as nginx's `return 200 'ok'` (the proxies
 /// pass them on, and the load generator parses them).
-fn answer(date: &str, out: &mut Vec<u8>) {
+fn answer(out: &mut Vec<u8>) {
     out.extend_from_slice(b"HTTP/1.1 200 OK\r\nServer: bench-upstream\r\nDate: ");
-    out.extend_from_slice(date.as_bytes());
+    http_date(|date| out.extend_from_slice(date.as_bytes()));
     out.extend_from_slice(b"\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok");
+}
+
+/// Calls `f` with `Date`'s value, formatted once a second (as the gateway does for its
+/// own answers): this upstream shares the load generator's core, and wrk sends one
+/// request a read, so formatting once per read was still once per answer.
+#[allow(clippy::disallowed_methods)] // wire time, not a domain clock
+fn http_date(f: impl FnOnce(&str)) {
+    thread_local! {
+        static CACHED: std::cell::RefCell<(u64, String)> = const { std::cell::RefCell::new((0, String::new())) };
+    }
+    let now = SystemTime::now();
+    let secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    CACHED.with_borrow_mut(|(at, value)| {
+        if *at != secs {
+            *at = secs;
+            *value = httpdate::fmt_http_date(now);
+        }
+        f(value)
+    })
 }
 
 async fn serve(mut stream: TcpStream) {
@@ -48,23 +67,14 @@ async fn serve(mut stream: TcpStream) {
             Ok(0) | Err(_) => return,
             Ok(_) => {}
         }
-        // Answer every complete head; keep the partial one that may follow. The date is
-        // formatted once for all the answers of a read, not once each: this upstream
-        // shares the load generator's core.
+        // Answer every complete head; keep the partial one that may follow.
         let mut done = 0;
-        let mut date = None;
         while let Some(at) = buf[done..]
             .windows(END_OF_HEAD.len())
             .position(|w| w == END_OF_HEAD)
         {
             done += at + END_OF_HEAD.len();
-            let date = date.get_or_insert_with(|| {
-                SystemClock
-                    .now()
-                    .format("%a, %d %b %Y %H:%M:%S GMT")
-                    .to_string()
-            });
-            answer(date, &mut out);
+            answer(&mut out);
         }
         buf.drain(..done);
         if !out.is_empty() {
