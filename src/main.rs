@@ -214,7 +214,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         ),
         _ => None,
     };
-    let scheme = if tls.is_some() { "https" } else { "http" };
+
     let store = AnyStore::connect(&args.database_url)
         .await
         .with_context(|| {
@@ -225,9 +225,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         })?;
     let config = ServerConfig {
         trusted_proxies: args.trusted_proxies,
-        tls: false,
+        tls,
         ..Default::default()
     };
+    let scheme = if config.is_tls() { "https" } else { "http" };
     let app = App::new(store, Arc::new(tessera_core::SystemClock), config);
     let admin_password = std::env::var("TESSERA_ADMIN_PASSWORD")
         .ok()
@@ -261,7 +262,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         None => eprintln!("  Sign in as 'admin' (or any account) at {admin_url}/api/v1/login"),
     }
     eprintln!("  Stop with Ctrl-C.");
-    tessera_server::serve(app, admin, gateway, tls, shutdown_signal())
+    tessera_server::serve(app, admin, gateway, shutdown_signal())
         .await
         .context("server error")?;
     eprintln!("Tessera stopped.");

@@ -116,7 +116,7 @@ impl TestApp {
         let url = format!("http://{}", admin.local_addr().unwrap());
         let gateway_url = format!("http://{}", gateway.local_addr().unwrap());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(tessera_server::serve(app, admin, gateway, None, async {
+        let server = tokio::spawn(tessera_server::serve(app, admin, gateway, async {
             let _ = rx.await;
         }));
         let mut app = TestApp {

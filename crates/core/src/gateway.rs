@@ -3,11 +3,11 @@
 //! server crate.
 
 use crate::clock::Timestamp;
+pub use crate::path::{normalize_path, PathError};
 use crate::permission::Permission;
 use crate::policy::FieldError;
 use crate::token::RateLimit;
 use serde::{Deserialize, Serialize};
-use std::borrow::Cow;
 
 /// An upstream service: base URLs picked round-robin, and a timeout.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -156,77 +156,6 @@ pub fn validate_methods(list: &[String]) -> Result<Vec<String>, FieldError> {
     Ok(out)
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum PathError {
-    #[error("the path has a percent-encoded '.', '/' or '\\'")]
-    EncodedSeparator,
-    #[error("the path does not start with '/'")]
-    NotAbsolute,
-}
-
-/// RFC 3986 dot-segment removal and `//` collapsing. A percent-encoded `.`, `/` or `\`
-/// is refused outright, so that no route can be reached through another.
-/// Answers no trailing `/` unless the path is `/` or ended in one (kept).
-/// Most paths are already normal and come back borrowed, with nothing allocated.
-pub fn normalize_path(raw: &str) -> Result<Cow<'_, str>, PathError> {
-    if !raw.starts_with('/') {
-        return Err(PathError::NotAbsolute);
-    }
-    let encoded_separator = raw.as_bytes().windows(3).any(|w| {
-        w[0] == b'%'
-            && matches!(
-                (w[1], w[2].to_ascii_lowercase()),
-                (b'2', b'e' | b'f') | (b'5', b'c')
-            )
-    });
-    if encoded_separator {
-        return Err(PathError::EncodedSeparator);
-    }
-    let mut segments = raw[1..].split('/').peekable();
-    let mut normal = true;
-    while let Some(seg) = segments.next() {
-        let last = segments.peek().is_none();
-        if (seg.is_empty() && !last) || seg == "." || seg == ".." {
-            normal = false;
-            break;
-        }
-    }
-    if normal {
-        return Ok(Cow::Borrowed(raw));
-    }
-    Ok(Cow::Owned(remove_dot_segments(raw)))
-}
-
-fn remove_dot_segments(raw: &str) -> String {
-    let mut out: Vec<&str> = Vec::new();
-    let segments: Vec<&str> = raw.split('/').collect();
-    let last = segments.len() - 1;
-    let mut trailing = false;
-    for (i, seg) in segments.iter().enumerate() {
-        match *seg {
-            "" => trailing = i == last && i > 0,
-            "." => trailing = i == last,
-            ".." => {
-                out.pop();
-                trailing = i == last;
-            }
-            s => {
-                out.push(s);
-                trailing = false;
-            }
-        }
-    }
-    let mut path = String::with_capacity(raw.len());
-    for s in &out {
-        path.push('/');
-        path.push_str(s);
-    }
-    if path.is_empty() || trailing {
-        path.push('/');
-    }
-    path
-}
-
 /// Whether `path` is under `prefix` at a `/` boundary (`/api` matches `/api` and
 /// `/api/x`, not `/apix`).
 pub fn prefix_matches(prefix: &str, path: &str) -> bool {
@@ -285,28 +214,6 @@ impl<R> RouteTable<R> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use proptest::prelude::*;
-
-    #[test]
-    fn normalization() {
-        let n = |s| normalize_path(s).unwrap().into_owned();
-        assert_eq!(n("/"), "/");
-        assert_eq!(n("/a/b"), "/a/b");
-        assert_eq!(n("/a//b"), "/a/b");
-        assert_eq!(n("/a/./b"), "/a/b");
-        assert_eq!(n("/a/../b"), "/b");
-        assert_eq!(n("/../../etc/passwd"), "/etc/passwd");
-        assert_eq!(n("/a/b/"), "/a/b/");
-        assert_eq!(n("/a/b/.."), "/a/");
-        assert_eq!(n("//"), "/");
-        assert_eq!(
-            normalize_path("/a/%2e%2e/b"),
-            Err(PathError::EncodedSeparator)
-        );
-        assert_eq!(normalize_path("/a%2Fb"), Err(PathError::EncodedSeparator));
-        assert_eq!(normalize_path("/a%5cb"), Err(PathError::EncodedSeparator));
-        assert_eq!(normalize_path("a"), Err(PathError::NotAbsolute));
-    }
 
     #[test]
     fn matching_is_at_a_slash_boundary_and_longest_wins() {
@@ -360,18 +267,5 @@ mod tests {
             vec!["GET"]
         );
         assert!(validate_methods(&["BREW".into()]).is_err());
-    }
-
-    proptest! {
-        #[test]
-        fn normalized_paths_are_fixed_points_without_dot_segments(segs in proptest::collection::vec(prop_oneof![Just("".to_string()), Just(".".to_string()), Just("..".to_string()), "[a-z]{1,3}"], 0..8)) {
-            let raw = format!("/{}", segs.join("/"));
-            let once = normalize_path(&raw).unwrap();
-            prop_assert_eq!(normalize_path(&once).unwrap(), once.clone());
-            prop_assert!(!once.contains("//"));
-            prop_assert!(!once.split('/').any(|s| s == "." || s == ".."));
-            // The borrowed fast path answers what the full algorithm would.
-            prop_assert_eq!(once.as_ref(), remove_dot_segments(&raw));
-        }
     }
 }

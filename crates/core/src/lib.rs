@@ -11,6 +11,7 @@ pub mod digest;
 pub mod error;
 pub mod gateway;
 pub mod ids;
+pub mod path;
 pub mod permission;
 pub mod policy;
 pub mod store;

@@ -143,6 +143,9 @@ pub struct ResponseHead {
     pub headers: HeaderBlock,
     /// The upstream's `Content-Length`, unless a transfer coding overrides it.
     pub length: Option<u64>,
+    /// The transfer codings other than `chunked` (`gzip`), as the upstream listed
+    /// them: passed on in front of the `chunked` the answer goes out with.
+    pub codings: Option<Vec<u8>>,
     pub framing: Framing,
     /// The connection can carry another request after this response's body.
     pub reusable: bool,
@@ -358,7 +361,8 @@ pub fn parse_response(
     let code = res.code.unwrap_or(0);
     let status = StatusCode::from_u16(code).map_err(|_| H1Error::Status(code))?;
     let mut reusable = res.version == Some(1);
-    let (mut chunked, mut coded, mut length) = (false, false, None::<u64>);
+    let (mut coded, mut length) = (false, None::<u64>);
+    let mut codings: Vec<&[u8]> = Vec::new();
     // Names that `Connection` lists, to leave out as well (rare).
     let mut listed: Vec<&[u8]> = Vec::new();
     let mut headers = HeaderBlock {
@@ -379,7 +383,12 @@ pub fn parse_response(
             }
             Field::TransferEncoding => {
                 coded = true;
-                chunked = last_token(h.value).eq_ignore_ascii_case(b"chunked");
+                codings.extend(
+                    h.value
+                        .split(|&b| b == b',')
+                        .map(<[u8]>::trim_ascii)
+                        .filter(|c| !c.is_empty()),
+                );
             }
             Field::ContentLength => {
                 for piece in h.value.split(|&b| b == b',') {
@@ -397,6 +406,16 @@ pub fn parse_response(
     if !listed.is_empty() {
         headers = headers.without(&listed);
     }
+    let is_chunked = |c: &&[u8]| c.eq_ignore_ascii_case(b"chunked");
+    let chunked = codings.last().is_some_and(is_chunked);
+    if chunked {
+        codings.pop();
+    }
+    // `chunked` anywhere but last is not a framing a recipient can read (RFC 9112 §6.1).
+    if codings.iter().any(is_chunked) {
+        return Err(H1Error::Chunked);
+    }
+    let codings = (!codings.is_empty()).then(|| codings.join(&b", "[..]));
     let framing = if head_request || is_bodiless(status) {
         Framing::Empty
     } else if coded {
@@ -422,6 +441,7 @@ pub fn parse_response(
             status,
             headers,
             length,
+            codings,
             framing,
             reusable,
         },
@@ -453,6 +473,13 @@ pub enum Field {
     XForwardedProto,
     /// `X-Tessera-Token-Id` or `X-Tessera-Account-Id`.
     Identity,
+    /// Another header that names the client's address or the way it came:
+    /// `Forwarded`, `X-Real-IP`, `True-Client-IP`, another `X-Forwarded-*`.
+    ClientAddress,
+    /// A name that is one of the carrier, identity or address headers above with `_`
+    /// for `-` (`X_Tessera_Token_Id`): an upstream that reads `_` as `-` (CGI, WSGI,
+    /// Rack) would take it for the real one, so it is never forwarded.
+    Lookalike,
     Other,
 }
 
@@ -492,7 +519,37 @@ pub fn field(name: &[u8]) -> Field {
         18 if is_name(name, b"proxy-authenticate") => Field::HopByHop,
         19 if is_name(name, b"proxy-authorization") => Field::HopByHop,
         20 if is_name(name, b"x-tessera-account-id") => Field::Identity,
-        _ if is_rate_limit_name(name) => Field::RateLimit,
+        9 if is_name(name, b"forwarded") || is_name(name, b"x-real-ip") => Field::ClientAddress,
+        14 if is_name(name, b"true-client-ip") => Field::ClientAddress,
+        _ => other_field(name),
+    }
+}
+
+/// [`field`] for the names not known by their length alone.
+fn other_field(name: &[u8]) -> Field {
+    if is_rate_limit_name(name) {
+        return Field::RateLimit;
+    }
+    if name.len() > 12 && is_name(&name[..12], b"x-forwarded-") {
+        return Field::ClientAddress;
+    }
+    if !name.contains(&b'_') {
+        return Field::Other;
+    }
+    let mut dashed = [0u8; 32];
+    let Some(dashed) = dashed.get_mut(..name.len()) else {
+        return Field::Other;
+    };
+    for (d, &b) in dashed.iter_mut().zip(name) {
+        *d = if b == b'_' { b'-' } else { b };
+    }
+    match field(dashed) {
+        Field::XApiKey
+        | Field::Identity
+        | Field::XForwardedFor
+        | Field::XForwardedHost
+        | Field::XForwardedProto
+        | Field::ClientAddress => Field::Lookalike,
         _ => Field::Other,
     }
 }
@@ -567,6 +624,19 @@ pub fn frame_body(headers: &mut HeaderMap, body: &impl hyper::body::Body) -> Fra
     framing
 }
 
+/// Writes the `Transfer-Encoding` of a chunked answer whose upstream applied other
+/// `codings` first (`gzip, chunked`), or plain `chunked`.
+pub fn write_chunked_codings(codings: Option<&[u8]>, out: &mut Vec<u8>) {
+    match codings {
+        Some(c) => {
+            out.extend_from_slice(b"transfer-encoding: ");
+            out.extend_from_slice(c);
+            out.extend_from_slice(b", chunked\r\n");
+        }
+        None => write_framing(Framing::Chunked, out),
+    }
+}
+
 /// Writes the lines that say how a message's body is framed ([`body_framing`]).
 pub fn write_framing(framing: Framing, out: &mut Vec<u8>) {
     match framing {
@@ -616,14 +686,6 @@ fn has_token(value: &[u8], token: &str) -> bool {
     value
         .split(|&b| b == b',')
         .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
-}
-
-fn last_token(value: &[u8]) -> &[u8] {
-    value
-        .rsplit(|&b| b == b',')
-        .next()
-        .unwrap_or(b"")
-        .trim_ascii()
 }
 
 /// Writes the status line and the headers.
@@ -804,14 +866,27 @@ mod tests {
             ("RateLimit-Remaining", Field::RateLimit),
             ("TE", Field::HopByHop),
             // One byte off, in a place OR-ing 0x20 could blur: other names.
-            ("x_api-key", Field::Other),
-            ("x-api_key", Field::Other),
+            ("x_api-key", Field::Lookalike),
+            ("x-api_key", Field::Lookalike),
             ("hosu", Field::Other),
             ("x-api-keyy", Field::Other),
             ("ratelimit_x", Field::Other),
             ("ratelimit-", Field::Other),
             ("content-lengtH", Field::ContentLength),
             ("content-length0", Field::Other),
+            ("Forwarded", Field::ClientAddress),
+            ("X-Real-IP", Field::ClientAddress),
+            ("True-Client-IP", Field::ClientAddress),
+            ("X-Forwarded-Port", Field::ClientAddress),
+            ("x-forwarded-", Field::Other),
+            ("X_Tessera_Token_Id", Field::Lookalike),
+            ("x-tessera_account-id", Field::Lookalike),
+            ("X_API_KEY", Field::Lookalike),
+            ("X_Forwarded_For", Field::Lookalike),
+            ("x_real_ip", Field::Lookalike),
+            ("X_Forwarded_Port", Field::Lookalike),
+            ("x_custom", Field::Other),
+            ("content_length", Field::Other),
         ] {
             assert_eq!(field(name.as_bytes()), expected, "{name}");
         }
@@ -934,6 +1009,20 @@ mod tests {
         assert!(
             r(b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 1\r\n\r\n").reusable
         );
+        // Codings other than `chunked` are kept, to be passed on.
+        let gzip = r(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n");
+        assert_eq!(gzip.framing, Framing::Chunked);
+        assert_eq!(gzip.codings.as_deref(), Some(&b"gzip"[..]));
+        let gzip =
+            r(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: br\r\n\r\n");
+        assert_eq!(gzip.framing, Framing::Close);
+        assert_eq!(gzip.codings.as_deref(), Some(&b"gzip, br"[..]));
+        assert!(chunked.codings.is_none());
+        assert!(response(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
+            false
+        )
+        .is_err());
         assert_eq!(
             r(b"HTTP/1.1 200 OK\r\nContent-Length: 7, 7\r\n\r\n").framing,
             Framing::Length(7)

@@ -7,11 +7,12 @@ use super::upstream::{Upstream, UpstreamError, UpstreamRequest, UpstreamResponse
 use super::{RouteEntry, Routing};
 use crate::http::error::ApiError;
 use crate::http::extract::{
-    bearer, carriers_in, client_ip_from, cookie_pair, cookie_pieces, is_trusted, Carrier,
+    carriers_in, client_ip_from, cookie_pair, cookie_pieces, is_trusted, Carrier,
 };
+use crate::http::MAX_HEADER_BYTES;
 use crate::verifier::{Carriers, Denial, RateLimitState, RequestLine, Verification, Verifier};
 use axum::body::Body;
-use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, Uri};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, Uri, Version};
 use axum::response::{IntoResponse, Response};
 use ipnet::IpNet;
 use quanta::Instant;
@@ -19,7 +20,8 @@ use std::borrow::Cow;
 use std::net::IpAddr;
 use std::sync::Arc;
 use tessera_core::error::ErrorCode;
-use tessera_core::gateway::{normalize_path, strip, RouteAuth};
+use tessera_core::gateway::{strip, RouteAuth};
+use tessera_core::path::{check_target_byte, is_upper_case_method, normalize_path, PathError};
 use tessera_core::usage::Listener;
 
 const TOKEN_ID: HeaderName = HeaderName::from_static("x-tessera-token-id");
@@ -50,6 +52,7 @@ impl Peer {
 pub struct GatewayRequest {
     pub method: Method,
     pub uri: Uri,
+    pub version: Version,
     pub headers: RequestHeaders,
     pub body: Body,
 }
@@ -61,14 +64,52 @@ impl GatewayRequest {
         Self {
             method: parts.method,
             uri: parts.uri,
+            version: parts.version,
             headers: RequestHeaders::from_map(&parts.headers),
             body,
         }
     }
 
-    /// The request as the access log keeps it, arrived at `started`.
-    fn line(&self, started: Instant) -> RequestLine {
-        RequestLine::new(self.method.as_str(), self.uri.path(), started)
+    /// The request's one meaning, decided before anything reads it: its normalized
+    /// path, or the contract's error for a request that could mean more than one thing
+    /// ("One request, one meaning"): headers over the limit, a method that is not an
+    /// upper-case token, no `Host` or more than one, a path or query the gateway does
+    /// not accept.
+    pub fn judge<'u>(&self, uri: &'u Uri) -> Result<Cow<'u, str>, ApiError> {
+        if self.headers.size() > MAX_HEADER_BYTES {
+            return Err(ApiError::code(ErrorCode::HeadersTooLarge));
+        }
+        if !is_upper_case_method(self.method.as_str()) {
+            return Err(ApiError::invalid_request(
+                "The method must be an upper-case token.",
+            ));
+        }
+        let hosts = self.headers.values(Field::Host).count();
+        // HTTP/1.1 needs exactly one `Host` (RFC 9112 §3.2); HTTP/2 may carry the
+        // authority in `:authority` instead; HTTP/1.0 predates `Host`.
+        let host_ok = match self.version {
+            Version::HTTP_11 => hosts == 1,
+            Version::HTTP_2 | Version::HTTP_3 => {
+                hosts == 1 || (hosts == 0 && uri.authority().is_some())
+            }
+            _ => hosts <= 1,
+        };
+        if !host_ok {
+            return Err(ApiError::invalid_request(
+                "The request must carry exactly one Host header.",
+            ));
+        }
+        let reject = |e: PathError| ApiError::invalid_request(e.to_string());
+        for &b in uri.query().unwrap_or("").as_bytes() {
+            check_target_byte(b).map_err(reject)?;
+        }
+        normalize_path(uri.path()).map_err(reject)
+    }
+
+    /// The request as the access log keeps it, for its normalized `path`, arrived at
+    /// `started`.
+    fn line(&self, path: &str, started: Instant) -> RequestLine {
+        RequestLine::new(self.method.as_str(), path, started)
     }
 
     /// Where the request may carry a token.
@@ -199,7 +240,7 @@ impl Proxy {
     pub async fn forward_auth(&self, req: GatewayRequest, peer: &Peer, started: Instant) -> Answer {
         // Read first, as in `handle`: its slot arrives while the rest is worked out.
         let credential = self.verifier.credential(req.carriers());
-        let line = req.line(started);
+        let line = req.line("/_tessera/verify", started);
         let ip = self.client_ip(&req.headers, peer);
         let mut scopes = Vec::new();
         for (k, v) in form_pairs(req.uri.query().unwrap_or("")) {
@@ -234,14 +275,15 @@ impl Proxy {
         answer
     }
 
-    /// Every other gateway request (arrived at `started`): route, check, forward.
-    pub async fn handle(&self, req: GatewayRequest, peer: &Peer, started: Instant) -> Answer {
-        let Ok(path) = normalize_path(req.uri.path()) else {
-            return ApiError::invalid_request(
-                "The path has a percent-encoded '.', '/' or '\\', which no route accepts.",
-            )
-            .into();
-        };
+    /// Every other gateway request (arrived at `started`), at its normalized `path`
+    /// ([`GatewayRequest::judge`]): route, check, forward.
+    pub async fn handle(
+        &self,
+        req: GatewayRequest,
+        path: Cow<'_, str>,
+        peer: &Peer,
+        started: Instant,
+    ) -> Answer {
         let snapshot = self.routing.current();
         let Some(entry) = snapshot.table.find(&path, req.method.as_str()).cloned() else {
             return ApiError::new(
@@ -259,7 +301,7 @@ impl Proxy {
         if entry.route.auth == RouteAuth::Token {
             let credential = self.verifier.credential(req.carriers());
             let ip = self.client_ip(&req.headers, peer);
-            let line = req.line(started);
+            let line = req.line(&path, started);
             let v = self.verifier.verify_credential(credential, ip).await;
             match self.admit(&entry, &v) {
                 Ok(a) => admitted = Some((a, v, line, ip)),
@@ -332,6 +374,10 @@ impl Proxy {
     ) -> Answer {
         match upstream.send(req, entry.service.timeout).await {
             Err(UpstreamError::Timeout) => ApiError::code(ErrorCode::GatewayTimeout).into(),
+            Err(UpstreamError::RequestBody(e)) => {
+                tracing::debug!(error = %e, "request body refused");
+                ApiError::invalid_request("The request body is malformed or was cut short.").into()
+            }
             Err(e) => {
                 tracing::warn!(error = %e, service = %entry.service.name, upstream = %upstream.base, "upstream request failed");
                 ApiError::code(ErrorCode::BadGateway).into()
@@ -403,9 +449,13 @@ pub fn write_upstream_headers(
 
 /// Writes the header lines the upstream gets: the client's, less the hop-by-hop
 /// ones (and those that `Connection` lists), the credential (the `X-API-KEY` header,
-/// a Bearer `Authorization`, the `X-API-KEY` piece of `Cookie`), the framing, and
-/// whatever the client sent under the names the gateway sets itself: `X-Forwarded-*`
-/// and the identity lines (none on an `auth: none` route).
+/// an `Authorization` whose scheme is Bearer, the `X-API-KEY` piece of `Cookie`), the
+/// framing, the identity lines and their look-alikes ([`Field::Lookalike`]), and,
+/// unless the peer is a trusted proxy, whatever the client said of its own address or
+/// scheme (`Forwarded`, `X-Real-IP`, `True-Client-IP`, `X-Forwarded-*`). Then the
+/// gateway's own: `X-Forwarded-For` (a trusted proxy's list, with the proxy added),
+/// `-Proto` and `-Host` (a trusted proxy's own if it sent them), and the identity
+/// (none on an `auth: none` route).
 fn write_forwarded_headers(
     headers: &RequestHeaders,
     peer: &Peer,
@@ -416,6 +466,7 @@ fn write_forwarded_headers(
     // Names beyond `close` and `keep-alive` (rare): no allocation when there are none.
     let listed: Vec<&[u8]> = connection_options(headers.values(Field::Connection)).collect();
     let mut host = None;
+    let (mut has_proto, mut has_host) = (false, false);
     let mut cookies: Vec<&[u8]> = Vec::new();
     for (field, name, value) in headers.iter() {
         match field {
@@ -427,13 +478,21 @@ fn write_forwarded_headers(
                 add_cookies_but_the_key(value, &mut cookies);
                 continue;
             }
-            Field::Authorization if bearer(value).is_some() => continue,
+            Field::Authorization if is_bearer_scheme(value) => continue,
+            Field::XForwardedProto | Field::XForwardedHost | Field::ClientAddress
+                if peer.trusted =>
+            {
+                has_proto |= field == Field::XForwardedProto;
+                has_host |= field == Field::XForwardedHost;
+            }
             Field::XApiKey
             | Field::ContentLength
             | Field::XForwardedFor
             | Field::XForwardedHost
             | Field::XForwardedProto
-            | Field::Identity => continue,
+            | Field::ClientAddress
+            | Field::Identity
+            | Field::Lookalike => continue,
             f if f.is_hop_by_hop() => continue,
             _ => {}
         }
@@ -462,11 +521,25 @@ fn write_forwarded_headers(
     }
     out.extend_from_slice(peer.text.as_bytes());
     out.extend_from_slice(b"\r\n");
-    write_header(b"x-forwarded-proto", scheme, out);
-    if let Some(h) = host {
+    if !has_proto {
+        write_header(b"x-forwarded-proto", scheme, out);
+    }
+    if let (Some(h), false) = (host, has_host) {
         write_header(b"x-forwarded-host", h, out);
     }
     out.extend_from_slice(identity);
+}
+
+/// Whether an `Authorization` value's scheme is Bearer, in any case and whatever
+/// follows it (a tab, several spaces, nothing): such a header is never forwarded,
+/// whether or not it held a token the gateway could read.
+fn is_bearer_scheme(value: &[u8]) -> bool {
+    let value = value.trim_ascii_start();
+    let scheme = value
+        .split(|b| b.is_ascii_whitespace())
+        .next()
+        .unwrap_or(b"");
+    scheme.eq_ignore_ascii_case(b"bearer")
 }
 
 /// Adds the cookies of a `Cookie` value but the `X-API-KEY` one (read as the carriers
@@ -515,20 +588,36 @@ mod tests {
             Connection: keep-alive, X-Custom\r\nX-Custom: 1\r\nTE: trailers\r\nX-Kept: 1\r\n\
             X-Forwarded-For: 203.0.113.7\r\nX-Forwarded-Proto: https\r\n\
             X-Forwarded-Host: forged\r\nX-Tessera-Token-Id: tok_forged\r\n\
-            x-tessera-account-id: acc_forged\r\nContent-Length: 0\r\n\r\n";
-        let identity_and_forwarded = |xff: &str| {
-            format!(
-                "X-Kept: 1\r\ncookie: theme=dark; lang=en\r\nx-forwarded-for: {xff}\r\n\
-                 x-forwarded-proto: http\r\nx-forwarded-host: example.org\r\n\
-                 x-tessera-token-id: tok_1\r\n"
-            )
-        };
-        assert_eq!(forwarded(head, false), identity_and_forwarded("10.0.0.1"));
-        // A trusted proxy's list goes on, with the proxy added.
+            x-tessera-account-id: acc_forged\r\nX_Tessera_Token_Id: tok_forged\r\n\
+            x-tessera_account_id: acc_forged\r\nX_API_KEY: tsr_b\r\nForwarded: for=1.2.3.4\r\n\
+            X-Real-IP: 1.2.3.4\r\nTrue-Client-IP: 1.2.3.4\r\nX-Forwarded-Port: 443\r\n\
+            X_Forwarded_For: 1.2.3.4\r\nContent-Length: 0\r\n\r\n";
+        assert_eq!(
+            forwarded(head, false),
+            "X-Kept: 1\r\ncookie: theme=dark; lang=en\r\nx-forwarded-for: 10.0.0.1\r\n\
+             x-forwarded-proto: http\r\nx-forwarded-host: example.org\r\n\
+             x-tessera-token-id: tok_1\r\n"
+        );
+        // A trusted proxy's address lines go on, its list with the proxy added; the
+        // identity and its look-alikes never do.
         assert_eq!(
             forwarded(head, true),
-            identity_and_forwarded("203.0.113.7, 10.0.0.1")
+            "X-Kept: 1\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Host: forged\r\n\
+             Forwarded: for=1.2.3.4\r\nX-Real-IP: 1.2.3.4\r\nTrue-Client-IP: 1.2.3.4\r\n\
+             X-Forwarded-Port: 443\r\ncookie: theme=dark; lang=en\r\n\
+             x-forwarded-for: 203.0.113.7, 10.0.0.1\r\nx-tessera-token-id: tok_1\r\n"
         );
+        // A Bearer `Authorization` goes whatever its case and spacing.
+        for auth in [
+            &b"Bearer\ttsr_a"[..],
+            b"bearer  tsr_a",
+            b"BEARER tsr_a",
+            b" Bearer tsr_a",
+            b"Bearer",
+        ] {
+            assert!(is_bearer_scheme(auth), "{}", String::from_utf8_lossy(auth));
+        }
+        assert!(!is_bearer_scheme(b"Basic abc") && !is_bearer_scheme(b"Bearerx a"));
         // A key cookie is dropped however it is spaced, as the carriers read it.
         let head = b"GET / HTTP/1.1\r\nCookie: a=1; X-API-KEY =tsr_a ;b=2\r\n\r\n";
         assert!(

@@ -9,7 +9,7 @@
 
 use super::h1::{self, ChunkedDecoder, Decoded, Framing, ResponseHead};
 use axum::body::Body;
-use axum::http::header::CONTENT_LENGTH;
+use axum::http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
 use axum::http::uri::Authority;
 use axum::http::{HeaderValue, Method, Response};
 use bytes::{Bytes, BytesMut};
@@ -316,7 +316,12 @@ impl Conn {
             tokio::select! {
                 sent = &mut send, if sending => {
                     sending = false;
-                    send_error = sent.err();
+                    match sent {
+                        // The client's body is malformed or cut short: answered at
+                        // once, and the connection, with part of a body on it, closes.
+                        Err(e @ UpstreamError::RequestBody(_)) => return Err(e),
+                        sent => send_error = sent.err(),
+                    }
                 }
                 answer = &mut answer => {
                     let whole = !sending && send_error.is_none();
@@ -429,6 +434,13 @@ impl UpstreamResponse {
         let mut headers = self.head.headers.to_map();
         if let Some(n) = self.head.length {
             headers.insert(CONTENT_LENGTH, HeaderValue::from(n));
+        }
+        // hyper adds `chunked` after codings it is given (and HTTP/2 has none).
+        let coded = matches!(self.head.framing, Framing::Chunked | Framing::Close);
+        if let (true, Some(codings)) = (coded, &self.head.codings) {
+            if let Ok(v) = HeaderValue::from_bytes(codings) {
+                headers.insert(TRANSFER_ENCODING, v);
+            }
         }
         let mut response = Response::new(Body::new(self.body));
         *response.status_mut() = self.head.status;

@@ -340,7 +340,7 @@ impl FromRequestParts<AppState> for Caller {
             .session_caller(session, Some(client.ip), client.user_agent)
             .await?;
         let safe = matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
-        if !safe && !origin_matches(parts, state.config.tls) {
+        if !safe && !origin_matches(parts, state.config.is_tls()) {
             return Err(ApiError::code(ErrorCode::Csrf));
         }
         Ok(caller)

@@ -131,6 +131,7 @@ impl Connection {
             let req = GatewayRequest {
                 method: head.method,
                 uri: head.uri,
+                version: axum::http::Version::HTTP_11,
                 headers: head.headers,
                 body: Body::empty(),
             };
@@ -211,7 +212,7 @@ impl Connection {
         // A body up to the upstream's close is chunked here: this connection stays.
         let chunked = matches!(head.framing, Framing::Chunked | Framing::Close);
         if chunked {
-            h1::write_framing(Framing::Chunked, out);
+            h1::write_chunked_codings(head.codings.as_deref(), out);
         } else if let Some(n) = head.length {
             h1::write_framing(Framing::Length(n), out);
         }

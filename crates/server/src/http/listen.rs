@@ -29,8 +29,18 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a client may take to send its request headers.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// What a listener needs to speak HTTPS: the certificate and key, loaded.
+#[derive(Clone)]
+pub struct Tls(pub TlsAcceptor);
+
+impl std::fmt::Debug for Tls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Tls")
+    }
+}
+
 /// Loads a PEM certificate chain and private key for HTTPS.
-pub fn tls_acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, String> {
+pub fn tls_acceptor(cert: &Path, key: &Path) -> Result<Tls, String> {
     let chain = CertificateDer::pem_file_iter(cert)
         .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
         .map_err(|e| format!("cannot read the certificate {}: {e}", cert.display()))?;
@@ -47,7 +57,7 @@ pub fn tls_acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, String> {
         .with_single_cert(chain, key)
         .map_err(|e| format!("the certificate and key do not make a usable pair: {e}"))?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(TlsAcceptor::from(Arc::new(config)))
+    Ok(Tls(TlsAcceptor::from(Arc::new(config))))
 }
 
 /// The admin API's per-connection service: the router, with the peer's address in

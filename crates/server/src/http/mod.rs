@@ -44,9 +44,19 @@ pub const MAX_HEADER_BYTES: usize = 32 * 1024;
 pub struct ServerConfig {
     /// Peers whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<IpNet>,
-    /// Whether the listeners serve HTTPS (cookies get `Secure`, Origin must be https).
-    pub tls: bool,
+    /// HTTPS on both listeners ([`listen::tls_acceptor`]). The one place TLS is set:
+    /// what follows from it (the `Secure` cookie, the `https` origin, the gateway's
+    /// `X-Forwarded-Proto`) is read from here, so it cannot disagree with the
+    /// listeners.
+    pub tls: Option<listen::Tls>,
     pub login_limits: LoginLimits,
+}
+
+impl ServerConfig {
+    /// Whether the listeners speak HTTPS.
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
 }
 
 #[derive(Clone)]
@@ -165,7 +175,7 @@ impl App {
             routing.clone(),
             verifier.clone(),
             config.trusted_proxies.clone(),
-            config.tls,
+            config.is_tls(),
         ));
         let state = AppState {
             service,
@@ -239,18 +249,23 @@ impl GatewayService {
     /// Answers one request, from hyper's connections or the gateway's own.
     pub async fn handle(&self, req: GatewayRequest) -> Answer {
         let started = quanta::Instant::now();
-        let answer = if req.headers.size() > MAX_HEADER_BYTES {
-            ApiError::code(ErrorCode::HeadersTooLarge).into()
-        } else {
-            match req.uri.path() {
+        // A clone of a URI shares its bytes: it lets the normalized path borrow from it
+        // while the request moves on.
+        let uri = req.uri.clone();
+        // The reserved prefix is judged on the normalized path, as the routes are.
+        let answer = match req.judge(&uri) {
+            Err(e) => e.into(),
+            Ok(path) => match &*path {
                 "/_tessera/healthz" if req.method == axum::http::Method::GET => {
                     routes::ops::healthz().await.into_response().into()
                 }
                 "/_tessera/healthz" => ApiError::code(ErrorCode::MethodNotAllowed).into(),
                 "/_tessera/verify" => self.proxy.forward_auth(req, &self.peer, started).await,
-                p if p.starts_with("/_tessera/") => ApiError::code(ErrorCode::NotFound).into(),
-                _ => self.proxy.handle(req, &self.peer, started).await,
-            }
+                p if p == "/_tessera" || p.starts_with("/_tessera/") => {
+                    ApiError::code(ErrorCode::NotFound).into()
+                }
+                _ => self.proxy.handle(req, path, &self.peer, started).await,
+            },
         };
         self.metrics
             .gateway_request_seconds
@@ -360,14 +375,14 @@ async fn record_token_use(State(state): State<AppState>, mut req: Request, next:
 
 /// Runs the admin and gateway listeners until `shutdown` resolves; then lets in-flight
 /// requests finish and writes every buffered access-log record before returning.
-/// With `tls`, both listeners speak HTTPS.
+/// With TLS in the app's [`ServerConfig`], both listeners speak HTTPS.
 pub async fn serve(
     app: App,
     admin: TcpListener,
     gateway: TcpListener,
-    tls: Option<tokio_rustls::TlsAcceptor>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let tls = app.state.config.tls.as_ref().map(|t| t.0.clone());
     app.routing
         .reload()
         .await

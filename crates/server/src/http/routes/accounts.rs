@@ -31,7 +31,11 @@ pub async fn login(
         .service
         .login(req, Some(client.ip), client.user_agent)
         .await?;
-    let cookie = session_cookie(&outcome.session_id, SESSION_TTL_HOURS * 3600, s.config.tls)?;
+    let cookie = session_cookie(
+        &outcome.session_id,
+        SESSION_TTL_HOURS * 3600,
+        s.config.is_tls(),
+    )?;
     let mut response = axum::Json(LoginResponse {
         account: outcome.account,
     })
@@ -53,9 +57,10 @@ pub async fn logout(
     };
     s.service.logout(&caller, session).await?;
     let mut response = StatusCode::NO_CONTENT.into_response();
-    response
-        .headers_mut()
-        .insert(header::SET_COOKIE, session_cookie("", 0, s.config.tls)?);
+    response.headers_mut().insert(
+        header::SET_COOKIE,
+        session_cookie("", 0, s.config.is_tls())?,
+    );
     Ok(response)
 }
 
