@@ -12,6 +12,7 @@
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
 use bytes::{Buf, Bytes, BytesMut};
 use std::mem::MaybeUninit;
+use tessera_core::ErrorCode;
 
 /// At most this many header lines in a message head.
 pub const MAX_HEADERS: usize = 100;
@@ -68,9 +69,11 @@ pub enum Parsed<T> {
     Head(T, usize),
     /// Not a whole head yet.
     Partial,
-    /// Not for this path: hand the connection (bytes included) to hyper, which also
-    /// answers malformed requests in its usual way.
+    /// Not for this path: hand the connection (bytes included) to hyper.
     Elsewhere,
+    /// A head no server should act on: answered with this code (400 or 431), and the
+    /// connection closed.
+    Refused(ErrorCode),
 }
 
 /// Room for a head's headers, left uninitialised: the parser writes only what it finds,
@@ -80,15 +83,87 @@ fn header_slots<'b>() -> [MaybeUninit<httparse::Header<'b>>; MAX_HEADERS] {
     [const { MaybeUninit::uninit() }; MAX_HEADERS]
 }
 
+/// Reads the request head at the start of `buf` as every HTTP/1 path of Tessera reads
+/// it (this module's and, through [`crate::http::guard`], hyper's): complete, refused
+/// with the contract's code, or not all there yet.
+pub fn read_request_head<'h, 'b>(
+    buf: &'b [u8],
+    slots: &'h mut [MaybeUninit<httparse::Header<'b>>],
+) -> Result<Option<(httparse::Request<'h, 'b>, usize)>, ErrorCode> {
+    let mut req = httparse::Request::new(&mut []);
+    match req.parse_with_uninit_headers(buf, slots) {
+        Ok(httparse::Status::Complete(len)) => Ok(Some((req, len))),
+        Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD_BYTES => Ok(None),
+        Ok(httparse::Status::Partial) | Err(httparse::Error::TooManyHeaders) => {
+            Err(ErrorCode::HeadersTooLarge)
+        }
+        Err(_) => Err(ErrorCode::InvalidRequest),
+    }
+}
+
+/// How the body of a parsed request is framed (RFC 9112 §6.3), or `invalid_request`
+/// for a head whose framing could be read two ways: a `Content-Length` that is not one
+/// number, a `Transfer-Encoding` that does not end in `chunked` (or is on HTTP/1.0),
+/// or both headers at once (the classic smuggling pair, refused rather than resolved).
+/// Its method and target must also be what `http` accepts, as hyper will parse them.
+pub fn request_framing(req: &httparse::Request<'_, '_>) -> Result<Framing, ErrorCode> {
+    let bad = ErrorCode::InvalidRequest;
+    let (Some(method), Some(target)) = (req.method, req.path) else {
+        return Err(bad);
+    };
+    if Method::from_bytes(method.as_bytes()).is_err() || target.parse::<Uri>().is_err() {
+        return Err(bad);
+    }
+    let (mut length, mut codings) = (None::<u64>, Vec::<&[u8]>::new());
+    for h in req.headers.iter() {
+        match field(h.name.as_bytes()) {
+            Field::ContentLength => {
+                for piece in h.value.split(|&b| b == b',') {
+                    let n = parse_length(piece.trim_ascii()).ok_or(bad)?;
+                    if length.is_some_and(|l| l != n) {
+                        return Err(bad);
+                    }
+                    length = Some(n);
+                }
+            }
+            Field::TransferEncoding => codings.extend(
+                h.value
+                    .split(|&b| b == b',')
+                    .map(<[u8]>::trim_ascii)
+                    .filter(|c| !c.is_empty()),
+            ),
+            _ => {}
+        }
+    }
+    if codings.is_empty() {
+        return Ok(match length {
+            None | Some(0) => Framing::Empty,
+            Some(n) => Framing::Length(n),
+        });
+    }
+    let chunked_last = codings
+        .iter()
+        .position(|c| c.eq_ignore_ascii_case(b"chunked"))
+        .is_some_and(|i| i == codings.len() - 1);
+    if length.is_some() || !chunked_last || req.version != Some(1) {
+        return Err(bad);
+    }
+    Ok(Framing::Chunked)
+}
+
 /// Parses the request head at the start of `buf`.
 pub fn parse_request(buf: &Bytes) -> Parsed<RequestHead> {
     let mut raw = header_slots();
-    let mut req = httparse::Request::new(&mut []);
-    let len = match req.parse_with_uninit_headers(buf, &mut raw) {
-        Ok(httparse::Status::Complete(len)) => len,
-        Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD_BYTES => return Parsed::Partial,
-        _ => return Parsed::Elsewhere,
+    let (req, len) = match read_request_head(buf, &mut raw) {
+        Ok(Some(head)) => head,
+        Ok(None) => return Parsed::Partial,
+        Err(code) => return Parsed::Refused(code),
     };
+    match request_framing(&req) {
+        Ok(Framing::Empty) => {}
+        Ok(_) => return Parsed::Elsewhere,
+        Err(code) => return Parsed::Refused(code),
+    }
     let (Some(method), Some(target), Some(1)) = (req.method, req.path, req.version) else {
         return Parsed::Elsewhere;
     };
@@ -102,11 +177,7 @@ pub fn parse_request(buf: &Bytes) -> Parsed<RequestHead> {
     };
     for h in req.headers.iter() {
         let kind = field(h.name.as_bytes());
-        let body_or_upgrade = matches!(
-            kind,
-            Field::TransferEncoding | Field::Upgrade | Field::Expect
-        ) || (kind == Field::ContentLength && h.value != b"0");
-        if body_or_upgrade {
+        if matches!(kind, Field::Upgrade | Field::Expect) {
             return Parsed::Elsewhere;
         }
         if kind == Field::Connection && has_token(h.value, "close") {
@@ -122,7 +193,7 @@ pub fn parse_request(buf: &Bytes) -> Parsed<RequestHead> {
         Method::from_bytes(method.as_bytes()),
         Uri::from_maybe_shared(buf.slice_ref(target.as_bytes())),
     ) else {
-        return Parsed::Elsewhere;
+        return Parsed::Refused(ErrorCode::InvalidRequest);
     };
     Parsed::Head(
         RequestHead {
@@ -948,15 +1019,43 @@ mod tests {
             parse_request(&Bytes::from_static(b"GET / HTTP/1.1\r\nHo")),
             Parsed::Partial
         ));
+        for refused in [
+            &b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"[..],
+            b"GET / HTTP/1.1\r\nbad header\r\n\r\n",
+            b"GET / HTTP/1.1\r\nX-Bad: a\x01b\r\n\r\n",
+            b"POST / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabc",
+            b"POST / HTTP/1.1\r\nContent-Length: +3\r\n\r\nabc",
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n",
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n",
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked, chunked\r\n\r\n",
+            b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
+        ] {
+            assert!(
+                matches!(
+                    parse_request(&Bytes::copy_from_slice(refused)),
+                    Parsed::Refused(ErrorCode::InvalidRequest)
+                ),
+                "{:?}",
+                String::from_utf8_lossy(refused)
+            );
+        }
+        let many: String = (0..=MAX_HEADERS).map(|i| format!("X-{i}: 1\r\n")).collect();
+        let many = Bytes::from(format!("GET / HTTP/1.1\r\n{many}\r\n"));
+        assert!(matches!(
+            parse_request(&many),
+            Parsed::Refused(ErrorCode::HeadersTooLarge)
+        ));
+        let long = Bytes::from(format!("GET /{} HTTP/1.1", "a".repeat(MAX_HEAD_BYTES)));
+        assert!(matches!(
+            parse_request(&long),
+            Parsed::Refused(ErrorCode::HeadersTooLarge)
+        ));
         for other in [
             &b"POST / HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc"[..],
-            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
             b"GET / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n",
             b"GET / HTTP/1.0\r\n\r\n",
             b"GET http://a/ HTTP/1.1\r\n\r\n",
-            b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
-            b"GET / HTTP/1.1\r\nbad header\r\n\r\n",
-            b"GET / HTTP/1.1\r\nX-Bad: a\x01b\r\n\r\n",
             b"GET / HTTP/1.1\r\nExpect: 100-continue\r\n\r\n",
         ] {
             assert!(

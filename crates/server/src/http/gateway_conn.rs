@@ -1,11 +1,13 @@
 //! The gateway listener's own HTTP/1.1 connections (plain TCP): one task reads a request
 //! head, answers it through [`GatewayService`] (whose upstream client reads the answer
 //! in the same task) and writes the response, without hyper's per-connection machinery
-//! in between. `gateway::h1` says why. A request this loop does not take (TLS and
-//! HTTP/2 never reach it; request bodies, upgrades, HTTP/1.0 and malformed heads do)
-//! hands the connection, with the bytes read so far, to hyper for the rest of its life.
+//! in between. `gateway::h1` says why. A malformed head is answered here (JSON, then
+//! the connection closes). A request this loop does not take (TLS and HTTP/2 never
+//! reach it; request bodies, upgrades and HTTP/1.0 do) hands the connection, with the
+//! bytes read so far, to hyper for the rest of its life.
 
 use super::listen::{Rewind, Served};
+use super::error::ApiError;
 use super::GatewayService;
 use crate::gateway::h1::{self, Framing, Parsed};
 use crate::gateway::proxy::{write_upstream_headers, Answer, GatewayRequest};
@@ -13,7 +15,7 @@ use crate::gateway::upstream::UpstreamResponse;
 use crate::verifier::RateLimitState;
 use axum::body::Body;
 use axum::http::{header, HeaderValue, Method};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt;
 use hyper::body::Body as _;
@@ -109,6 +111,12 @@ impl Connection {
                         Parsed::Elsewhere => {
                             h1::put_back(&mut self.buf, bytes);
                             return Ok(Next::Hyper);
+                        }
+                        Parsed::Refused(code) => {
+                            // What follows cannot be told apart from the head: close.
+                            let answer = ApiError::code(code).into_response();
+                            self.write_response(answer, false, true).await?;
+                            return Ok(Next::Close);
                         }
                     }
                 }

@@ -22,6 +22,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
+use super::guard::{Guarded, Refusals};
 use tower::Layer;
 
 /// How long a stop waits for in-flight requests before closing their connections.
@@ -79,7 +80,8 @@ pub type Served<S> = Pin<Box<dyn Future<Output = Option<(Rewind, S)>> + Send>>;
 
 /// Serves `io` with hyper (HTTP/1.1 or HTTP/2, upgrades allowed) until it closes; the
 /// drain on stop waits for it through `watcher`. Every way a connection reaches hyper
-/// (plain, handed over by the own loop, TLS) goes through here.
+/// (plain, handed over by the own loop, TLS) goes through here, and through the
+/// [`super::guard`], so that malformed heads are answered in the contract's JSON.
 fn with_hyper<I, S>(
     builder: &Builder<TokioExecutor>,
     watcher: Watcher,
@@ -98,7 +100,10 @@ where
     S::Future: Send + 'static,
 {
     let conn = builder
-        .serve_connection_with_upgrades(TokioIo::new(io), TowerToHyperService::new(service))
+        .serve_connection_with_upgrades(
+            TokioIo::new(Guarded::new(io)),
+            TowerToHyperService::new(Refusals(service)),
+        )
         .into_owned();
     async move {
         let _ = watcher.watch(conn).await;
@@ -129,7 +134,10 @@ pub async fn run<S>(
     builder
         .http1()
         .timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT);
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        // The guard refuses heads over these first, with the contract's 431.
+        .max_headers(crate::gateway::h1::MAX_HEADERS + 1)
+        .max_buf_size(2 * crate::gateway::h1::MAX_HEAD_BYTES);
     let builder = Arc::new(builder);
     loop {
         let (stream, peer) = tokio::select! {

@@ -4,6 +4,7 @@
 pub mod error;
 pub mod extract;
 mod gateway_conn;
+pub mod guard;
 pub mod listen;
 pub mod routes;
 

@@ -1,0 +1,405 @@
+//! Every HTTP/1 request head that hyper serves is read here first, so that a malformed
+//! or oversized one gets the contract's JSON answer rather than hyper's empty 400/431.
+//!
+//! [`Guarded`] sits between a connection and hyper. It passes bytes to hyper only once
+//! it has read them as what they are: a whole request head that [`h1::read_request_head`]
+//! and [`h1::request_framing`] accept (the same checks as the gateway's own loop), then
+//! that request's body, measured by its framing, then the next head. A head it refuses
+//! is never passed on: hyper gets in its place a short request of our own, carrying a
+//! per-process secret and the code, and then the end of the stream. [`Refusals`], in
+//! front of the service, answers that request with the error and `Connection: close`.
+//! So hyper writes the answer in order, after those of any pipelined requests before it.
+//!
+//! HTTP/2 (its preface) and upgraded connections are passed through as they are: their
+//! framing is not HTTP/1's.
+
+use super::error::ApiError;
+use crate::gateway::h1::{self, ChunkedDecoder, Decoded, Framing, MAX_HEADERS};
+use axum::http::{header, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use bytes::{Bytes, BytesMut};
+use std::future::Future;
+use std::mem::MaybeUninit;
+use std::pin::Pin;
+use std::sync::OnceLock;
+use std::task::{ready, Context, Poll};
+use tessera_core::ErrorCode;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n";
+const READ_SIZE: usize = 8 * 1024;
+/// The header that carries a refusal to [`Refusals`]: `<secret> <code>`.
+const REFUSAL: &str = "x-tessera-refusal";
+
+/// A random value per process, so that no client can make its own request look like
+/// a refusal.
+fn secret() -> &'static str {
+    static SECRET: OnceLock<String> = OnceLock::new();
+    SECRET.get_or_init(|| {
+        let mut bytes = [0u8; 16];
+        // Start-up: without the OS's randomness nothing else works either.
+        #[allow(clippy::expect_used)]
+        getrandom::fill(&mut bytes).expect("the OS random number generator");
+        hex::encode(bytes)
+    })
+}
+
+/// Where in the stream of requests the guard is.
+#[derive(Debug)]
+enum State {
+    /// At the start of a connection: a head, or HTTP/2's preface.
+    Start,
+    /// At the start of a request head.
+    Head,
+    /// In a body of this many more bytes.
+    Length(u64),
+    /// In a chunked body.
+    Chunked(ChunkedDecoder),
+    /// Not HTTP/1 framing any more (HTTP/2, an upgrade): everything goes through.
+    Through,
+    /// A refusal was passed on: the stream ends.
+    Ended,
+}
+
+/// A connection whose request heads are read before hyper reads them.
+pub struct Guarded<I> {
+    io: I,
+    state: State,
+    /// Read from `io`, not yet passed on.
+    read: BytesMut,
+    /// Ready to be passed on.
+    ready: Bytes,
+    /// `io` has ended.
+    eof: bool,
+}
+
+impl<I> Guarded<I> {
+    pub fn new(io: I) -> Self {
+        Self {
+            io,
+            state: State::Start,
+            read: BytesMut::new(),
+            ready: Bytes::new(),
+            eof: false,
+        }
+    }
+
+    /// Moves what can be passed on from `read` to `ready`, as far as the state allows.
+    /// `false`: more bytes are needed first.
+    fn advance(&mut self) -> bool {
+        match &mut self.state {
+            State::Ended => true,
+            State::Through => {
+                if self.read.is_empty() {
+                    return false;
+                }
+                self.ready = self.read.split().freeze();
+                true
+            }
+            State::Start => {
+                let n = self.read.len().min(H2_PREFACE.len());
+                if self.read[..n] != H2_PREFACE[..n] {
+                    self.state = State::Head;
+                } else if n == H2_PREFACE.len() {
+                    self.state = State::Through;
+                } else if self.eof {
+                    self.state = State::Head;
+                } else {
+                    return false;
+                }
+                self.advance()
+            }
+            State::Head => self.head(),
+            State::Length(remaining) => {
+                if self.read.is_empty() {
+                    return false;
+                }
+                let n = (*remaining).min(self.read.len() as u64);
+                *remaining -= n;
+                if *remaining == 0 {
+                    self.state = State::Head;
+                }
+                self.ready = self.read.split_to(n as usize).freeze();
+                true
+            }
+            State::Chunked(decoder) => {
+                if self.read.is_empty() {
+                    return false;
+                }
+                let mut rest = self.read.clone().freeze();
+                let before = rest.len();
+                let done = loop {
+                    match decoder.decode(&mut rest) {
+                        Ok(Decoded::Data(_)) => continue,
+                        Ok(Decoded::NeedMore) => break false,
+                        Ok(Decoded::Done) => break true,
+                        // hyper's own decoder refuses it too: the service answers 400
+                        // and the connection closes. Nothing more is framed here.
+                        Err(_) => {
+                            self.state = State::Through;
+                            return self.advance();
+                        }
+                    }
+                };
+                let used = before - rest.len();
+                if done {
+                    self.state = State::Head;
+                }
+                self.ready = self.read.split_to(used).freeze();
+                true
+            }
+        }
+    }
+
+    /// [`Guarded::advance`] at the start of a head.
+    fn head(&mut self) -> bool {
+        if self.read.is_empty() {
+            return false;
+        }
+        let mut slots = [const { MaybeUninit::uninit() }; MAX_HEADERS];
+        let judged = match h1::read_request_head(&self.read, &mut slots) {
+            Ok(Some((req, len))) => h1::request_framing(&req).map(|framing| {
+                let upgrade = req.method == Some("CONNECT")
+                    || req
+                        .headers
+                        .iter()
+                        .any(|h| h.name.eq_ignore_ascii_case("upgrade"));
+                (len, framing, upgrade)
+            }),
+            // A head cut short by the end of the stream goes to hyper as it is, which
+            // closes the connection without an answer, as for any client gone.
+            Ok(None) if self.eof => Ok((self.read.len(), Framing::Empty, false)),
+            Ok(None) => return false,
+            Err(code) => Err(code),
+        };
+        match judged {
+            Ok((len, framing, upgrade)) => {
+                self.state = match framing {
+                    _ if upgrade => State::Through,
+                    Framing::Length(n) => State::Length(n),
+                    Framing::Chunked => State::Chunked(ChunkedDecoder::default()),
+                    Framing::Empty | Framing::Close => State::Head,
+                };
+                self.ready = self.read.split_to(len).freeze();
+            }
+            Err(code) => {
+                self.read.clear();
+                self.state = State::Ended;
+                self.ready = Bytes::from(format!(
+                    "GET / HTTP/1.1\r\nhost: tessera\r\n{REFUSAL}: {} {}\r\n\
+                     connection: close\r\n\r\n",
+                    secret(),
+                    code.as_str()
+                ));
+            }
+        }
+        true
+    }
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for Guarded<I> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = &mut *self;
+        loop {
+            if !this.ready.is_empty() {
+                let n = this.ready.len().min(buf.remaining());
+                buf.put_slice(&this.ready.split_to(n));
+                return Poll::Ready(Ok(()));
+            }
+            if matches!(this.state, State::Ended) {
+                return Poll::Ready(Ok(()));
+            }
+            if this.advance() {
+                continue;
+            }
+            if this.eof {
+                // What is left cannot be framed: hyper sees the stream end.
+                return Poll::Ready(Ok(()));
+            }
+            let start = this.read.len();
+            this.read.resize(start + READ_SIZE, 0);
+            let mut into = ReadBuf::new(&mut this.read[start..]);
+            let polled = Pin::new(&mut this.io).poll_read(cx, &mut into);
+            let n = into.filled().len();
+            this.read.truncate(start + n);
+            ready!(polled)?;
+            this.eof = n == 0;
+        }
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for Guarded<I> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+/// A service that answers [`Guarded`]'s refusals, and passes every other request on.
+#[derive(Clone, Debug)]
+pub struct Refusals<S>(pub S);
+
+/// The code a request carries if it is a refusal from this process's guard.
+fn refusal<B>(req: &hyper::Request<B>) -> Option<ErrorCode> {
+    let value = req.headers().get(REFUSAL)?.to_str().ok()?;
+    let (secret_part, code) = value.split_once(' ')?;
+    if secret_part != secret() {
+        return None;
+    }
+    ErrorCode::ALL.iter().copied().find(|c| c.as_str() == code)
+}
+
+impl<S, B> tower::Service<hyper::Request<B>> for Refusals<S>
+where
+    S: tower::Service<hyper::Request<B>, Response = Response>,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: hyper::Request<B>) -> Self::Future {
+        match refusal(&req) {
+            Some(code) => {
+                let mut response = ApiError::code(code).into_response();
+                response
+                    .headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                Box::pin(std::future::ready(Ok(response)))
+            }
+            None => Box::pin(self.0.call(req)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+
+    /// What hyper would read through the guard from `wire`, fed in pieces of `split`.
+    async fn through(wire: &[u8], split: usize) -> Vec<u8> {
+        let mut builder = tokio_test_io(wire, split);
+        let mut guarded = Guarded::new(&mut builder);
+        let mut out = Vec::new();
+        guarded.read_to_end(&mut out).await.unwrap();
+        out
+    }
+
+    fn tokio_test_io(wire: &[u8], split: usize) -> impl AsyncRead + Unpin + '_ {
+        // A reader that hands out at most `split` bytes a read.
+        struct Pieces<'a>(&'a [u8], usize);
+        impl AsyncRead for Pieces<'_> {
+            fn poll_read(
+                mut self: Pin<&mut Self>,
+                _: &mut Context<'_>,
+                buf: &mut ReadBuf<'_>,
+            ) -> Poll<std::io::Result<()>> {
+                let n = self.1.min(self.0.len()).min(buf.remaining());
+                buf.put_slice(&self.0[..n]);
+                self.0 = &self.0[n..];
+                Poll::Ready(Ok(()))
+            }
+        }
+        Pieces(wire, split)
+    }
+
+    fn refusal_of(code: ErrorCode) -> Vec<u8> {
+        format!(
+            "GET / HTTP/1.1\r\nhost: tessera\r\n{REFUSAL}: {} {}\r\nconnection: close\r\n\r\n",
+            secret(),
+            code.as_str()
+        )
+        .into_bytes()
+    }
+
+    #[tokio::test]
+    async fn good_requests_pass_as_they_are_and_a_bad_head_becomes_a_refusal() {
+        let good = b"POST /a HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nGET /\
+            POST /b HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n\
+            5\r\nGET /\r\n0\r\n\r\nGET /c HTTP/1.1\r\nHost: h\r\n\r\n";
+        for split in [1, 3, 7, 64, 4096] {
+            assert_eq!(through(good, split).await, good, "split {split}");
+            let mut bad = good.to_vec();
+            bad.extend_from_slice(b"GET /d HTTP/1.1\r\nBad Header\r\n\r\nGET /e HTTP/1.1\r\n\r\n");
+            let mut expected = good.to_vec();
+            expected.extend(refusal_of(ErrorCode::InvalidRequest));
+            assert_eq!(through(&bad, split).await, expected, "split {split}");
+        }
+        let smuggle =
+            b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
+        assert_eq!(
+            through(smuggle, 64).await,
+            refusal_of(ErrorCode::InvalidRequest)
+        );
+        let many: String = (0..=MAX_HEADERS).map(|i| format!("X-{i}: 1\r\n")).collect();
+        let many = format!("GET / HTTP/1.1\r\n{many}\r\n");
+        assert_eq!(
+            through(many.as_bytes(), 512).await,
+            refusal_of(ErrorCode::HeadersTooLarge)
+        );
+        let huge = format!("GET /{} HTTP/1.1\r\n\r\n", "a".repeat(h1::MAX_HEAD_BYTES));
+        assert_eq!(
+            through(huge.as_bytes(), 4096).await,
+            refusal_of(ErrorCode::HeadersTooLarge)
+        );
+    }
+
+    #[tokio::test]
+    async fn http2_and_upgrades_pass_through() {
+        let h2 = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00garbage";
+        assert_eq!(through(h2, 3).await, h2);
+        let ws = b"GET /ws HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n\x81\x05hello";
+        assert_eq!(through(ws, 5).await, ws);
+        // A head cut short by the client's leaving goes on as it is.
+        assert_eq!(through(b"GET / HTTP/1.1\r\nHo", 4).await, b"GET / HTTP/1.1\r\nHo");
+    }
+
+    #[test]
+    fn only_this_process_can_send_a_refusal() {
+        let req = |value: &str| {
+            hyper::Request::builder()
+                .header(REFUSAL, value)
+                .body(())
+                .unwrap()
+        };
+        assert_eq!(
+            refusal(&req(&format!("{} headers_too_large", secret()))),
+            Some(ErrorCode::HeadersTooLarge)
+        );
+        assert_eq!(refusal(&req("0000 headers_too_large")), None);
+        assert_eq!(refusal(&req(&format!("{} nonsense", secret()))), None);
+    }
+}
