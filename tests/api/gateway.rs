@@ -73,7 +73,7 @@ impl TestApp {
             .request(method, format!("{}{}", self.gateway_url, path))
     }
 
-    async fn apply(&self, config: Value, dry_run: bool) -> Value {
+    pub async fn apply(&self, config: Value, dry_run: bool) -> Value {
         let q = if dry_run { "?dry_run=true" } else { "" };
         let (s, diff) = send(
             self.admin(Method::PUT, &format!("/api/v1/gateway/config{q}"))

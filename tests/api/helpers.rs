@@ -17,6 +17,14 @@ const GENEROUS: LoginLimits = LoginLimits {
     per_ip_per_minute: 1000,
 };
 
+/// The configuration of most test servers: defaults, with [`GENEROUS`] login limits.
+fn generous() -> ServerConfig {
+    ServerConfig {
+        login_limits: GENEROUS,
+        ..Default::default()
+    }
+}
+
 pub const ADMIN_PASSWORD: &str = "correct-horse-battery-staple";
 
 /// Everything every test server logged, at debug level.
@@ -68,14 +76,17 @@ impl TestApp {
     }
 
     pub async fn spawn_with(login_limits: LoginLimits) -> Self {
-        let dir = Arc::new(tempfile::tempdir().unwrap());
-        Self::start(
-            dir,
-            ManualClock::new(start_time()),
-            "test-admin",
+        Self::spawn_with_config(ServerConfig {
             login_limits,
-        )
+            ..Default::default()
+        })
         .await
+    }
+
+    /// A server with its own configuration (timeouts, trusted proxies).
+    pub async fn spawn_with_config(config: ServerConfig) -> Self {
+        let dir = Arc::new(tempfile::tempdir().unwrap());
+        Self::start(dir, ManualClock::new(start_time()), "test-admin", config).await
     }
 
     /// A server whose clock starts at the machine's time, for tests whose other side
@@ -84,27 +95,23 @@ impl TestApp {
         #[allow(clippy::disallowed_methods)]
         let now = chrono::Utc::now();
         let dir = Arc::new(tempfile::tempdir().unwrap());
-        Self::start(dir, ManualClock::new(now), "test-admin", GENEROUS).await
+        Self::start(dir, ManualClock::new(now), "test-admin", generous()).await
     }
 
     /// A server over the database in `dir`, which an earlier one used: a restart.
     pub async fn spawn_in(dir: Arc<tempfile::TempDir>, clock: ManualClock) -> Self {
-        Self::start(dir, clock, "test-admin-after-restart", GENEROUS).await
+        Self::start(dir, clock, "test-admin-after-restart", generous()).await
     }
 
     async fn start(
         dir: Arc<tempfile::TempDir>,
         clock: ManualClock,
         admin_token_name: &str,
-        login_limits: LoginLimits,
+        config: ServerConfig,
     ) -> Self {
         captured_logs();
         let url = format!("sqlite://{}", dir.path().join("tessera.db").display());
         let store = AnyStore::connect(&url).await.unwrap();
-        let config = ServerConfig {
-            login_limits,
-            ..Default::default()
-        };
         let app = App::new(store, Arc::new(clock.clone()), config);
         app.state
             .service

@@ -15,3 +15,4 @@ mod ops;
 mod restart;
 mod tls;
 mod tokens;
+mod wire;

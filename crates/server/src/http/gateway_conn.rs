@@ -6,8 +6,9 @@
 //! reach it; request bodies, upgrades and HTTP/1.0 do) hands the connection, with the
 //! bytes read so far, to hyper for the rest of its life.
 
-use super::listen::{Rewind, Served};
 use super::error::ApiError;
+use super::guard::LINGER;
+use super::listen::{Rewind, Served, Timeouts};
 use super::GatewayService;
 use crate::gateway::h1::{self, Framing, Parsed};
 use crate::gateway::proxy::{write_upstream_headers, Answer, GatewayRequest};
@@ -38,7 +39,7 @@ const COALESCE: usize = 16 * 1024;
 pub fn serve(
     stream: TcpStream,
     service: GatewayService,
-    header_timeout: Duration,
+    timeouts: Timeouts,
     mut stop: watch::Receiver<bool>,
 ) -> Served<GatewayService> {
     Box::pin(async move {
@@ -46,8 +47,9 @@ pub fn serve(
             stream,
             buf: BytesMut::with_capacity(READ_SIZE),
             out: Vec::with_capacity(READ_SIZE),
-            header_timeout,
-            deadline: Box::pin(tokio::time::sleep(header_timeout)),
+            header_timeout: timeouts.header_read,
+            write_stall: timeouts.write_stall,
+            deadline: Box::pin(tokio::time::sleep(timeouts.header_read)),
         };
         match conn.run(&service, &mut stop).await {
             Ok(Next::Close) => {
@@ -75,6 +77,8 @@ struct Connection {
     /// A response's bytes before they are written.
     out: Vec<u8>,
     header_timeout: Duration,
+    /// How long a write may wait on a client that does not read ([`Timeouts`]).
+    write_stall: Duration,
     /// When the head being waited for must be in. Moved only once it is less than
     /// `header_timeout` minus [`DEADLINE_SLACK`] away, so that most requests leave the
     /// timer where it is (a timer set per request cost more than parsing the head).
@@ -116,6 +120,7 @@ impl Connection {
                             // What follows cannot be told apart from the head: close.
                             let answer = ApiError::code(code).into_response();
                             self.write_response(answer, false, true).await?;
+                            self.linger().await;
                             return Ok(Next::Close);
                         }
                     }
@@ -279,7 +284,7 @@ impl Connection {
                 self.out.extend_from_slice(&data);
             } else {
                 self.flush().await?;
-                self.stream.write_all(&data).await?;
+                write_all(&self.stream, &data, self.write_stall).await?;
             }
             if chunked {
                 self.out.extend_from_slice(h1::CHUNK_END);
@@ -294,13 +299,51 @@ impl Connection {
         self.flush().await
     }
 
+    /// Closes the sending side, then reads and drops what the client still sends for
+    /// a while ([`LINGER`]): closing with bytes unread would reset the connection, and
+    /// the client could lose the answer just written.
+    async fn linger(&mut self) {
+        let _ = self.stream.shutdown().await;
+        let mut dropped = 0;
+        let _ = tokio::time::timeout(LINGER.0, async {
+            while dropped <= LINGER.1 {
+                self.buf.clear();
+                self.buf.reserve(READ_SIZE);
+                match self.stream.read_buf(&mut self.buf).await {
+                    Ok(n) if n > 0 => dropped += n,
+                    _ => return,
+                }
+            }
+        })
+        .await;
+    }
+
     async fn flush(&mut self) -> std::io::Result<()> {
         if !self.out.is_empty() {
-            self.stream.write_all(&self.out).await?;
+            write_all(&self.stream, &self.out, self.write_stall).await?;
             self.out.clear();
         }
         Ok(())
     }
+}
+
+/// Writes all of `bytes`, failing with `TimedOut` when the socket stays full for
+/// `stall` (a client that stops reading). A timer is set only when a write has to
+/// wait: most answers go out in one write without one.
+async fn write_all(stream: &TcpStream, mut bytes: &[u8], stall: Duration) -> std::io::Result<()> {
+    while !bytes.is_empty() {
+        match stream.try_write(bytes) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => bytes = &bytes[n..],
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                tokio::time::timeout(stall, stream.writable())
+                    .await
+                    .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 async fn stopped(stop: &mut watch::Receiver<bool>) {

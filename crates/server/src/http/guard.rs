@@ -6,7 +6,7 @@
 //! and [`h1::request_framing`] accept (the same checks as the gateway's own loop), then
 //! that request's body, measured by its framing, then the next head. A head it refuses
 //! is never passed on: hyper gets in its place a short request of our own, carrying a
-//! per-process secret and the code, and then the end of the stream. [`Refusals`], in
+//! per-process secret and the code, and nothing after it. [`Refusals`], in
 //! front of the service, answers that request with the error and `Connection: close`.
 //! So hyper writes the answer in order, after those of any pipelined requests before it.
 //!
@@ -71,6 +71,8 @@ pub struct Guarded<I> {
     ready: Bytes,
     /// `io` has ended.
     eof: bool,
+    /// After a refusal: the end of the [`LINGER`] and the bytes dropped so far.
+    linger: Option<(Pin<Box<tokio::time::Sleep>>, usize)>,
 }
 
 impl<I> Guarded<I> {
@@ -81,6 +83,7 @@ impl<I> Guarded<I> {
             read: BytesMut::new(),
             ready: Bytes::new(),
             eof: false,
+            linger: None,
         }
     }
 
@@ -211,7 +214,10 @@ impl<I: AsyncRead + Unpin> AsyncRead for Guarded<I> {
                 return Poll::Ready(Ok(()));
             }
             if matches!(this.state, State::Ended) {
-                return Poll::Ready(Ok(()));
+                // Not the end of the stream: hyper would take that for a client gone
+                // and drop the refusal unanswered. It answers, sees `Connection:
+                // close`, and closes without reading again.
+                return Poll::Pending;
             }
             if this.advance() {
                 continue;
@@ -232,7 +238,7 @@ impl<I: AsyncRead + Unpin> AsyncRead for Guarded<I> {
     }
 }
 
-impl<I: AsyncWrite + Unpin> AsyncWrite for Guarded<I> {
+impl<I: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Guarded<I> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -257,10 +263,36 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Guarded<I> {
         Pin::new(&mut self.io).poll_flush(cx)
     }
 
+    /// After a refusal, the rest of what the client sent is read and dropped for a
+    /// while ([`LINGER`]) once the answer is out: closing with it unread would reset
+    /// the connection, and the client could lose the answer.
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.io).poll_shutdown(cx)
+        let this = &mut *self;
+        ready!(Pin::new(&mut this.io).poll_shutdown(cx))?;
+        if !matches!(this.state, State::Ended) || this.eof {
+            return Poll::Ready(Ok(()));
+        }
+        let linger = this
+            .linger
+            .get_or_insert_with(|| (Box::pin(tokio::time::sleep(LINGER.0)), 0));
+        let mut sink = [0u8; 4096];
+        loop {
+            if linger.0.as_mut().poll(cx).is_ready() || linger.1 > LINGER.1 {
+                return Poll::Ready(Ok(()));
+            }
+            let mut into = ReadBuf::new(&mut sink);
+            match Pin::new(&mut this.io).poll_read(cx, &mut into) {
+                Poll::Ready(Ok(())) if !into.filled().is_empty() => linger.1 += into.filled().len(),
+                Poll::Ready(_) => return Poll::Ready(Ok(())),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
     }
 }
+
+/// How long, and for how many bytes at most, a refused connection is read and
+/// dropped before it closes (nginx's `lingering_close` does the same).
+pub const LINGER: (std::time::Duration, usize) = (std::time::Duration::from_secs(2), 1 << 20);
 
 /// A service that answers [`Guarded`]'s refusals, and passes every other request on.
 #[derive(Clone, Debug)]
@@ -307,6 +339,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
     use tokio::io::AsyncReadExt;
 
     /// What hyper would read through the guard from `wire`, fed in pieces of `split`.
@@ -314,7 +347,11 @@ mod tests {
         let mut builder = tokio_test_io(wire, split);
         let mut guarded = Guarded::new(&mut builder);
         let mut out = Vec::new();
-        guarded.read_to_end(&mut out).await.unwrap();
+        // After a refusal nothing more comes, and the stream does not end either.
+        let read = tokio::time::timeout(Duration::from_millis(100), guarded.read_to_end(&mut out));
+        if let Ok(result) = read.await {
+            result.unwrap();
+        }
         out
     }
 
@@ -384,7 +421,10 @@ mod tests {
         let ws = b"GET /ws HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n\x81\x05hello";
         assert_eq!(through(ws, 5).await, ws);
         // A head cut short by the client's leaving goes on as it is.
-        assert_eq!(through(b"GET / HTTP/1.1\r\nHo", 4).await, b"GET / HTTP/1.1\r\nHo");
+        assert_eq!(
+            through(b"GET / HTTP/1.1\r\nHo", 4).await,
+            b"GET / HTTP/1.1\r\nHo"
+        );
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! HTTP/2 (hyper-util's auto builder), the client address handed to handlers, and a
 //! graceful stop that lets in-flight requests finish.
 
+use super::guard::{Guarded, Refusals};
 use axum::extract::ConnectInfo;
 use axum::middleware::AddExtension;
 use bytes::Bytes;
@@ -22,13 +23,29 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
-use super::guard::{Guarded, Refusals};
 use tower::Layer;
 
 /// How long a stop waits for in-flight requests before closing their connections.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long a client may take to send its request headers.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long a connection may keep the server waiting on its client.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    /// For the whole of a request head to arrive (idling between requests counts).
+    pub header_read: Duration,
+    /// For a write to make progress: a client that stops reading an answer is cut
+    /// off after this, and the upstream connection the answer came on with it.
+    pub write_stall: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            header_read: Duration::from_secs(30),
+            write_stall: Duration::from_secs(30),
+        }
+    }
+}
 
 /// What a listener needs to speak HTTPS: the certificate and key, loaded.
 #[derive(Clone)]
@@ -70,10 +87,9 @@ pub fn with_connect_info(
 }
 
 /// A listener's own way of serving a plain-TCP connection, in place of hyper's (the
-/// gateway's: [`super::gateway_conn::serve`]). It gets the header read timeout and the
-/// stop signal; a connection it does not take to the end comes back, with the bytes
+/// gateway's: [`super::gateway_conn::serve`]). It gets the timeouts and the stop signal; a connection it does not take to the end comes back, with the bytes
 /// already read and the service, for hyper to serve.
-pub type OwnConnections<S> = fn(TcpStream, S, Duration, watch::Receiver<bool>) -> Served<S>;
+pub type OwnConnections<S> = fn(TcpStream, S, Timeouts, watch::Receiver<bool>) -> Served<S>;
 
 /// A connection served by [`OwnConnections`]: what comes back for hyper, if anything.
 pub type Served<S> = Pin<Box<dyn Future<Output = Option<(Rewind, S)>> + Send>>;
@@ -87,6 +103,7 @@ fn with_hyper<I, S>(
     watcher: Watcher,
     io: I,
     service: S,
+    timeouts: Timeouts,
 ) -> impl Future<Output = ()> + Send + 'static
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -101,7 +118,7 @@ where
 {
     let conn = builder
         .serve_connection_with_upgrades(
-            TokioIo::new(Guarded::new(io)),
+            TokioIo::new(Guarded::new(WriteDeadline::new(io, timeouts.write_stall))),
             TowerToHyperService::new(Refusals(service)),
         )
         .into_owned();
@@ -118,6 +135,7 @@ pub async fn run<S>(
     service_for: impl Fn(SocketAddr) -> S,
     tls: Option<TlsAcceptor>,
     own: Option<OwnConnections<S>>,
+    timeouts: Timeouts,
     mut stop: watch::Receiver<bool>,
 ) where
     S: tower::Service<
@@ -134,7 +152,7 @@ pub async fn run<S>(
     builder
         .http1()
         .timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .header_read_timeout(timeouts.header_read)
         // The guard refuses heads over these first, with the contract's 431.
         .max_headers(crate::gateway::h1::MAX_HEADERS + 1)
         .max_buf_size(2 * crate::gateway::h1::MAX_HEAD_BYTES);
@@ -160,22 +178,22 @@ pub async fn run<S>(
         let watcher = graceful.watcher();
         match (&tls, own) {
             (None, Some(own)) => {
-                let served = own(stream, service, HEADER_READ_TIMEOUT, stop.clone());
+                let served = own(stream, service, timeouts, stop.clone());
                 tokio::spawn(async move {
                     if let Some((io, service)) = served.await {
-                        with_hyper(&builder, watcher, io, service).await;
+                        with_hyper(&builder, watcher, io, service, timeouts).await;
                     }
                 });
             }
             (None, None) => {
-                tokio::spawn(with_hyper(&builder, watcher, stream, service));
+                tokio::spawn(with_hyper(&builder, watcher, stream, service, timeouts));
             }
             (Some(acceptor), _) => {
                 let acceptor = acceptor.clone();
                 tokio::spawn(async move {
                     match acceptor.accept(stream).await {
                         Ok(tls_stream) => {
-                            with_hyper(&builder, watcher, tls_stream, service).await;
+                            with_hyper(&builder, watcher, tls_stream, service, timeouts).await;
                         }
                         Err(e) => tracing::debug!(error = %e, %peer, "TLS handshake failed"),
                     }
@@ -247,5 +265,89 @@ impl AsyncWrite for Rewind {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
+/// A connection whose writes fail with `TimedOut` once one has made no progress for
+/// its `stall` time: hyper has no write timeout of its own, and a client that stops
+/// reading would otherwise hold its connection, and the upstream one its answer comes
+/// on, for ever. The timer exists only while a write waits.
+pub struct WriteDeadline<I> {
+    io: I,
+    stall: Duration,
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<I> WriteDeadline<I> {
+    pub fn new(io: I, stall: Duration) -> Self {
+        Self {
+            io,
+            stall,
+            timer: None,
+        }
+    }
+
+    /// The answer of a write-side poll, with the stall timer started, checked or
+    /// cleared by it.
+    fn watch<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        polled: Poll<std::io::Result<T>>,
+    ) -> Poll<std::io::Result<T>> {
+        if polled.is_ready() {
+            self.timer = None;
+            return polled;
+        }
+        let stall = self.stall;
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(stall)));
+        match timer.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(std::io::ErrorKind::TimedOut.into())),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for WriteDeadline<I> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for WriteDeadline<I> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let polled = Pin::new(&mut self.io).poll_write(cx, buf);
+        self.watch(cx, polled)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let polled = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
+        self.watch(cx, polled)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let polled = Pin::new(&mut self.io).poll_flush(cx);
+        self.watch(cx, polled)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }

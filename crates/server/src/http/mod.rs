@@ -51,6 +51,7 @@ pub struct ServerConfig {
     /// listeners.
     pub tls: Option<listen::Tls>,
     pub login_limits: LoginLimits,
+    pub timeouts: listen::Timeouts,
 }
 
 impl ServerConfig {
@@ -384,6 +385,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let tls = app.state.config.tls.as_ref().map(|t| t.0.clone());
+    let timeouts = app.state.config.timeouts;
     app.routing
         .reload()
         .await
@@ -400,6 +402,7 @@ pub async fn serve(
             listen::with_connect_info(app.admin_router()),
             tls.clone(),
             None,
+            timeouts,
             stop_rx.clone()
         ),
         listen::run(
@@ -407,6 +410,7 @@ pub async fn serve(
             app.gateway_service(),
             tls,
             Some(gateway_conn::serve),
+            timeouts,
             stop_rx
         ),
     );
