@@ -1,7 +1,6 @@
 //! The gateway: the routing table (rebuilt from the store on every change, and polled
 //! so that changes made by other nodes arrive within a second) and the proxy.
 
-pub mod h1;
 pub mod proxy;
 pub mod upstream;
 

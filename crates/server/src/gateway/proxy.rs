@@ -2,7 +2,6 @@
 //! (`request_filter`), pick an upstream (`upstream_peer`), forward with the credential
 //! removed and the identity added, stream the answer back, and log the use.
 
-use super::h1::{self, connection_options, write_header, Field, HeaderBlock, RequestHeaders};
 use super::upstream::{Upstream, UpstreamError, UpstreamRequest, UpstreamResponse};
 use super::{RouteEntry, Routing};
 use crate::http::error::ApiError;
@@ -23,6 +22,9 @@ use tessera_core::error::ErrorCode;
 use tessera_core::gateway::{strip, RouteAuth};
 use tessera_core::path::{check_target_byte, is_upper_case_method, normalize_path, PathError};
 use tessera_core::usage::Listener;
+use tessera_wire::h1::{
+    self, connection_options, write_header, Field, HeaderBlock, RequestHeaders,
+};
 
 const TOKEN_ID: HeaderName = HeaderName::from_static("x-tessera-token-id");
 const ACCOUNT_ID: HeaderName = HeaderName::from_static("x-tessera-account-id");
@@ -132,7 +134,7 @@ pub enum Answer {
     /// Made here: a denial, an error, forward auth's verdict.
     Local(Response),
     /// An upstream's answer with the gateway's rate-limit headers for it. Its head stays
-    /// as the upstream wrote it ([`super::h1::HeaderBlock`]): the gateway's own
+    /// as the upstream wrote it ([`tessera_wire::h1::HeaderBlock`]): the gateway's own
     /// connections write it out as it is, and hyper's build a response from it
     /// ([`Answer::into_response`]).
     Upstream {

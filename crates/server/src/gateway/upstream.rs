@@ -1,13 +1,12 @@
 //! Upstreams and their keep-alive connections: one pool of HTTP/1.1 connections per
 //! upstream base URL, and the client that sends a request on one of them and streams
-//! the answer back ([`super::h1`] says why not hyper's client).
+//! the answer back ([`tessera_wire::h1`] says why not hyper's client).
 //!
 //! A connection goes back to its pool when the response body has been read to its end
 //! (see [`UpstreamBody`]); a request takes the most recently returned one. Idle
 //! connections are not polled by any task: the runtime still sees a close on them, so
 //! a checkout skips one the upstream closed without a system call.
 
-use super::h1::{self, ChunkedDecoder, Decoded, Framing, ResponseHead};
 use axum::body::Body;
 use axum::http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
 use axum::http::uri::Authority;
@@ -23,6 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{ready, Context, Poll, Waker};
 use std::time::Duration;
 use tessera_core::gateway::split_upstream;
+use tessera_wire::h1::{self, ChunkedDecoder, Decoded, Framing, ResponseHead};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 

@@ -1,7 +1,7 @@
 //! The gateway listener's own HTTP/1.1 connections (plain TCP): one task reads a request
 //! head, answers it through [`GatewayService`] (whose upstream client reads the answer
 //! in the same task) and writes the response, without hyper's per-connection machinery
-//! in between. `gateway::h1` says why. A malformed head is answered here (JSON, then
+//! in between. [`tessera_wire::h1`] says why. A malformed head is answered here (JSON, then
 //! the connection closes). A request this loop does not take (TLS and HTTP/2 never
 //! reach it; request bodies, upgrades and HTTP/1.0 do) hands the connection, with the
 //! bytes read so far, to hyper for the rest of its life.
@@ -10,7 +10,6 @@ use super::error::ApiError;
 use super::guard::LINGER;
 use super::listen::{Rewind, Served, Timeouts};
 use super::GatewayService;
-use crate::gateway::h1::{self, Framing, Parsed};
 use crate::gateway::proxy::{write_upstream_headers, Answer, GatewayRequest};
 use crate::gateway::upstream::UpstreamResponse;
 use crate::verifier::RateLimitState;
@@ -23,6 +22,7 @@ use hyper::body::Body as _;
 use std::pin::Pin;
 use std::task::Poll;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tessera_wire::h1::{self, Framing, Parsed};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;

@@ -14,7 +14,6 @@
 //! framing is not HTTP/1's.
 
 use super::error::ApiError;
-use crate::gateway::h1::{self, ChunkedDecoder, Decoded, Framing, MAX_HEADERS};
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use bytes::{Bytes, BytesMut};
@@ -24,6 +23,7 @@ use std::pin::Pin;
 use std::sync::OnceLock;
 use std::task::{ready, Context, Poll};
 use tessera_core::ErrorCode;
+use tessera_wire::h1::{self, ChunkedDecoder, Decoded, Framing, MAX_HEADERS};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n";

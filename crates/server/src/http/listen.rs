@@ -154,8 +154,8 @@ pub async fn run<S>(
         .timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(timeouts.header_read)
         // The guard refuses heads over these first, with the contract's 431.
-        .max_headers(crate::gateway::h1::MAX_HEADERS + 1)
-        .max_buf_size(2 * crate::gateway::h1::MAX_HEAD_BYTES);
+        .max_headers(tessera_wire::h1::MAX_HEADERS + 1)
+        .max_buf_size(2 * tessera_wire::h1::MAX_HEAD_BYTES);
     let builder = Arc::new(builder);
     loop {
         let (stream, peer) = tokio::select! {
