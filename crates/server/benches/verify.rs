@@ -1,6 +1,7 @@
 //! Criterion benchmarks of the hot path: verification on a cache hit and on a negative
-//! cache hit, token generation, and the permission check.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! cache hit, token generation, the permission check, and the gateway's reading of a
+//! request (head parsing, then judging: method, `Host`, path normalization).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use serde_json::json;
@@ -130,6 +131,42 @@ fn primitives(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, verification, primitives);
+fn request_reading(c: &mut Criterion) {
+    use tessera_server::gateway::proxy::GatewayRequest;
+    use tessera_wire::h1::{parse_request, Parsed};
+    let head = |target: &str| {
+        bytes::Bytes::from(format!(
+            "GET {target} HTTP/1.1\r\nHost: api.example.com\r\nUser-Agent: bench/1.0\r\n\
+             Accept: */*\r\nX-API-KEY: tsr_00000000000000000000000000000000000000000000MyxfL\r\n\r\n"
+        ))
+    };
+    let request = |bytes: &bytes::Bytes| {
+        let Parsed::Head(h, _) = parse_request(bytes) else {
+            panic!("not a head")
+        };
+        GatewayRequest {
+            method: h.method,
+            uri: h.uri,
+            version: axum::http::Version::HTTP_11,
+            headers: h.headers,
+            body: axum::body::Body::empty(),
+        }
+    };
+    let plain = head("/orders/v1/items/42?expand=lines");
+    c.bench_function("gateway: parse a request head", |b| {
+        b.iter(|| matches!(parse_request(black_box(&plain)), Parsed::Head(..)))
+    });
+    for (name, target) in [
+        ("normal path", "/orders/v1/items/42?expand=lines"),
+        ("path to rewrite", "/orders/%76%31//items/./42?expand=lines"),
+    ] {
+        let req = request(&head(target));
+        c.bench_function(&format!("gateway: judge a request ({name})"), |b| {
+            b.iter(|| req.judge(black_box(&req.uri)).map(|p| p.len()).unwrap())
+        });
+    }
+}
+
+criterion_group!(benches, verification, primitives, request_reading);
 
 criterion_main!(benches);
