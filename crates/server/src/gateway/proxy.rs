@@ -636,4 +636,83 @@ mod tests {
              x-forwarded-proto: http\r\nx-tessera-token-id: tok_1\r\n"
         );
     }
+
+    /// What the gateway makes of a request line: the route it picks and the request line
+    /// it sends upstream, or `None` if it refuses the request.
+    fn routed_and_forwarded(method: &str, target: &str) -> Option<(&'static str, Vec<u8>)> {
+        let wire = format!("{method} {target} HTTP/1.1\r\nHost: gw\r\n\r\n");
+        let h1::Parsed::Head(head, _) = h1::parse_request(&bytes::Bytes::from(wire)) else {
+            return None;
+        };
+        let req = GatewayRequest {
+            method: head.method,
+            uri: head.uri,
+            version: Version::HTTP_11,
+            headers: head.headers,
+            body: Body::empty(),
+        };
+        let path = req.judge(&req.uri).ok()?;
+        let table = tessera_core::gateway::RouteTable::new(vec![
+            ("/".into(), None, "open"),
+            ("/private".into(), None, "private"),
+            ("/private/admin".into(), Some(vec!["POST".into()]), "admin"),
+        ]);
+        let route = *table.find(&path, req.method.as_str())?;
+        let upstream = Upstream::new("http://127.0.0.1:9/base").ok()?;
+        let mut line = Vec::new();
+        upstream.write_request_line(&req.method, &path, req.uri.query(), &mut line)?;
+        Some((route, line))
+    }
+
+    /// A spelling of `segments` joined by `/`: each character percent-encoded or not
+    /// (upper- or lower-case hex), with `./`, `x/../` and doubled `/` put in between.
+    fn spell(segments: &[String], choices: &[u8]) -> String {
+        let mut out = String::new();
+        let mut choice = choices.iter().cycle();
+        for seg in segments {
+            match choice.next().copied().unwrap_or(0) % 4 {
+                1 => out.push_str("/."),
+                2 => out.push_str("/x/.."),
+                3 => out.push('/'),
+                _ => {}
+            }
+            out.push('/');
+            for b in seg.bytes() {
+                match choice.next().copied().unwrap_or(0) % 3 {
+                    1 => out.push_str(&format!("%{b:02x}")),
+                    2 => out.push_str(&format!("%{b:02X}")),
+                    _ => out.push(char::from(b)),
+                }
+            }
+        }
+        if out.is_empty() {
+            out.push('/');
+        }
+        out
+    }
+
+    proptest::proptest! {
+        /// Any two spellings of a path that the gateway accepts pick the same route and
+        /// send the upstream the same request line.
+        #[test]
+        fn two_spellings_of_a_path_are_one_request(
+            segments in proptest::collection::vec(
+                proptest::prop_oneof![
+                    proptest::strategy::Just("private".to_string()),
+                    proptest::strategy::Just("admin".to_string()),
+                    "[A-Za-z0-9_~-]{1,5}",
+                ],
+                0..5,
+            ),
+            a in proptest::collection::vec(proptest::num::u8::ANY, 1..40),
+            b in proptest::collection::vec(proptest::num::u8::ANY, 1..40),
+            post in proptest::bool::ANY,
+        ) {
+            let method = if post { "POST" } else { "GET" };
+            let first = routed_and_forwarded(method, &spell(&segments, &a));
+            let second = routed_and_forwarded(method, &spell(&segments, &b));
+            proptest::prop_assert!(first.is_some());
+            proptest::prop_assert_eq!(first, second);
+        }
+    }
 }
