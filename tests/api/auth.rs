@@ -389,39 +389,44 @@ async fn a_token_is_limited_by_its_scopes() {
     .await;
 }
 
-#[tokio::test]
-async fn failed_logins_are_rate_limited_per_username_and_audited() {
-    let app = TestApp::spawn_with(tessera_server::service::LoginLimits {
-        per_username_per_minute: 3,
-        per_ip_per_minute: 100,
+/// A server that believes `X-Forwarded-For` from loopback, so that a test can log in
+/// from several addresses.
+async fn behind_a_proxy(login_limits: tessera_server::service::LoginLimits) -> TestApp {
+    TestApp::spawn_with_config(tessera_server::ServerConfig {
+        trusted_proxies: vec!["127.0.0.0/8".parse().unwrap()],
+        login_limits,
+        ..Default::default()
     })
-    .await;
-    // The set-up's own login used one of admin's three.
-    for _ in 0..2 {
-        error_of(
-            app.req(Method::POST, "/api/v1/login")
-                .json(&json!({"username": "admin", "password": "wrong-password!!"})),
-            401,
-            "invalid_credentials",
-        )
-        .await;
-    }
-    let resp = app
-        .req(Method::POST, "/api/v1/login")
-        .json(&json!({"username": "admin", "password": ADMIN_PASSWORD}))
+    .await
+}
+
+async fn login_from(
+    app: &TestApp,
+    address: &str,
+    username: &str,
+    password: &str,
+) -> reqwest::Response {
+    app.req(Method::POST, "/api/v1/login")
+        .header("X-Forwarded-For", address)
+        .json(&json!({"username": username, "password": password}))
         .send()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+#[tokio::test]
+async fn ten_failed_logins_from_one_address_do_not_lock_the_real_user_out() {
+    let app = behind_a_proxy(Default::default()).await;
+    for _ in 0..10 {
+        let resp = login_from(&app, "203.0.113.1", "admin", "wrong-password!!").await;
+        expect_error(resp, 401, "invalid_credentials").await;
+    }
+    let resp = login_from(&app, "203.0.113.1", "admin", ADMIN_PASSWORD).await;
     assert!(resp.headers().contains_key("retry-after"));
     expect_error(resp, 429, "rate_limited").await;
-    // Other usernames are not held up by admin's limit.
-    error_of(
-        app.req(Method::POST, "/api/v1/login")
-            .json(&json!({"username": "someone", "password": "wrong-password!!"})),
-        401,
-        "invalid_credentials",
-    )
-    .await;
+    // The real user, elsewhere, signs in.
+    let resp = login_from(&app, "198.51.100.2", "admin", ADMIN_PASSWORD).await;
+    assert_eq!(resp.status(), 200);
     let (_, log) =
         send(app.admin(Method::GET, "/api/v1/audit-logs?action=auth.login_failed")).await;
     let reasons: Vec<&str> = log["items"]
@@ -431,7 +436,50 @@ async fn failed_logins_are_rate_limited_per_username_and_audited() {
         .map(|e| e["details"]["reason"].as_str().unwrap())
         .collect();
     assert_eq!(reasons.iter().filter(|r| **r == "rate_limited").count(), 1);
-    assert_eq!(reasons.len(), 4);
+    assert_eq!(reasons.len(), 11);
+}
+
+#[tokio::test]
+async fn failed_logins_are_limited_per_address_and_per_username_until_the_minute_ends() {
+    let app = behind_a_proxy(tessera_server::service::LoginLimits {
+        per_username_and_address: 3,
+        per_address: 5,
+        per_username: 8,
+    })
+    .await;
+    // One address trying many usernames.
+    for i in 0..5 {
+        let resp = login_from(&app, "203.0.113.5", &format!("user{i}"), "wrong-password!!").await;
+        expect_error(resp, 401, "invalid_credentials").await;
+    }
+    let resp = login_from(&app, "203.0.113.5", "someone-else", "wrong-password!!").await;
+    expect_error(resp, 429, "rate_limited").await;
+    // Successes do not count: admin signs in again and again.
+    for _ in 0..10 {
+        assert_eq!(
+            login_from(&app, "198.51.100.7", "admin", ADMIN_PASSWORD)
+                .await
+                .status(),
+            200
+        );
+    }
+    // One username tried from many addresses: its own, higher ceiling.
+    for i in 0..8 {
+        let resp = login_from(&app, &format!("192.0.2.{i}"), "admin", "wrong-password!!").await;
+        expect_error(resp, 401, "invalid_credentials").await;
+    }
+    let resp = login_from(&app, "198.51.100.7", "admin", ADMIN_PASSWORD).await;
+    expect_error(resp, 429, "rate_limited").await;
+    // The windows end a minute after they began.
+    app.clock.advance(chrono::Duration::seconds(61));
+    assert_eq!(
+        login_from(&app, "198.51.100.7", "admin", ADMIN_PASSWORD)
+            .await
+            .status(),
+        200
+    );
+    let resp = login_from(&app, "203.0.113.5", "someone-else", "wrong-password!!").await;
+    expect_error(resp, 401, "invalid_credentials").await;
 }
 
 /// The verifier's cache forgets a token on every change made through Tessera; a change
@@ -489,4 +537,59 @@ async fn a_token_in_use_is_read_again_in_the_background_before_its_time_to_live(
         "no request went to the database itself"
     );
     assert_eq!(app.metric("tessera_token_cache_refreshes_total").await, 1.0);
+}
+
+#[tokio::test]
+async fn failed_token_authentication_costs_the_client_not_the_server() {
+    let app = behind_a_proxy(Default::default()).await;
+    let fake = |i: u32| {
+        let mut bytes = [7u8; 32];
+        bytes[..4].copy_from_slice(&i.to_be_bytes());
+        tessera_core::token::TokenValue::from_random_bytes(&bytes)
+            .expose_secret()
+            .to_owned()
+    };
+    let me_from = |address: &str, token: &str| {
+        app.req(Method::GET, "/api/v1/user/me")
+            .header("X-Forwarded-For", address)
+            .header("X-API-KEY", token)
+    };
+    // The admin token is in use (known to the server) before the flood begins.
+    let (status, _) = send(me_from("198.51.100.1", &app.admin_token)).await;
+    assert_eq!(status, 200);
+    let lookups = app.metric("tessera_token_store_lookups_total").await;
+    for i in 0..100 {
+        error_of(me_from("203.0.113.9", &fake(i)), 401, "invalid_token").await;
+    }
+    for i in 100..150 {
+        let resp = me_from("203.0.113.9", &fake(i)).send().await.unwrap();
+        assert!(resp.headers().contains_key("retry-after"));
+        expect_error(resp, 429, "rate_limited").await;
+    }
+    let looked_up = app.metric("tessera_token_store_lookups_total").await - lookups;
+    assert!(looked_up <= 100.0, "{looked_up} lookups");
+    // A token the server knows still works from there; other addresses are not held up.
+    let (status, _) = send(me_from("203.0.113.9", &app.admin_token)).await;
+    assert_eq!(status, 200);
+    error_of(me_from("198.51.100.1", &fake(1000)), 401, "invalid_token").await;
+
+    // The access log keeps ten unmatched uses of the address a minute; /metrics counts the rest.
+    app.settle().await;
+    let (_, log) = send(app.admin(Method::GET, "/api/v1/access-logs?limit=1000")).await;
+    let unmatched = log["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["token_id"].is_null() && r["ip"] == "203.0.113.9")
+        .count();
+    assert_eq!(unmatched, 10);
+    assert!(
+        app.metric("tessera_access_log_unmatched_not_logged_total")
+            .await
+            >= 140.0
+    );
+
+    // Once the minute is over, the address is answered as before.
+    app.clock.advance(chrono::Duration::seconds(61));
+    error_of(me_from("203.0.113.9", &fake(2000)), 401, "invalid_token").await;
 }

@@ -13,8 +13,9 @@ use tessera_store::AnyStore;
 
 /// Login limits no test trips over unless it means to.
 const GENEROUS: LoginLimits = LoginLimits {
-    per_username_per_minute: 1000,
-    per_ip_per_minute: 1000,
+    per_username_and_address: 1000,
+    per_address: 1000,
+    per_username: 1000,
 };
 
 /// The configuration of most test servers: defaults, with [`GENEROUS`] login limits.

@@ -7,6 +7,7 @@ pub mod http;
 pub mod metrics;
 pub mod password;
 pub mod service;
+pub mod throttle;
 pub mod verifier;
 
 pub use http::{serve, App, ServerConfig};

@@ -38,6 +38,8 @@ pub struct Metrics {
     cache_hit_ratio: Gauge<f64, AtomicU64>,
     pub access_written: Counter,
     pub access_dropped: Counter,
+    /// Uses by credentials that matched no token, past what the access log keeps of them.
+    pub access_unmatched_not_logged: Counter,
     /// Handles into the families above for the hot path's common cases, so that
     /// counting them needs no label lookup.
     pub verified_ok: Counter,
@@ -111,6 +113,12 @@ impl Default for Metrics {
             "Access-log records dropped because the buffer was full",
             access_dropped.clone(),
         );
+        let access_unmatched_not_logged = Counter::default();
+        registry.register(
+            "access_log_unmatched_not_logged",
+            "Uses by credentials that matched no token, counted here only: the access log keeps 10 a minute per client address",
+            access_unmatched_not_logged.clone(),
+        );
         let verified_ok = verifications
             .get_or_create(&OutcomeLabel { outcome: "ok" })
             .clone();
@@ -142,6 +150,7 @@ impl Default for Metrics {
             cache_hit_ratio,
             access_written,
             access_dropped,
+            access_unmatched_not_logged,
         }
     }
 }

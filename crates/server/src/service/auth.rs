@@ -35,8 +35,17 @@ impl Service {
         user_agent: Option<String>,
     ) -> ServiceResult<LoginOutcome> {
         let username = req.username.chars().take(64).collect::<String>();
-        let limited = self.login_by_username.check_key(&username).is_err()
-            || ip.is_some_and(|ip| self.login_by_ip.check_key(&ip).is_err());
+        let now = self.clock.now();
+        let failures = &self.login_failures;
+        let pair = (username.clone(), ip);
+        let limited = [
+            failures.by_pair.blocked(&pair, now),
+            ip.and_then(|ip| failures.by_address.blocked(&ip, now)),
+            failures.by_username.blocked(&username, now),
+        ]
+        .into_iter()
+        .flatten()
+        .max();
         let account = self.store.get_account_by_username(&username).await?;
         let failure = |reason: &str| AuditDraft {
             time: self.clock.now(),
@@ -54,9 +63,9 @@ impl Service {
             user_agent: user_agent.clone(),
             details: serde_json::json!({"reason": reason}),
         };
-        if limited {
+        if let Some(retry_after) = limited {
             self.store.append_audit(failure("rate_limited")).await?;
-            return Err(ServiceError::RateLimited(60));
+            return Err(ServiceError::RateLimited(retry_after));
         }
         let stored = account.as_ref().map(|a| a.password_hash.clone());
         let password = req.password.expose().to_owned();
@@ -70,6 +79,11 @@ impl Service {
         .await
         .map_err(|e| ServiceError::Internal(e.to_string()))?;
         let Some(account) = account.as_ref().filter(|_| good) else {
+            failures.by_pair.record(pair, now);
+            if let Some(ip) = ip {
+                failures.by_address.record(ip, now);
+            }
+            failures.by_username.record(username.clone(), now);
             self.store
                 .append_audit(failure("wrong username or password"))
                 .await?;

@@ -11,10 +11,9 @@ mod tokens;
 pub use auth::{generate_password, LoginOutcome, SESSION_COOKIE, SESSION_TTL_HOURS};
 pub use tokens::TokenScope;
 
+use crate::throttle::FailureWindows;
 use crate::verifier::{AccountSnapshot, Denial, TokenEntry, Verifier};
-use governor::{DefaultKeyedRateLimiter, Quota};
 use std::net::IpAddr;
-use std::num::NonZeroU32;
 use std::sync::Arc;
 use tessera_core::audit::{Actor, AuditAction, AuditDraft, Outcome, Target};
 use tessera_core::error::ErrorCode;
@@ -166,20 +165,32 @@ impl From<Denial> for ServiceError {
 
 pub type ServiceResult<T> = Result<T, ServiceError>;
 
-/// Limits on failed logins, per username and per client address.
+/// Failed logins allowed a minute. The narrowest key is the pair: a guesser at one
+/// address stops long before the username's own ceiling, which is far higher, so that
+/// nobody elsewhere can lock the real user out by failing on purpose.
 #[derive(Debug, Clone, Copy)]
 pub struct LoginLimits {
-    pub per_username_per_minute: u32,
-    pub per_ip_per_minute: u32,
+    pub per_username_and_address: u32,
+    pub per_address: u32,
+    pub per_username: u32,
 }
 
 impl Default for LoginLimits {
     fn default() -> Self {
         Self {
-            per_username_per_minute: 10,
-            per_ip_per_minute: 60,
+            per_username_and_address: 10,
+            per_address: 60,
+            per_username: 100,
         }
     }
+}
+
+/// Failed logins, by each of the keys of [`LoginLimits`].
+#[derive(Debug)]
+struct LoginFailures {
+    by_pair: FailureWindows<(String, Option<IpAddr>)>,
+    by_address: FailureWindows<IpAddr>,
+    by_username: FailureWindows<String>,
 }
 
 pub struct Service {
@@ -187,8 +198,7 @@ pub struct Service {
     clock: Arc<dyn Clock>,
     verifier: Arc<Verifier>,
     routing: Arc<crate::gateway::Routing>,
-    login_by_username: DefaultKeyedRateLimiter<String>,
-    login_by_ip: DefaultKeyedRateLimiter<IpAddr>,
+    login_failures: LoginFailures,
 }
 
 impl std::fmt::Debug for Service {
@@ -205,16 +215,16 @@ impl Service {
         routing: Arc<crate::gateway::Routing>,
         limits: LoginLimits,
     ) -> Self {
-        let per_minute = |n: u32| Quota::per_minute(NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN));
         Self {
             store,
             clock,
             verifier,
             routing,
-            login_by_username: DefaultKeyedRateLimiter::keyed(per_minute(
-                limits.per_username_per_minute,
-            )),
-            login_by_ip: DefaultKeyedRateLimiter::keyed(per_minute(limits.per_ip_per_minute)),
+            login_failures: LoginFailures {
+                by_pair: FailureWindows::per_minute(limits.per_username_and_address),
+                by_address: FailureWindows::per_minute(limits.per_address),
+                by_username: FailureWindows::per_minute(limits.per_username),
+            },
         }
     }
 

@@ -17,6 +17,7 @@ mod known;
 pub mod recorder;
 
 use crate::metrics::{Metrics, OutcomeLabel};
+use crate::throttle::FailureWindows;
 use axum::http::HeaderValue;
 use compact_str::CompactString;
 use governor::clock::{Clock as _, DefaultClock};
@@ -133,6 +134,19 @@ pub enum Denial {
 }
 
 impl Denial {
+    /// Whether the request presented a credential that failed to authenticate (what
+    /// [`FAILED_AUTH_PER_MINUTE`] counts): not a missing credential, nor a refusal of a
+    /// good token (scope, address, rate).
+    pub fn is_failed_authentication(&self) -> bool {
+        matches!(
+            self,
+            Denial::InvalidToken
+                | Denial::TokenExpired
+                | Denial::TokenDisabled
+                | Denial::AccountDisabled
+        )
+    }
+
     pub fn code(&self) -> ErrorCode {
         match self {
             Denial::Unauthenticated => ErrorCode::Unauthenticated,
@@ -523,7 +537,20 @@ pub struct Verifier {
     this: Weak<Verifier>,
     /// Background reads under way ([`MAX_REFRESHES`] at most).
     refreshes: AtomicUsize,
+    /// Failed token authentications by client address: past the limit, a credential
+    /// that is not known already is refused without a lookup (429).
+    failed: FailureWindows<IpAddr>,
+    /// Uses by a credential that matched no token, written to the access log, by client
+    /// address: past the limit they are only counted in `/metrics`.
+    unmatched_logged: FailureWindows<IpAddr>,
 }
+
+/// Failed token authentications a client address may make in a minute before its
+/// requests with credentials the server does not know are answered 429 unread.
+pub const FAILED_AUTH_PER_MINUTE: u32 = 100;
+/// Access-log records of credentials that matched no token, per client address and
+/// minute; the rest are counted in `/metrics` only.
+pub const UNMATCHED_LOGGED_PER_MINUTE: u32 = 10;
 
 /// Background reads of cached tokens under way at most (give or take the threads that
 /// pass the check together). More wait for a later hit: a burst of tokens reaching their
@@ -582,6 +609,8 @@ impl Verifier {
             recorder,
             this: this.clone(),
             refreshes: AtomicUsize::new(0),
+            failed: FailureWindows::per_minute(FAILED_AUTH_PER_MINUTE),
+            unmatched_logged: FailureWindows::per_minute(UNMATCHED_LOGGED_PER_MINUTE),
         })
     }
 
@@ -636,6 +665,11 @@ impl Verifier {
         v.result = self
             .verify_inner(credential, ip, spend, v.at, &mut v.token)
             .await;
+        if let (true, Some(ip), Err(d)) = (spend, ip, &v.result) {
+            if d.is_failed_authentication() {
+                self.failed.record(ip, v.at);
+            }
+        }
         self.metrics
             .verification_seconds
             .observe(started.elapsed().as_secs_f64());
@@ -670,6 +704,18 @@ impl Verifier {
                 (known.token, accepted)
             }
             None => {
+                // A client that keeps failing is answered without a lookup, until its
+                // window ends; credentials the server knows still pass (above).
+                if let (true, Some(ip)) = (spend, ip) {
+                    if let Some(secs) = self.failed.blocked(&ip, now) {
+                        return Err(Denial::RateLimited(RateLimitState {
+                            limit: self.failed.limit(),
+                            remaining: 0,
+                            retry_after_secs: secs,
+                            reset_secs: secs,
+                        }));
+                    }
+                }
                 let epoch = self.epoch.load(Ordering::SeqCst);
                 let hash = TokenValue::digest_of(credential).map_err(|_| Denial::InvalidToken)?;
                 // A hit is all in memory and in this function. The store's path is boxed,
@@ -1027,6 +1073,12 @@ impl Verifier {
         status: u16,
         code: Option<ErrorCode>,
     ) {
+        if presented.token.is_none()
+            && self.unmatched_logged.record(ip, presented.at) > UNMATCHED_LOGGED_PER_MINUTE
+        {
+            self.metrics.access_unmatched_not_logged.inc();
+            return;
+        }
         let elapsed = line.started.elapsed();
         self.recorder.record(Use {
             token: presented.token,
