@@ -7,6 +7,7 @@ mod audit;
 mod auth;
 mod binary;
 mod cli;
+mod faults;
 mod gateway;
 mod helpers;
 mod limits;

@@ -26,6 +26,10 @@ pub enum StoreError {
     TokenLimitReached,
     #[error("the last enabled super_admin cannot be disabled, demoted or deleted")]
     LastSuperAdmin,
+    /// The storage cannot take the operation now (disk full, I/O error, database
+    /// unreachable or locked): the same request may succeed later.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
     #[error("storage error: {0}")]
     Backend(String),
 }
@@ -147,7 +151,8 @@ pub trait Store: Send + Sync {
     // --- schema ---------------------------------------------------------------------
     /// Brings the schema up to date and makes sure the built-in roles exist as given.
     fn migrate(&self, builtin_roles: &[Role]) -> impl Future<Output = StoreResult<()>> + Send;
-    /// A cheap round trip, for `/readyz`.
+    /// A cheap round trip, for `/readyz`; after a write failed for want of storage, a
+    /// write too, so that readiness returns only once writes would succeed again.
     fn ping(&self) -> impl Future<Output = StoreResult<()>> + Send;
 
     // --- accounts and sessions -------------------------------------------------------

@@ -21,7 +21,30 @@ pub(crate) fn ms(t: tessera_core::clock::Timestamp) -> i64 {
 
 /// Maps a driver error to the port's error, keeping the message for operators.
 pub(crate) fn backend(e: sqlx::Error) -> StoreError {
-    StoreError::Backend(e.to_string())
+    if is_unavailable(&e) {
+        StoreError::Unavailable(e.to_string())
+    } else {
+        StoreError::Backend(e.to_string())
+    }
+}
+
+/// Whether a driver error says the storage cannot serve now, rather than that the
+/// request or the code is wrong: I/O, a full disk, a busy or read-only database, a
+/// pool that cannot hand out a connection.
+fn is_unavailable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(d) => d.code().is_some_and(|code| {
+            // SQLite's primary result codes (the low byte of an extended one): BUSY,
+            // LOCKED, NOMEM, READONLY, IOERR, CORRUPT, FULL, CANTOPEN, PROTOCOL.
+            let primary = code.parse::<i64>().map(|c| c & 0xff);
+            matches!(primary, Ok(5 | 6 | 7 | 8 | 10 | 11 | 13 | 14 | 15))
+        }),
+        _ => false,
+    }
 }
 
 pub(crate) fn is_unique_violation(e: &sqlx::Error) -> bool {

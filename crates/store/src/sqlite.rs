@@ -10,6 +10,8 @@ use sqlx::sqlite::{
 use sqlx::{Connection, QueryBuilder, Row, Sqlite, SqlitePool};
 use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 use tessera_core::account::{AccountRecord, Role, SUPER_ADMIN};
 use tessera_core::audit::{self, AuditAction, AuditDraft, AuditEntry, Outcome, Target};
@@ -29,6 +31,22 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite")
 pub struct SqliteStore {
     writer: SqlitePool,
     reader: SqlitePool,
+    /// The last write failed for want of storage ([`StoreError::Unavailable`]): `ping`
+    /// then tries a write of its own.
+    writes_failing: Arc<AtomicBool>,
+}
+
+/// How a write transaction reaches the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Durability {
+    /// On disk before the call returns (`synchronous=FULL`: the WAL is synced at each
+    /// commit): management writes and their audit entries, which are acknowledged to a
+    /// caller who then relies on them (a revocation answered 204 stays revoked after a
+    /// power loss).
+    Durable,
+    /// Synced at the next checkpoint or durable commit (`synchronous=NORMAL`): access-log
+    /// batches, which no caller waits for, and which a crash may lose the last of.
+    Batched,
 }
 
 fn opt_ms(t: Option<Timestamp>) -> Option<i64> {
@@ -42,7 +60,7 @@ impl SqliteStore {
             .map_err(backend)?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
+            .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));
         // The writer keeps up to 64 MiB of pages (SQLite's default is 2 MiB), so that
@@ -81,22 +99,83 @@ impl SqliteStore {
             .connect_with(options.read_only(true))
             .await
             .map_err(backend)?;
-        Ok(Self { writer, reader })
+        Ok(Self {
+            writer,
+            reader,
+            writes_failing: Arc::new(AtomicBool::new(false)),
+        })
     }
 
-    /// Runs `f` in an IMMEDIATE transaction on the writer, committing when it succeeds.
+    /// Runs `f` in an IMMEDIATE transaction on the writer, durably committed when it
+    /// succeeds ([`Durability::Durable`]).
     async fn write<T, F>(&self, f: F) -> StoreResult<T>
     where
         F: for<'c> FnOnce(
             &'c mut SqliteConnection,
         ) -> futures_core_shim::BoxFuture<'c, StoreResult<T>>,
     {
+        self.transaction(Durability::Durable, f).await
+    }
+
+    /// [`SqliteStore::write`] with the given durability.
+    async fn transaction<T, F>(&self, durability: Durability, f: F) -> StoreResult<T>
+    where
+        F: for<'c> FnOnce(
+            &'c mut SqliteConnection,
+        ) -> futures_core_shim::BoxFuture<'c, StoreResult<T>>,
+    {
         let mut conn = self.writer.acquire().await.map_err(backend)?;
-        let mut tx = conn.begin_with("BEGIN IMMEDIATE").await.map_err(backend)?;
-        let out = f(&mut tx).await?;
-        tx.commit().await.map_err(backend)?;
+        let result = async {
+            if durability == Durability::Batched {
+                set_synchronous(&mut conn, "NORMAL").await?;
+            }
+            let mut tx = conn.begin_with("BEGIN IMMEDIATE").await.map_err(backend)?;
+            let out = f(&mut tx).await?;
+            tx.commit().await.map_err(backend)?;
+            Ok(out)
+        }
+        .await;
+        let reset = match durability {
+            Durability::Batched => set_synchronous(&mut conn, "FULL").await,
+            Durability::Durable => Ok(()),
+        };
+        self.settle(&mut conn, result.as_ref().err().or(reset.as_ref().err()));
+        let out = result?;
+        reset?;
         Ok(out)
     }
+
+    /// After a write: a connection whose write failed in the storage or the driver is
+    /// closed, not reused (its transaction state can no longer be trusted: a failed
+    /// COMMIT leaves the driver inside a transaction), and the pool opens a fresh one
+    /// for the next write; whether writes are failing for want of storage is noted.
+    fn settle(&self, conn: &mut sqlx::pool::PoolConnection<Sqlite>, error: Option<&StoreError>) {
+        match error {
+            Some(StoreError::Unavailable(e)) => {
+                conn.close_on_drop();
+                if !self.writes_failing.swap(true, Ordering::SeqCst) {
+                    tracing::error!(error = %e, "storage writes are failing; answering 503 until they succeed again");
+                }
+            }
+            Some(StoreError::Backend(_)) => conn.close_on_drop(),
+            // A refusal by the data (a name taken, a row missing): rolled back, and the
+            // connection is as good as before.
+            Some(_) => {}
+            None => {
+                if self.writes_failing.swap(false, Ordering::SeqCst) {
+                    tracing::info!("storage writes succeed again");
+                }
+            }
+        }
+    }
+}
+
+async fn set_synchronous(conn: &mut SqliteConnection, level: &str) -> StoreResult<()> {
+    sqlx::query(&format!("PRAGMA synchronous = {level}"))
+        .execute(&mut *conn)
+        .await
+        .map_err(backend)?;
+    Ok(())
 }
 
 /// The name of the writer connection's thread (at most 15 bytes, Linux's limit).
@@ -555,6 +634,20 @@ impl Store for SqliteStore {
             .execute(&self.reader)
             .await
             .map_err(backend)?;
+        if self.writes_failing.load(Ordering::SeqCst) {
+            self.write(|conn| {
+                Box::pin(async move {
+                    sqlx::query(
+                        "INSERT OR REPLACE INTO write_probe (id, at) VALUES (1, unixepoch())",
+                    )
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(backend)?;
+                    Ok(())
+                })
+            })
+            .await?;
+        }
         Ok(())
     }
 
@@ -1013,20 +1106,27 @@ impl Store for SqliteStore {
         audit: impl FnOnce(&[TokenRecord]) -> AuditDraft + Send,
     ) -> StoreResult<Vec<TokenRecord>> {
         let id = account_id.clone();
+        // The audit entry is built from the rows deleted, by a closure that need not be
+        // 'static: so the transaction is spelled out here rather than in `write`.
         let mut conn = self.writer.acquire().await.map_err(backend)?;
-        let mut tx = conn.begin_with("BEGIN IMMEDIATE").await.map_err(backend)?;
-        let rows = sqlx::query("DELETE FROM tokens WHERE account_id = ? RETURNING *")
-            .bind(id.as_str())
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(backend)?;
-        let tokens = rows
-            .iter()
-            .map(token_from_row)
-            .collect::<StoreResult<Vec<_>>>()?;
-        append(&mut tx, audit(&tokens)).await?;
-        tx.commit().await.map_err(backend)?;
-        Ok(tokens)
+        let result = async {
+            let mut tx = conn.begin_with("BEGIN IMMEDIATE").await.map_err(backend)?;
+            let rows = sqlx::query("DELETE FROM tokens WHERE account_id = ? RETURNING *")
+                .bind(id.as_str())
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(backend)?;
+            let tokens = rows
+                .iter()
+                .map(token_from_row)
+                .collect::<StoreResult<Vec<_>>>()?;
+            append(&mut tx, audit(&tokens)).await?;
+            tx.commit().await.map_err(backend)?;
+            Ok(tokens)
+        }
+        .await;
+        self.settle(&mut conn, result.as_ref().err());
+        result
     }
 
     async fn list_services(&self) -> StoreResult<Vec<UpstreamService>> {
@@ -1217,7 +1317,7 @@ impl Store for SqliteStore {
         // Encoded before the write transaction: management writes wait only for the
         // batch's statements.
         let rows = access_pages::encode_batch(batch).await?;
-        self.write(move |conn| {
+        self.transaction(Durability::Batched, move |conn| {
             Box::pin(async move {
                 let (last,): (i64,) =
                     sqlx::query_as("SELECT COALESCE(MAX(last_id), 0) FROM access_pages")

@@ -101,6 +101,16 @@ impl From<ServiceError> for ApiError {
                 tracing::error!(error = %m, "internal error");
                 ApiError::code(ErrorCode::Internal)
             }
+            // The store logs when writes start and stop failing; each refusal is not news.
+            ServiceError::Unavailable(m) => {
+                tracing::debug!(error = %m, "storage unavailable");
+                let mut e = ApiError::new(
+                    code,
+                    "The storage cannot take this change now; nothing was changed. Try again later.",
+                );
+                e.retry_after = Some(5);
+                e
+            }
             other => ApiError::new(code, sentence(&other.to_string())),
         }
     }

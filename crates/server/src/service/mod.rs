@@ -112,6 +112,9 @@ pub enum ServiceError {
     RateLimited(u64),
     #[error("{0}")]
     Denied(Denial),
+    /// The storage cannot take the operation now; nothing was changed.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -136,6 +139,7 @@ impl ServiceError {
             ServiceError::InvalidCredentials => ErrorCode::InvalidCredentials,
             ServiceError::RateLimited(_) => ErrorCode::RateLimited,
             ServiceError::Denied(d) => d.code(),
+            ServiceError::Unavailable(_) => ErrorCode::Unavailable,
             ServiceError::Internal(_) => ErrorCode::Internal,
         }
     }
@@ -152,6 +156,7 @@ impl From<StoreError> for ServiceError {
             StoreError::NotFound => ServiceError::NotFound("object"),
             StoreError::TokenLimitReached => ServiceError::TokenLimitReached(0),
             StoreError::LastSuperAdmin => ServiceError::Conflict(e.to_string()),
+            StoreError::Unavailable(m) => ServiceError::Unavailable(m),
             StoreError::Backend(m) => ServiceError::Internal(m),
         }
     }

@@ -13,11 +13,14 @@ pub async fn healthz() -> impl IntoResponse {
     axum::Json(serde_json::json!({"status": "ok"}))
 }
 
-/// The database answers.
+/// The database answers (and, after writes failed for want of storage, takes one).
 pub async fn readyz(State(s): State<AppState>) -> Result<impl IntoResponse, ApiError> {
     s.service.store().ping().await.map_err(|e| {
         tracing::warn!(error = %e, "readiness check failed");
-        ApiError::new(ErrorCode::Unavailable, "The database is not reachable.")
+        ApiError::new(
+            ErrorCode::Unavailable,
+            "The database is not reachable, or cannot take writes.",
+        )
     })?;
     Ok(axum::Json(serde_json::json!({"status": "ready"})))
 }
