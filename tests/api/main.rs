@@ -8,6 +8,7 @@ mod auth;
 mod binary;
 mod cli;
 mod faults;
+mod floods;
 mod gateway;
 mod helpers;
 mod limits;

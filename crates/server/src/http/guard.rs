@@ -10,17 +10,25 @@
 //! front of the service, answers that request with the error and `Connection: close`.
 //! So hyper writes the answer in order, after those of any pipelined requests before it.
 //!
+//! Knowing where each message starts and ends, the guard also times the client: a head
+//! must arrive within [`Timeouts::header_read`] of when the server began waiting for it
+//! (an idle keep-alive connection included, but not while a request is being answered),
+//! and a body must keep up a minimum pace ([`MIN_BODY_RATE`] after
+//! [`Timeouts::body_grace`]). A client that falls behind gets the end of the stream.
+//!
 //! HTTP/2 (its preface) and upgraded connections are passed through as they are: their
 //! framing is not HTTP/1's.
 
 use super::error::ApiError;
+use super::listen::Timeouts;
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use bytes::{Bytes, BytesMut};
 use std::future::Future;
 use std::mem::MaybeUninit;
 use std::pin::Pin;
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::task::{ready, Context, Poll};
 use tessera_core::ErrorCode;
 use tessera_wire::h1::{self, ChunkedDecoder, Decoded, Framing, MAX_HEADERS};
@@ -61,9 +69,60 @@ enum State {
     Ended,
 }
 
+/// A body must arrive at this many bytes a second at least, on average, once its
+/// [`Timeouts::body_grace`] is over: a client sending a byte every few seconds cannot
+/// hold a connection for ever.
+pub const MIN_BODY_RATE: u64 = 1024;
+
+/// Requests of one connection handed to the service and not yet answered to the end
+/// (their response bodies not yet written out): while there are any, the connection is
+/// not idle, whatever it reads.
+#[derive(Debug, Clone, Default)]
+pub struct InFlight(Arc<AtomicUsize>);
+
+impl InFlight {
+    fn start(&self) -> InFlightGuard {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        InFlightGuard(self.clone())
+    }
+
+    fn any(&self) -> bool {
+        self.0.load(Ordering::SeqCst) > 0
+    }
+}
+
+/// One request in flight, until dropped (with its response body).
+#[derive(Debug)]
+struct InFlightGuard(InFlight);
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        (self.0).0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// When the client must have sent what the server waits for.
+#[derive(Debug, Default)]
+enum Deadline {
+    /// Not waiting on the client.
+    #[default]
+    None,
+    /// A whole head by then.
+    Head(tokio::time::Instant),
+    /// The body at [`MIN_BODY_RATE`]: `received` bytes since `started`.
+    Body {
+        started: tokio::time::Instant,
+        received: u64,
+    },
+}
+
 /// A connection whose request heads are read before hyper reads them.
 pub struct Guarded<I> {
     io: I,
+    timeouts: Timeouts,
+    in_flight: InFlight,
+    deadline: Deadline,
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
     state: State,
     /// Read from `io`, not yet passed on.
     read: BytesMut,
@@ -76,9 +135,15 @@ pub struct Guarded<I> {
 }
 
 impl<I> Guarded<I> {
-    pub fn new(io: I) -> Self {
+    /// `io` guarded, its requests counted in `in_flight` (shared with the
+    /// [`Refusals`] service in front of the connection's service).
+    pub fn new(io: I, timeouts: Timeouts, in_flight: InFlight) -> Self {
         Self {
             io,
+            timeouts,
+            in_flight,
+            deadline: Deadline::None,
+            timer: None,
             state: State::Start,
             read: BytesMut::new(),
             ready: Bytes::new(),
@@ -118,6 +183,9 @@ impl<I> Guarded<I> {
                     return false;
                 }
                 let n = (*remaining).min(self.read.len() as u64);
+                if let Deadline::Body { received, .. } = &mut self.deadline {
+                    *received += n;
+                }
                 *remaining -= n;
                 if *remaining == 0 {
                     self.state = State::Head;
@@ -145,6 +213,9 @@ impl<I> Guarded<I> {
                     }
                 };
                 let used = before - rest.len();
+                if let Deadline::Body { received, .. } = &mut self.deadline {
+                    *received += used as u64;
+                }
                 if done {
                     self.state = State::Head;
                 }
@@ -183,6 +254,13 @@ impl<I> Guarded<I> {
                     Framing::Chunked => State::Chunked(ChunkedDecoder::default()),
                     Framing::Empty | Framing::Close => State::Head,
                 };
+                self.deadline = match self.state {
+                    State::Length(_) | State::Chunked(_) => Deadline::Body {
+                        started: tokio::time::Instant::now(),
+                        received: 0,
+                    },
+                    _ => Deadline::None,
+                };
                 self.ready = self.read.split_to(len).freeze();
             }
             Err(code) => {
@@ -197,6 +275,43 @@ impl<I> Guarded<I> {
             }
         }
         true
+    }
+}
+
+impl<I> Guarded<I> {
+    /// Whether the client has missed its deadline, now that the server waits on it; if
+    /// not, the timer is set to wake the reader when it would.
+    fn client_is_late(&mut self, cx: &mut Context<'_>) -> bool {
+        let at_a_head = matches!(self.state, State::Start | State::Head);
+        if at_a_head && self.in_flight.any() {
+            // Waiting for the next request while one is answered is not idling.
+            self.deadline = Deadline::None;
+            return false;
+        }
+        let when = match self.deadline {
+            Deadline::None if at_a_head => {
+                let when = tokio::time::Instant::now() + self.timeouts.header_read;
+                self.deadline = Deadline::Head(when);
+                when
+            }
+            Deadline::None => return false,
+            Deadline::Head(when) => when,
+            Deadline::Body { started, received } => {
+                started
+                    + self.timeouts.body_grace
+                    + std::time::Duration::from_secs(received / MIN_BODY_RATE)
+            }
+        };
+        if matches!(self.state, State::Through | State::Ended) {
+            return false;
+        }
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(when)));
+        if timer.deadline() != when {
+            timer.as_mut().reset(when);
+        }
+        timer.as_mut().poll(cx).is_ready()
     }
 }
 
@@ -232,6 +347,12 @@ impl<I: AsyncRead + Unpin> AsyncRead for Guarded<I> {
             let polled = Pin::new(&mut this.io).poll_read(cx, &mut into);
             let n = into.filled().len();
             this.read.truncate(start + n);
+            if polled.is_pending() {
+                if this.client_is_late(cx) {
+                    return Poll::Ready(Err(std::io::ErrorKind::TimedOut.into()));
+                }
+                return Poll::Pending;
+            }
             ready!(polled)?;
             this.eof = n == 0;
         }
@@ -294,9 +415,13 @@ impl<I: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Guarded<I> {
 /// dropped before it closes (nginx's `lingering_close` does the same).
 pub const LINGER: (std::time::Duration, usize) = (std::time::Duration::from_secs(2), 1 << 20);
 
-/// A service that answers [`Guarded`]'s refusals, and passes every other request on.
+/// A service that answers [`Guarded`]'s refusals, passes every other request on, and
+/// counts the connection's requests in flight until their response bodies are done.
 #[derive(Clone, Debug)]
-pub struct Refusals<S>(pub S);
+pub struct Refusals<S> {
+    pub inner: S,
+    pub in_flight: InFlight,
+}
 
 /// The code a request carries if it is a refusal from this process's guard.
 fn refusal<B>(req: &hyper::Request<B>) -> Option<ErrorCode> {
@@ -319,20 +444,54 @@ where
     type Future = Pin<Box<dyn Future<Output = Result<Response, S::Error>> + Send>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.0.poll_ready(cx)
+        self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, req: hyper::Request<B>) -> Self::Future {
-        match refusal(&req) {
-            Some(code) => {
-                let mut response = ApiError::code(code).into_response();
-                response
-                    .headers_mut()
-                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
-                Box::pin(std::future::ready(Ok(response)))
-            }
-            None => Box::pin(self.0.call(req)),
+        if let Some(code) = refusal(&req) {
+            let mut response = ApiError::code(code).into_response();
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            return Box::pin(std::future::ready(Ok(response)));
         }
+        let in_flight = self.in_flight.start();
+        let answer = self.inner.call(req);
+        Box::pin(async move {
+            let response = answer.await?;
+            Ok(response.map(|body| {
+                axum::body::Body::new(Counted {
+                    body,
+                    _in_flight: in_flight,
+                })
+            }))
+        })
+    }
+}
+
+/// A response body that keeps its request counted in flight until it is dropped.
+struct Counted {
+    body: axum::body::Body,
+    _in_flight: InFlightGuard,
+}
+
+impl hyper::body::Body for Counted {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
     }
 }
 
@@ -345,7 +504,7 @@ mod tests {
     /// What hyper would read through the guard from `wire`, fed in pieces of `split`.
     async fn through(wire: &[u8], split: usize) -> Vec<u8> {
         let mut builder = tokio_test_io(wire, split);
-        let mut guarded = Guarded::new(&mut builder);
+        let mut guarded = Guarded::new(&mut builder, Timeouts::default(), InFlight::default());
         let mut out = Vec::new();
         // After a refusal nothing more comes, and the stream does not end either.
         let read = tokio::time::timeout(Duration::from_millis(100), guarded.read_to_end(&mut out));

@@ -2,7 +2,7 @@
 //! HTTP/2 (hyper-util's auto builder), the client address handed to handlers, and a
 //! graceful stop that lets in-flight requests finish.
 
-use super::guard::{Guarded, Refusals};
+use super::guard::{Guarded, InFlight, Refusals};
 use axum::extract::ConnectInfo;
 use axum::middleware::AddExtension;
 use bytes::Bytes;
@@ -36,6 +36,8 @@ pub struct Timeouts {
     /// For a write to make progress: a client that stops reading an answer is cut
     /// off after this, and the upstream connection the answer came on with it.
     pub write_stall: Duration,
+    /// For a request body before [`super::guard::MIN_BODY_RATE`] applies to it.
+    pub body_grace: Duration,
 }
 
 impl Default for Timeouts {
@@ -43,6 +45,7 @@ impl Default for Timeouts {
         Self {
             header_read: Duration::from_secs(30),
             write_stall: Duration::from_secs(30),
+            body_grace: Duration::from_secs(30),
         }
     }
 }
@@ -100,7 +103,7 @@ pub type Served<S> = Pin<Box<dyn Future<Output = Option<(Rewind, S)>> + Send>>;
 /// [`super::guard`], so that malformed heads are answered in the contract's JSON.
 fn with_hyper<I, S>(
     builder: &Builder<TokioExecutor>,
-    watcher: Watcher,
+    (watcher, _slot): (Watcher, tokio::sync::OwnedSemaphorePermit),
     io: I,
     service: S,
     timeouts: Timeouts,
@@ -116,14 +119,62 @@ where
         + 'static,
     S::Future: Send + 'static,
 {
+    let in_flight = InFlight::default();
+    let io = Guarded::new(
+        WriteDeadline::new(io, timeouts.write_stall),
+        timeouts,
+        in_flight.clone(),
+    );
+    let service = Refusals {
+        inner: service,
+        in_flight,
+    };
     let conn = builder
-        .serve_connection_with_upgrades(
-            TokioIo::new(Guarded::new(WriteDeadline::new(io, timeouts.write_stall))),
-            TowerToHyperService::new(Refusals(service)),
-        )
+        .serve_connection_with_upgrades(TokioIo::new(io), TowerToHyperService::new(service))
         .into_owned();
     async move {
         let _ = watcher.watch(conn).await;
+    }
+}
+
+/// Raises the process's soft limit on open files to its hard limit (a server's
+/// connections are files; the common soft default of 1,024 is reached by a few hundred
+/// idle clients), and answers the limit now in force (`None`: unknown, no limit).
+pub fn raise_open_files_limit() -> Option<u64> {
+    #[cfg(target_os = "linux")]
+    {
+        use rustix::process::{getrlimit, setrlimit, Resource};
+        let mut limit = getrlimit(Resource::Nofile);
+        if limit.current < limit.maximum {
+            let raised = rustix::process::Rlimit {
+                current: limit.maximum,
+                maximum: limit.maximum,
+            };
+            match setrlimit(Resource::Nofile, raised) {
+                Ok(()) => limit = raised,
+                Err(e) => tracing::warn!(error = %e, "could not raise the open-files limit"),
+            }
+        }
+        limit.current
+    }
+    #[cfg(not(target_os = "linux"))]
+    None
+}
+
+/// How many client connections each listener may hold at once, out of `open_files`: a
+/// third each, after a reserve for the database, the upstream connections and the
+/// like. So a flood of connections to one listener (say, idle ones to the admin API)
+/// cannot take the files the other needs: its further clients wait in the accept queue
+/// until some close, and the other listener answers as before.
+pub fn connections_per_listener(open_files: Option<u64>) -> usize {
+    match open_files {
+        Some(n) => {
+            let reserve = (n / 4).min(256);
+            usize::try_from((n - reserve) / 3)
+                .unwrap_or(usize::MAX)
+                .max(1)
+        }
+        None => usize::MAX >> 4,
     }
 }
 
@@ -136,6 +187,7 @@ pub async fn run<S>(
     tls: Option<TlsAcceptor>,
     own: Option<OwnConnections<S>>,
     timeouts: Timeouts,
+    max_connections: usize,
     mut stop: watch::Receiver<bool>,
 ) where
     S: tower::Service<
@@ -157,7 +209,16 @@ pub async fn run<S>(
         .max_headers(tessera_wire::h1::MAX_HEADERS + 1)
         .max_buf_size(2 * tessera_wire::h1::MAX_HEAD_BYTES);
     let builder = Arc::new(builder);
+    let slots = Arc::new(tokio::sync::Semaphore::new(max_connections));
     loop {
+        // A slot first: at the cap, new clients wait in the kernel's accept queue.
+        let slot = tokio::select! {
+            slot = slots.clone().acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => break,
+            },
+            () = async { let _ = stop.wait_for(|s| *s).await; } => break,
+        };
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
@@ -174,8 +235,8 @@ pub async fn run<S>(
         let service = service_for(peer);
         let builder = builder.clone();
         // Held for the connection's whole life, whoever serves it: the drain waits for
-        // every watcher to be gone.
-        let watcher = graceful.watcher();
+        // every watcher to be gone, and the slot goes back with it.
+        let watcher = (graceful.watcher(), slot);
         match (&tls, own) {
             (None, Some(own)) => {
                 let served = own(stream, service, timeouts, stop.clone());
@@ -191,11 +252,15 @@ pub async fn run<S>(
             (Some(acceptor), _) => {
                 let acceptor = acceptor.clone();
                 tokio::spawn(async move {
-                    match acceptor.accept(stream).await {
-                        Ok(tls_stream) => {
+                    // A handshake is part of the first head's time.
+                    let handshake =
+                        tokio::time::timeout(timeouts.header_read, acceptor.accept(stream));
+                    match handshake.await {
+                        Ok(Ok(tls_stream)) => {
                             with_hyper(&builder, watcher, tls_stream, service, timeouts).await;
                         }
-                        Err(e) => tracing::debug!(error = %e, %peer, "TLS handshake failed"),
+                        Ok(Err(e)) => tracing::debug!(error = %e, %peer, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
                     }
                 });
             }

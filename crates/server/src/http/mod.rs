@@ -386,6 +386,13 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let tls = app.state.config.tls.as_ref().map(|t| t.0.clone());
     let timeouts = app.state.config.timeouts;
+    let open_files = listen::raise_open_files_limit();
+    let max_connections = listen::connections_per_listener(open_files);
+    tracing::info!(
+        open_files = open_files.unwrap_or(0),
+        max_connections,
+        "connection limits"
+    );
     app.routing
         .reload()
         .await
@@ -403,6 +410,7 @@ pub async fn serve(
             tls.clone(),
             None,
             timeouts,
+            max_connections,
             stop_rx.clone()
         ),
         listen::run(
@@ -411,6 +419,7 @@ pub async fn serve(
             tls,
             Some(gateway_conn::serve),
             timeouts,
+            max_connections,
             stop_rx
         ),
     );
