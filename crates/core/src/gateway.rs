@@ -69,29 +69,65 @@ pub struct UpstreamUrl<'a> {
     pub path: &'a str,
 }
 
-/// An upstream base URL: `http://host:port` with an optional base path; no query,
-/// fragment or user info.
+/// An upstream base URL: `http://host[:port][/path]`: a host name (letters, digits and
+/// `-` in dot-separated labels), an IPv4 address or a bracketed IPv6 one; a port from 1
+/// to 65535 without leading zeros; a path of unreserved characters, sub-delimiters,
+/// `:`, `%` and `/`. No query, fragment or user info. (The OpenAPI document states the
+/// same as a pattern, [`UPSTREAM_URL_PATTERN`].)
 pub fn split_upstream(s: &str) -> Result<UpstreamUrl<'_>, String> {
     let bad = |why: &str| format!("'{}' {why}", s.chars().take(100).collect::<String>());
     let rest = s
         .strip_prefix("http://")
         .ok_or_else(|| bad("must start with http://"))?;
-    if rest.contains(['?', '#', '@', ' ']) {
-        return Err(bad("must not have a query, fragment, user info or spaces"));
-    }
     let (authority, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, ""),
     };
-    let (host, port) = match authority.rsplit_once(':') {
-        Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => (h, Some(p)),
-        _ => (authority, None),
-    };
-    if host.is_empty() {
-        return Err(bad("has no host"));
+    let path_ok = path
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"._~!$&'()*+,;=:%/-".contains(&b));
+    if !path_ok {
+        return Err(bad(
+            "must not have a query, fragment, user info, spaces or other characters a path cannot hold",
+        ));
     }
+    let port = if let Some(bracketed) = authority.strip_prefix('[') {
+        let (inside, after) = bracketed
+            .split_once(']')
+            .ok_or_else(|| bad("has an unclosed '['"))?;
+        let ipv6 = !inside.is_empty()
+            && inside
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.');
+        if !ipv6 {
+            return Err(bad("has a bad IPv6 address"));
+        }
+        match after {
+            "" => None,
+            _ => Some(
+                after
+                    .strip_prefix(':')
+                    .ok_or_else(|| bad("has a bad port"))?,
+            ),
+        }
+    } else {
+        let (host, port) = match authority.split_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (authority, None),
+        };
+        let label_ok =
+            |l: &str| !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+        if host.is_empty() {
+            return Err(bad("has no host"));
+        }
+        if !host.split('.').all(label_ok) {
+            return Err(bad("has a bad host name"));
+        }
+        port
+    };
     if let Some(p) = port {
-        if p.parse::<u16>().map_or(true, |p| p == 0) {
+        let digits = !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit());
+        if !digits || p.starts_with('0') || p.parse::<u16>().is_err() {
             return Err(bad("has a bad port"));
         }
     }
@@ -100,6 +136,9 @@ pub fn split_upstream(s: &str) -> Result<UpstreamUrl<'_>, String> {
         path: path.trim_end_matches('/'),
     })
 }
+
+/// What [`split_upstream`] accepts, as an ECMA-262 pattern for the OpenAPI document.
+pub const UPSTREAM_URL_PATTERN: &str = r"^http://([A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*|\[[0-9A-Fa-f:.]+\])(:([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]))?(/[A-Za-z0-9._~!$&'()*+,;=:%/-]*)?$";
 
 /// [`split_upstream`], answered as the URL without a trailing `/`.
 pub fn parse_upstream(s: &str) -> Result<String, String> {
@@ -247,6 +286,11 @@ mod tests {
             parse_upstream("http://[::1]:8080"),
             Ok("http://[::1]:8080".into())
         );
+        assert_eq!(parse_upstream("http://[::1]"), Ok("http://[::1]".into()));
+        assert_eq!(
+            parse_upstream("http://a-b.c:65535/x_4*"),
+            Ok("http://a-b.c:65535/x_4*".into())
+        );
         for bad in [
             "https://x",
             "ftp://x",
@@ -255,6 +299,14 @@ mod tests {
             "http://x:99999",
             "http://u@x",
             "http://x/?q",
+            "http://x:080",
+            "http://x:+80",
+            "http://x:65536",
+            "http://a..b",
+            "http://a_b",
+            "http://[]",
+            "http://[::1",
+            "http://x/a b",
         ] {
             assert!(parse_upstream(bad).is_err(), "{bad}");
         }

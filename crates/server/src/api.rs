@@ -61,8 +61,10 @@ where
 #[serde(deny_unknown_fields)]
 pub struct RateLimitBody {
     /// 1–1000000.
+    #[schema(minimum = 1, maximum = 1_000_000)]
     pub requests: u32,
     /// 1–86400.
+    #[schema(minimum = 1, maximum = 86_400)]
     pub per_seconds: u32,
 }
 
@@ -93,15 +95,19 @@ impl From<RateLimit> for RateLimitBody {
 #[serde(deny_unknown_fields)]
 pub struct CreateTokenRequest {
     /// 1–100 characters, unique in the account, no control characters.
+    #[schema(pattern = r"^[^\u0000-\u001F\u007F-\u009F]{1,100}$")]
     pub name: String,
-    /// At most 1000 characters.
+    /// At most 1000 characters; newlines and tabs allowed, other control characters not.
+    #[schema(pattern = r"^[^\u0000-\u0008\u000B-\u001F\u007F-\u009F]{0,1000}$")]
     pub note: Option<String>,
     /// Days from now (the dashboard offers 7, 30, 60 and 90), up to the policy's maximum.
+    #[schema(minimum = 1, maximum = 36_500)]
     pub expires_in_days: Option<i64>,
     pub expires_at: Option<DateTime<Utc>>,
     /// Only where the policy has `allow_never_expires`.
     pub never_expires: Option<bool>,
     /// `resource:action` strings the token may use; null follows the account.
+    #[schema(schema_with = nullable_permissions)]
     pub scopes: Option<Vec<String>>,
     /// CIDRs (`10.0.0.0/8`, `2001:db8::/32`) or single addresses the token may be used from.
     pub allowed_cidrs: Option<Vec<String>>,
@@ -113,12 +119,13 @@ pub struct CreateTokenRequest {
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateTokenRequest {
+    #[schema(pattern = r"^[^\u0000-\u001F\u007F-\u009F]{1,100}$")]
     pub name: Option<String>,
     #[serde(default, deserialize_with = "nullable")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, pattern = r"^[^\u0000-\u0008\u000B-\u001F\u007F-\u009F]{0,1000}$")]
     pub note: Option<Option<String>>,
     #[serde(default, deserialize_with = "nullable")]
-    #[schema(value_type = Option<Vec<String>>)]
+    #[schema(schema_with = nullable_permissions)]
     pub scopes: Option<Option<Vec<String>>>,
     #[serde(default, deserialize_with = "nullable")]
     #[schema(value_type = Option<Vec<String>>)]
@@ -133,10 +140,12 @@ pub struct UpdateTokenRequest {
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegenerateRequest {
+    #[schema(minimum = 1, maximum = 36_500)]
     pub expires_in_days: Option<i64>,
     pub expires_at: Option<DateTime<Utc>>,
     pub never_expires: Option<bool>,
     /// 0–86400 (default 0): how long the old value keeps working.
+    #[schema(minimum = 0, maximum = 86_400)]
     pub grace_period_seconds: Option<i64>,
 }
 
@@ -217,30 +226,71 @@ pub struct Paged<T: ToSchema> {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListTokensQuery {
     /// `active`, `expired` or `disabled`.
+    #[param(pattern = "^(active|expired|disabled)$")]
     pub status: Option<String>,
     /// 1–1000, default 100.
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<i64>,
     pub cursor: Option<String>,
     /// Only with `tokens:admin` (under `/admin/tokens`): one account's tokens.
     pub account_id: Option<String>,
 }
 
+/// The caller's own tokens: [`ListTokensQuery`] without `account_id`.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct OwnTokensQuery {
+    /// `active`, `expired` or `disabled`.
+    #[param(pattern = "^(active|expired|disabled)$")]
+    pub status: Option<String>,
+    /// 1–1000, default 100.
+    #[param(minimum = 1, maximum = 1000)]
+    pub limit: Option<i64>,
+    pub cursor: Option<String>,
+}
+
+impl From<OwnTokensQuery> for ListTokensQuery {
+    fn from(q: OwnTokensQuery) -> Self {
+        ListTokensQuery {
+            status: q.status,
+            limit: q.limit,
+            cursor: q.cursor,
+            account_id: None,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct PageQuery {
     /// 1–1000, default 100.
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<i64>,
     pub cursor: Option<String>,
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct DeleteAllQuery {
-    /// Must be `true`.
+    /// Must be `true`: without it the request is refused (400), so that nobody deletes
+    /// every token by accident.
+    #[param(required = true, schema_with = must_be_true)]
     pub confirm: Option<bool>,
+}
+
+/// `true`, and only that.
+fn must_be_true() -> utoipa::openapi::Object {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::Boolean)
+        .enum_values(Some([true]))
+        .build()
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -249,6 +299,7 @@ pub struct DeletedCount {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct UsageQuery {
     /// Default: 24 hours before `until`.
@@ -256,6 +307,7 @@ pub struct UsageQuery {
     /// Default: now.
     pub until: Option<DateTime<Utc>>,
     /// `1m`, `1h` (default) or `1d`.
+    #[param(pattern = "^(1m|1h|1d)$")]
     pub bucket: Option<String>,
 }
 
@@ -278,6 +330,7 @@ pub struct VerifyRequest {
     #[schema(value_type = String)]
     pub token: Secret,
     /// Scopes the token must hold; `forbidden` when one is missing.
+    #[schema(schema_with = nullable_permissions)]
     pub scopes: Option<Vec<String>>,
 }
 
@@ -347,8 +400,9 @@ pub struct MeResponse {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateAccountRequest {
+    #[schema(pattern = r"^[a-z0-9._-]{3,64}$")]
     pub username: String,
-    #[schema(value_type = String)]
+    #[schema(value_type = String, min_length = 12)]
     pub password: Secret,
     #[serde(default)]
     pub roles: Vec<String>,
@@ -361,7 +415,7 @@ pub struct CreateAccountRequest {
 pub struct UpdateAccountRequest {
     pub roles: Option<Vec<String>>,
     pub disabled: Option<bool>,
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, min_length = 12)]
     pub password: Option<Secret>,
 }
 
@@ -375,8 +429,9 @@ pub struct RoleView {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateRoleRequest {
-    /// `^[a-z][a-z0-9_-]{1,63}$`
+    #[schema(pattern = r"^[a-z][a-z0-9_-]{1,63}$")]
     pub name: String,
+    #[schema(schema_with = permissions)]
     pub permissions: Vec<String>,
 }
 
@@ -384,7 +439,9 @@ pub struct CreateRoleRequest {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateRoleRequest {
+    #[schema(pattern = r"^[a-z][a-z0-9_-]{1,63}$")]
     pub name: Option<String>,
+    #[schema(schema_with = permissions)]
     pub permissions: Vec<String>,
 }
 
@@ -399,20 +456,26 @@ pub struct RoleList {
 #[serde(deny_unknown_fields)]
 pub struct TokenPolicyBody {
     /// Expiry of a token created without one (days, default 30).
+    #[schema(minimum = 1, maximum = 36_500)]
     pub default_expiry_days: u32,
     /// Longest allowed expiry (days, default 365); null for none.
+    #[schema(minimum = 1, maximum = 36_500)]
     pub max_expiry_days: Option<u32>,
     /// Whether tokens may never expire (default false).
     pub allow_never_expires: bool,
     /// Most tokens one account may hold (default 50).
+    #[schema(minimum = 1, maximum = 10_000)]
     pub max_tokens_per_account: u32,
 }
 
 // --- audit and access logs ---------------------------------------------------------
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct AuditQuery {
+    /// One of the audit actions (`token.create`, …).
+    #[param(schema_with = audit_actions)]
     pub action: Option<String>,
     /// An account id or a username.
     pub actor: Option<String>,
@@ -422,9 +485,13 @@ pub struct AuditQuery {
     pub until: Option<DateTime<Utc>>,
     /// 1–1000, default 100. With `format=ndjson` or `csv` and no `limit`, every
     /// matching entry is exported.
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<i64>,
+    /// The `next_cursor` of the page before.
+    #[param(pattern = r"^[+-]?[0-9]{1,18}$")]
     pub cursor: Option<String>,
     /// `json` (default), `ndjson` or `csv`.
+    #[param(pattern = "^(json|ndjson|csv)$")]
     pub format: Option<String>,
 }
 
@@ -470,16 +537,25 @@ pub struct AuditVerifyResponse {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct AccessQuery {
     pub token_id: Option<String>,
     pub account_id: Option<String>,
+    /// An HTTP status code.
+    #[param(minimum = 100, maximum = 599)]
     pub status: Option<u16>,
     pub since: Option<DateTime<Utc>>,
     pub until: Option<DateTime<Utc>>,
+    /// 1–1000, default 100. With `format=ndjson` or `csv` and no `limit`, every
+    /// matching record is exported.
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<i64>,
+    /// The `next_cursor` of the page before.
+    #[param(pattern = r"^[+-]?[0-9]{1,18}$")]
     pub cursor: Option<String>,
     /// `json` (default), `ndjson` or `csv`.
+    #[param(pattern = "^(json|ndjson|csv)$")]
     pub format: Option<String>,
 }
 
@@ -520,9 +596,13 @@ pub struct ErrorDetail {
 #[serde(deny_unknown_fields)]
 pub struct ServiceBody {
     /// 1–100 of `A-Z a-z 0-9 . _ -`, unique.
+    #[schema(pattern = r"^[A-Za-z0-9._-]{1,100}$")]
     pub name: String,
+    /// 1–64 base URLs: `http://host[:port][/base]`, no query, fragment or user info.
+    #[schema(schema_with = upstream_urls)]
     pub upstreams: Vec<String>,
     /// 1–600000, default 30000.
+    #[schema(minimum = 1, maximum = 600_000)]
     pub timeout_ms: Option<u32>,
 }
 
@@ -540,13 +620,22 @@ pub struct ServiceView {
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RouteBody {
+    #[schema(pattern = r"^[A-Za-z0-9._-]{1,100}$")]
     pub name: String,
     pub service_id: String,
+    /// A normalized path: `/`, or `/` and segments without a trailing `/`.
+    #[schema(
+        pattern = r"^(/|(/[A-Za-z0-9_~!$&'()*+,=:@-][A-Za-z0-9._~!$&'()*+,=:@-]*)+)$",
+        max_length = 1000
+    )]
     pub path_prefix: String,
+    #[schema(schema_with = http_methods)]
     pub methods: Option<Vec<String>>,
     /// `token` (default) or `none`.
+    #[schema(pattern = "^(token|none)$")]
     pub auth: Option<String>,
     /// Scopes a token needs, all of them.
+    #[schema(schema_with = nullable_permissions)]
     pub scopes: Option<Vec<String>>,
     /// Per token, on top of the token's own limit.
     pub rate_limit: Option<RateLimitBody>,
@@ -572,11 +661,20 @@ pub struct RouteView {
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ConfigRoute {
+    #[schema(pattern = r"^[A-Za-z0-9._-]{1,100}$")]
     pub name: String,
     pub service: String,
+    /// A normalized path: `/`, or `/` and segments without a trailing `/`.
+    #[schema(
+        pattern = r"^(/|(/[A-Za-z0-9_~!$&'()*+,=:@-][A-Za-z0-9._~!$&'()*+,=:@-]*)+)$",
+        max_length = 1000
+    )]
     pub path_prefix: String,
+    #[schema(schema_with = http_methods)]
     pub methods: Option<Vec<String>>,
+    #[schema(pattern = "^(token|none)$")]
     pub auth: Option<String>,
+    #[schema(schema_with = nullable_permissions)]
     pub scopes: Option<Vec<String>>,
     pub rate_limit: Option<RateLimitBody>,
     pub strip_prefix: Option<bool>,
@@ -607,8 +705,85 @@ pub struct GatewayDiff {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ApplyQuery {
     /// Answer the diff without applying it.
     pub dry_run: Option<bool>,
+}
+
+// --- schemas the derive cannot spell -----------------------------------------------
+
+/// A permission: `*`, `resource:*` or `resource:action`, lower case.
+const PERMISSION: &str = r"^(\*|[a-z0-9_.-]{1,64}:(\*|[a-z0-9_.-]{1,64}))$";
+
+fn string_matching(pattern: &str) -> utoipa::openapi::Object {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .pattern(Some(pattern))
+        .build()
+}
+
+fn array_of(
+    items: utoipa::openapi::Object,
+    nullable: bool,
+    max_items: Option<usize>,
+) -> utoipa::openapi::Array {
+    use utoipa::openapi::schema::{ArrayBuilder, SchemaType, Type};
+    let kind = if nullable {
+        SchemaType::from_iter([Type::Array, Type::Null])
+    } else {
+        SchemaType::Type(Type::Array)
+    };
+    ArrayBuilder::new()
+        .schema_type(kind)
+        .items(items)
+        .max_items(max_items)
+        .build()
+}
+
+/// A list of permissions.
+fn permissions() -> utoipa::openapi::Array {
+    array_of(string_matching(PERMISSION), false, None)
+}
+
+/// A list of permissions, or null.
+fn nullable_permissions() -> utoipa::openapi::Array {
+    array_of(string_matching(PERMISSION), true, None)
+}
+
+/// Route methods, or null for all.
+fn http_methods() -> utoipa::openapi::Array {
+    let mut a = array_of(
+        string_matching(
+            "^(GET|HEAD|POST|PUT|PATCH|DELETE|OPTIONS|get|head|post|put|patch|delete|options)$",
+        ),
+        true,
+        Some(7),
+    );
+    a.min_items = Some(1);
+    a
+}
+
+/// A service's upstream base URLs.
+fn upstream_urls() -> utoipa::openapi::Array {
+    let mut a = array_of(
+        string_matching(tessera_core::gateway::UPSTREAM_URL_PATTERN),
+        false,
+        Some(64),
+    );
+    a.min_items = Some(1);
+    a
+}
+
+/// The audit actions, by name.
+fn audit_actions() -> utoipa::openapi::Object {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .enum_values(Some(
+            tessera_core::audit::AuditAction::ALL
+                .iter()
+                .map(|a| a.as_str()),
+        ))
+        .build()
 }

@@ -22,10 +22,44 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        match axum::Json::<T>::from_request(req, state).await {
-            Ok(axum::Json(v)) => Ok(Json(v)),
-            Err(rejection) => Err(json_rejection(rejection)),
+        let axum::Json(mut value) = axum::Json::<serde_json::Value>::from_request(req, state)
+            .await
+            .map_err(json_rejection)?;
+        // Every body of the API is an object; serde would also read a struct from an
+        // array of its fields in order (`[null, null]`), which no client means.
+        if !value.is_object() {
+            return Err(ApiError::invalid_request("The body must be a JSON object."));
         }
+        integral_numbers_as_integers(&mut value);
+        serde_path_to_error::deserialize(value)
+            .map(Json)
+            .map_err(|e| {
+                ApiError::invalid_request(format!(
+                    "The body does not have the expected fields: {e}"
+                ))
+            })
+    }
+}
+
+/// Writes each number with no fractional part (`30.0`) as an integer, so that integer
+/// fields take it: JSON Schema counts `30.0` as an integer, and clients generated from
+/// the OpenAPI document may send one.
+fn integral_numbers_as_integers(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Number(n) if !n.is_i64() && !n.is_u64() => {
+            let Some(f) = n.as_f64() else { return };
+            // Exactly representable integers only (|f| < 2^53).
+            if f.fract() == 0.0 && f.abs() < 9_007_199_254_740_992.0 {
+                #[allow(clippy::cast_possible_truncation)]
+                let i = f as i64;
+                *n = serde_json::Number::from(i);
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(integral_numbers_as_integers),
+        serde_json::Value::Object(fields) => {
+            fields.values_mut().for_each(integral_numbers_as_integers)
+        }
+        _ => {}
     }
 }
 

@@ -82,8 +82,9 @@ pub struct App {
 #[openapi(
     info(title = "Tessera", description = "Self-hosted API token service. Every /api/v1 route but /login takes a token in `X-API-KEY`, `Authorization: Bearer` or the `X-API-KEY` cookie, or the `tessera_session` cookie from /login. Errors are `{\"error\": {\"code\", \"message\", \"details\"?}}`. Lists answer `{\"items\", \"next_cursor\"}`, newest first."),
     modifiers(&SecuritySchemes),
+    paths(routes::ops::healthz, routes::ops::readyz, routes::ops::metrics),
     security(("api_key" = []), ("bearer" = []), ("api_key_cookie" = []), ("session" = [])),
-    tags((name = "tokens"), (name = "admin"), (name = "gateway"), (name = "session"), (name = "accounts"), (name = "roles"), (name = "settings"), (name = "audit"))
+    tags((name = "tokens"), (name = "admin"), (name = "gateway"), (name = "session"), (name = "accounts"), (name = "roles"), (name = "settings"), (name = "audit"), (name = "operations"))
 )]
 struct ApiDoc;
 

@@ -150,11 +150,16 @@ impl Service {
             }
         };
         check_range(q.since, q.until)?;
+        if q.status.is_some_and(|s| !(100..=599).contains(&s)) {
+            return Err(ServiceError::field("status", "must be between 100 and 599"));
+        }
         if cursor.as_deref().is_some_and(|c| c.parse::<i64>().is_err()) {
             return Err(ServiceError::InvalidRequest(
                 "cursor is not one this API gave out".into(),
             ));
         }
+        // Checked before any filter can answer "no match": a bad limit is refused alike.
+        let (limit, page) = page(limit, cursor)?;
         let no_match = || {
             Ok(Paged {
                 items: vec![],
@@ -182,7 +187,6 @@ impl Service {
             since: q.since,
             until: q.until,
         };
-        let (limit, page) = page(limit, cursor)?;
         let records = self.store.list_access(&filter, &page).await?;
         let (records, next_cursor) = finish_page(records, limit, |(id, _)| id.to_string());
         Ok(Paged {

@@ -540,6 +540,12 @@ pub struct Verifier {
     /// Failed token authentications by client address: past the limit, a credential
     /// that is not known already is refused without a lookup (429).
     failed: FailureWindows<IpAddr>,
+    /// Credentials (by [`Fingerprint`]) that opened a real token in the last day: what
+    /// "known to the server" means to [`Self::failed`]. Unlike the caches, it is not
+    /// emptied by evictions (a role change empties those), so a client whose address
+    /// is throttled keeps working with its own token. It exempts from the throttle
+    /// only; the token is still checked as any other.
+    vouched: Cache<u128, ()>,
     /// Uses by a credential that matched no token, written to the access log, by client
     /// address: past the limit they are only counted in `/metrics`.
     unmatched_logged: FailureWindows<IpAddr>,
@@ -610,6 +616,10 @@ impl Verifier {
             this: this.clone(),
             refreshes: AtomicUsize::new(0),
             failed: FailureWindows::per_minute(FAILED_AUTH_PER_MINUTE),
+            vouched: Cache::builder()
+                .max_capacity(200_000)
+                .time_to_live(Duration::from_secs(86_400))
+                .build(),
             unmatched_logged: FailureWindows::per_minute(UNMATCHED_LOGGED_PER_MINUTE),
         })
     }
@@ -704,32 +714,31 @@ impl Verifier {
                 (known.token, accepted)
             }
             None => {
-                // A client that keeps failing is answered without a lookup, until its
-                // window ends; credentials the server knows still pass (above).
-                if let (true, Some(ip)) = (spend, ip) {
-                    if let Some(secs) = self.failed.blocked(&ip, now) {
-                        return Err(Denial::RateLimited(RateLimitState {
-                            limit: self.failed.limit(),
-                            remaining: 0,
-                            retry_after_secs: secs,
-                            reset_secs: secs,
-                        }));
-                    }
-                }
                 let epoch = self.epoch.load(Ordering::SeqCst);
-                let hash = TokenValue::digest_of(credential).map_err(|_| Denial::InvalidToken)?;
+                let hash = TokenValue::digest_of(credential).map_err(|_| {
+                    self.throttled(fingerprint, ip, spend, now)
+                        .unwrap_or(Denial::InvalidToken)
+                })?;
                 // A hit is all in memory and in this function. The store's path is boxed,
                 // so that its futures do not make every verification's future bigger (496
                 // bytes rather than 832): rustc builds a future and then copies it into
                 // its caller's.
                 let token = match self.cached_token(&hash, now) {
                     Some(token) => token,
-                    None => Box::pin(self.token_by_hash(&hash, now))
-                        .await?
-                        .ok_or(Denial::InvalidToken)?,
+                    None => {
+                        // A client that keeps failing is answered without a lookup until
+                        // its window ends; credentials the server knows (cached) pass.
+                        if let Some(d) = self.throttled(fingerprint, ip, spend, now) {
+                            return Err(d);
+                        }
+                        Box::pin(self.token_by_hash(&hash, now))
+                            .await?
+                            .ok_or(Denial::InvalidToken)?
+                    }
                 };
                 let accepted = token.record.accepts(&hash, now);
                 if accepted {
+                    self.vouched.insert(fingerprint.0, ());
                     self.learn_credential(fingerprint, &token, &hash, epoch, now);
                 }
                 (token, accepted)
@@ -1060,6 +1069,28 @@ impl Verifier {
             self.unknown.invalidate_all();
             self.accounts.invalidate_all();
         });
+    }
+
+    /// 429 for a credential the server does not know ([`Self::vouched`]) from a client
+    /// at `ip` that has used up its failed authentications ([`FAILED_AUTH_PER_MINUTE`]),
+    /// when the token is being used (`spend`).
+    fn throttled(
+        &self,
+        fingerprint: Fingerprint,
+        ip: Option<IpAddr>,
+        spend: bool,
+        now: Timestamp,
+    ) -> Option<Denial> {
+        let secs = self.failed.blocked(&ip.filter(|_| spend)?, now)?;
+        if self.vouched.contains_key(&fingerprint.0) {
+            return None;
+        }
+        Some(Denial::RateLimited(RateLimitState {
+            limit: self.failed.limit(),
+            remaining: 0,
+            retry_after_secs: secs,
+            reset_secs: secs,
+        }))
     }
 
     /// Logs one request that presented a token (allowed or denied), with the answer it

@@ -174,7 +174,11 @@ where
 
 #[utoipa::path(get, path = "/api/v1/audit-logs", tag = "audit", params(AuditQuery),
     description = "The audit log, newest first (needs `audit:read`). `format=ndjson` or `csv` exports; without `limit` they export every matching entry.",
-    responses((status = 200, body = Paged<AuditEntryView>), (status = "4XX", body = ErrorBody)))]
+    responses((status = 200, description = "A page of entries, or with `format` an export",
+                content((Paged<AuditEntryView> = "application/json"),
+                        (String = "application/x-ndjson"),
+                        (String = "text/csv"))),
+               (status = "4XX", body = ErrorBody)))]
 pub async fn audit(
     State(s): State<AppState>,
     caller: Caller,
@@ -188,7 +192,7 @@ pub async fn audit(
     .await
 }
 
-#[utoipa::path(get, path = "/api/v1/audit-logs/verify", tag = "audit",
+#[utoipa::path(get, path = "/api/v1/audit-logs/verify", tag = "audit", operation_id = "verify_audit_chain",
     description = "Recomputes the hash chain over the whole log.",
     responses((status = 200, body = AuditVerifyResponse), (status = "4XX", body = ErrorBody)))]
 pub async fn verify(
@@ -200,7 +204,11 @@ pub async fn verify(
 
 #[utoipa::path(get, path = "/api/v1/access-logs", tag = "audit", params(AccessQuery),
     description = "Token uses, newest first. With `audit:read`, everyone's; with `tokens:read` only, the caller's own account's.",
-    responses((status = 200, body = Paged<AccessRecordView>), (status = "4XX", body = ErrorBody)))]
+    responses((status = 200, description = "A page of records, or with `format` an export",
+                content((Paged<AccessRecordView> = "application/json"),
+                        (String = "application/x-ndjson"),
+                        (String = "text/csv"))),
+               (status = "4XX", body = ErrorBody)))]
 pub async fn access(
     State(s): State<AppState>,
     caller: Caller,

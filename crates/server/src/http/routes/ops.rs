@@ -9,11 +9,16 @@ use tessera_core::store::Store;
 use tessera_core::ErrorCode;
 
 /// The process is up.
+#[utoipa::path(get, path = "/healthz", tag = "operations", security(()),
+    responses((status = 200, description = "The process is up", body = Object)))]
 pub async fn healthz() -> impl IntoResponse {
     axum::Json(serde_json::json!({"status": "ok"}))
 }
 
 /// The database answers (and, after writes failed for want of storage, takes one).
+#[utoipa::path(get, path = "/readyz", tag = "operations", security(()),
+    responses((status = 200, description = "Ready", body = Object),
+               (status = 503, description = "The database cannot be reached or cannot take writes", body = crate::api::ErrorBody)))]
 pub async fn readyz(State(s): State<AppState>) -> Result<impl IntoResponse, ApiError> {
     s.service.store().ping().await.map_err(|e| {
         tracing::warn!(error = %e, "readiness check failed");
@@ -25,6 +30,9 @@ pub async fn readyz(State(s): State<AppState>) -> Result<impl IntoResponse, ApiE
     Ok(axum::Json(serde_json::json!({"status": "ready"})))
 }
 
+/// Prometheus metrics (OpenMetrics text).
+#[utoipa::path(get, path = "/metrics", tag = "operations", security(()),
+    responses((status = 200, description = "Metrics in the OpenMetrics text format", content_type = "application/openmetrics-text", body = String)))]
 pub async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
     (
         [(

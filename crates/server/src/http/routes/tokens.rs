@@ -24,16 +24,18 @@ pub async fn create(
     ))
 }
 
-#[utoipa::path(get, path = "/api/v1/tokens", tag = "tokens", params(ListTokensQuery),
+#[utoipa::path(get, path = "/api/v1/tokens", tag = "tokens", params(OwnTokensQuery),
     description = "The caller's own tokens, newest first (needs `tokens:read`).",
     responses((status = 200, body = Paged<TokenView>), (status = "4XX", body = ErrorBody)))]
 pub async fn list(
     State(s): State<AppState>,
     caller: Caller,
-    Query(q): Query<ListTokensQuery>,
+    Query(q): Query<OwnTokensQuery>,
 ) -> JsonResult<Paged<TokenView>> {
     Ok(axum::Json(
-        s.service.list_tokens(&caller, TokenScope::Own, q).await?,
+        s.service
+            .list_tokens(&caller, TokenScope::Own, q.into())
+            .await?,
     ))
 }
 
@@ -144,7 +146,7 @@ pub async fn usage(
     Ok(axum::Json(s.service.token_usage(&caller, &id, q).await?))
 }
 
-#[utoipa::path(post, path = "/api/v1/tokens/verify", tag = "tokens", request_body = VerifyRequest,
+#[utoipa::path(post, path = "/api/v1/tokens/verify", tag = "tokens", operation_id = "verify_token", request_body = VerifyRequest,
     description = "Introspect a token (needs `tokens:introspect`): whether it is valid, and if so for which account and scopes. Neither its address allowlist nor its rate limit is applied, and the value is never echoed.",
     responses((status = 200, body = VerifyResponse), (status = "4XX", body = ErrorBody)))]
 pub async fn verify(
