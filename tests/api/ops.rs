@@ -99,6 +99,9 @@ async fn openapi_documents_every_route() {
         ("/api/v1/routes", &["post", "get"]),
         ("/api/v1/routes/{id}", &["get", "put", "delete"]),
         ("/api/v1/gateway/config", &["put"]),
+        ("/healthz", &["get"]),
+        ("/readyz", &["get"]),
+        ("/metrics", &["get"]),
     ];
     for (path, methods) in expected {
         for m in methods {
@@ -115,5 +118,68 @@ async fn openapi_documents_every_route() {
     for scheme in ["api_key", "bearer", "api_key_cookie", "session"] {
         assert!(doc["components"]["securitySchemes"][scheme].is_object());
     }
+    // Query parameters are in the query, with the limits the server enforces.
+    let params = doc["paths"]["/api/v1/tokens"]["get"]["parameters"]
+        .as_array()
+        .unwrap();
+    let limit = params.iter().find(|p| p["name"] == "limit").unwrap();
+    assert_eq!(limit["in"], "query");
+    assert_eq!(
+        (&limit["schema"]["minimum"], &limit["schema"]["maximum"]),
+        (&json!(1), &json!(1000))
+    );
+    assert!(params.iter().all(|p| p["in"] == "query"), "{params:?}");
+    let mut ids: Vec<&str> = doc["paths"]
+        .as_object()
+        .unwrap()
+        .values()
+        .flat_map(|ops| ops.as_object().unwrap().values())
+        .filter_map(|op| op["operationId"].as_str())
+        .collect();
+    let all = ids.len();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), all, "operation ids are unique");
     assert!(doc["components"]["schemas"]["TokenView"].is_object());
+}
+
+#[tokio::test]
+async fn bodies_are_objects_and_integers_may_be_written_with_a_zero_fraction() {
+    let app = TestApp::spawn().await;
+    error_of(
+        app.admin(
+            Method::PATCH,
+            "/api/v1/tokens/tok_01M8TPGPCNJVBWRGT9PMS0CPDR",
+        )
+        .json(&json!([null, null])),
+        400,
+        "invalid_request",
+    )
+    .await;
+    let created = app
+        .create_token(
+            &app.admin_token,
+            json!({"name": "float", "expires_in_days": 7.0, "rate_limit": {"requests": 10.0, "per_seconds": 60}}),
+        )
+        .await;
+    assert_eq!(created["rate_limit"]["requests"], 10);
+    error_of(
+        app.admin(Method::POST, "/api/v1/tokens")
+            .json(&json!({"name": "half", "expires_in_days": 7.5})),
+        400,
+        "invalid_request",
+    )
+    .await;
+    error_of(
+        app.admin(Method::GET, "/api/v1/access-logs?status=42"),
+        422,
+        "validation_failed",
+    )
+    .await;
+    error_of(
+        app.admin(Method::GET, "/api/v1/access-logs?token_id=nonsense&limit=0"),
+        422,
+        "validation_failed",
+    )
+    .await;
 }
