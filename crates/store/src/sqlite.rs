@@ -1439,3 +1439,48 @@ impl Store for SqliteStore {
         ))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// The writer's `synchronous` setting: 2 is FULL, 1 NORMAL.
+    async fn synchronous(store: &SqliteStore) -> i64 {
+        let (level,): (i64,) = sqlx::query_as("PRAGMA synchronous")
+            .fetch_one(&store.writer)
+            .await
+            .unwrap();
+        level
+    }
+
+    /// Management writes are synced at commit; an access-log batch is not, and leaves
+    /// the writer as durable as it found it.
+    #[tokio::test]
+    async fn management_writes_are_durable_and_access_batches_leave_them_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let store = SqliteStore::open(&url).await.unwrap();
+        store.migrate(&[]).await.unwrap();
+        assert_eq!(synchronous(&store).await, 2);
+        store
+            .record_access(AccessBatch::default(), Vec::new())
+            .await
+            .unwrap();
+        assert_eq!(synchronous(&store).await, 2);
+        store
+            .append_audit(AuditDraft {
+                time: from_unix_millis(0),
+                action: AuditAction::SettingsUpdate,
+                outcome: Outcome::Success,
+                actor: Default::default(),
+                target: None,
+                ip: None,
+                user_agent: None,
+                details: serde_json::json!({}),
+            })
+            .await
+            .unwrap();
+        assert_eq!(synchronous(&store).await, 2);
+    }
+}
