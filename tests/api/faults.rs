@@ -138,3 +138,144 @@ async fn a_full_disk_answers_503_and_the_service_recovers_when_space_is_freed() 
     let (_, verify) = send(app.admin(Method::GET, "/api/v1/audit-logs/verify")).await;
     assert_eq!(verify["ok"], true, "{verify}");
 }
+
+/// `tessera serve` on `db`, with the admin password set; answers the child and the
+/// admin API's base URL once it answers.
+async fn serve_binary(db: &Path) -> (std::process::Child, String) {
+    let (admin, gateway) = (crate::binary::free_port(), crate::binary::free_port());
+    let child = Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .arg("serve")
+        .args(["--admin-addr", &format!("127.0.0.1:{admin}")])
+        .args(["--gateway-addr", &format!("127.0.0.1:{gateway}")])
+        .args(["--database-url", &format!("sqlite://{}", db.display())])
+        .env("TESSERA_ADMIN_PASSWORD", ADMIN_PASSWORD)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{admin}");
+    for _ in 0..100 {
+        if reqwest::get(format!("{base}/healthz")).await.is_ok() {
+            return (child, base);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the server did not come up");
+}
+
+/// A token for the admin, made through a session.
+async fn admin_token(client: &reqwest::Client, base: &str) -> String {
+    let login = client
+        .post(format!("{base}/api/v1/login"))
+        .json(&json!({"username": "admin", "password": ADMIN_PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    let cookie = login.headers()["set-cookie"].to_str().unwrap();
+    let session = cookie.split(';').next().unwrap().to_owned();
+    let created: serde_json::Value = client
+        .post(format!("{base}/api/v1/tokens"))
+        .header("Cookie", session)
+        .header("Origin", base)
+        .json(&json!({"name": "writer"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    created["token"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn kill_9_under_load_loses_no_acknowledged_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("t.db");
+    let (mut child, base) = serve_binary(&db).await;
+    let client = reqwest::Client::new();
+    let token = admin_token(&client, &base).await;
+    // The account's quota of tokens is the policy's: room for the load.
+    let (s, _) = send(
+        client
+            .put(format!("{base}/api/v1/settings/token-policy"))
+            .header("X-API-KEY", &token)
+            .json(&json!({"default_expiry_days": 30, "max_expiry_days": 365,
+                          "allow_never_expires": false, "max_tokens_per_account": 10000})),
+    )
+    .await;
+    assert_eq!(s, 200);
+
+    // Four writers create tokens until the server dies under them.
+    let acknowledged = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut writers = Vec::new();
+    for w in 0..4 {
+        let (client, base, token, acknowledged) = (
+            client.clone(),
+            base.clone(),
+            token.clone(),
+            acknowledged.clone(),
+        );
+        writers.push(tokio::spawn(async move {
+            for i in 0.. {
+                let resp = client
+                    .post(format!("{base}/api/v1/tokens"))
+                    .header("X-API-KEY", &token)
+                    .json(&json!({"name": format!("w{w}-{i}")}))
+                    .send()
+                    .await;
+                match resp {
+                    Ok(r) if r.status() == 201 => {
+                        let body: serde_json::Value = r.json().await.unwrap_or_default();
+                        if let Some(id) = body["id"].as_str() {
+                            acknowledged.lock().unwrap().push(id.to_owned());
+                        }
+                    }
+                    _ => return,
+                }
+            }
+        }));
+    }
+    while acknowledged.lock().unwrap().len() < 300 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    for w in writers {
+        w.await.unwrap();
+    }
+    let acknowledged = acknowledged.lock().unwrap().clone();
+
+    let (mut child, base) = serve_binary(&db).await;
+    for id in &acknowledged {
+        let (status, body) = send(
+            client
+                .get(format!("{base}/api/v1/tokens/{id}"))
+                .header("X-API-KEY", &token),
+        )
+        .await;
+        assert_eq!(status, 200, "{id} was acknowledged and is gone: {body}");
+    }
+    let (_, verify) = send(
+        client
+            .get(format!("{base}/api/v1/audit-logs/verify"))
+            .header("X-API-KEY", &token),
+    )
+    .await;
+    assert_eq!(verify["ok"], true, "{verify}");
+    let (_, creates) = send(
+        client
+            .get(format!(
+                "{base}/api/v1/audit-logs?action=token.create&limit=1000"
+            ))
+            .header("X-API-KEY", &token),
+    )
+    .await;
+    let audited = creates["items"].as_array().unwrap().len();
+    assert!(
+        audited > acknowledged.len(),
+        "{audited} token.create entries for {} acknowledged creates and the first token",
+        acknowledged.len()
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}
