@@ -140,7 +140,9 @@ async fn a_full_disk_answers_503_and_the_service_recovers_when_space_is_freed() 
 }
 
 /// `tessera serve` on `db`, with the admin password set; answers the child and the
-/// admin API's base URL once it answers.
+/// admin API's base URL once it answers. (A server that never comes up fails the test,
+/// and the test's end reaps it.)
+#[allow(clippy::zombie_processes)]
 async fn serve_binary(db: &Path) -> (std::process::Child, String) {
     let (admin, gateway) = (crate::binary::free_port(), crate::binary::free_port());
     let child = Command::new(env!("CARGO_BIN_EXE_tessera"))

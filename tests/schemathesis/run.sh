@@ -42,7 +42,8 @@ run() { # $1 = token, then schemathesis options
   curl -fs -o /dev/null -H "X-API-KEY: $t" "$base/api/v1/user/me"
   schemathesis --config-file schemathesis.toml run "$base/api/v1/openapi.json" --url "$base" \
     -H "X-API-KEY: $t" -H "Authorization: Bearer $t" -H "Cookie: X-API-KEY=$t" \
-    --checks all --phases examples,coverage,fuzzing -n "$examples" --seed 1 "$@"
+    --checks all --phases examples,coverage,fuzzing -n "$examples" --seed 1 \
+    --generation-deterministic "$@"
 }
 # Operations that may revoke the run's own credential (delete or regenerate its token,
 # change the admin's account) go last, each pass with a fresh token.

@@ -236,6 +236,8 @@ impl Service {
                 ServiceError::field("status", "must be one of active, expired, disabled")
             })?),
         };
+        // Checked before a filter can answer "no match": a bad limit is refused alike.
+        let (limit, page) = page(q.limit, q.cursor)?;
         let account_id = match (scope, q.account_id) {
             (TokenScope::Own, Some(_)) => {
                 return Err(ServiceError::InvalidRequest(
@@ -254,7 +256,6 @@ impl Service {
             },
             (TokenScope::Any, None) => None,
         };
-        let (limit, page) = page(q.limit, q.cursor)?;
         let now = self.clock.now();
         let filter = TokenFilter {
             account_id,
