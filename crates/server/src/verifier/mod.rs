@@ -540,12 +540,14 @@ pub struct Verifier {
     /// Failed token authentications by client address: past the limit, a credential
     /// that is not known already is refused without a lookup (429).
     failed: FailureWindows<IpAddr>,
-    /// Credentials (by [`Fingerprint`]) that opened a real token in the last day: what
-    /// "known to the server" means to [`Self::failed`]. Unlike the caches, it is not
-    /// emptied by evictions (a role change empties those), so a client whose address
-    /// is throttled keeps working with its own token. It exempts from the throttle
-    /// only; the token is still checked as any other.
-    vouched: Cache<u128, ()>,
+    /// Credentials (by [`Fingerprint`]) that opened a real token lately (the last
+    /// [`VOUCHED`] of them): what "known to the server" means to [`Self::failed`].
+    /// Unlike the caches, it is not emptied by evictions (a role change empties those),
+    /// so a client whose address is throttled keeps working with its own token. It
+    /// exempts from the throttle only; the token is still checked as any other.
+    /// `quick_cache`, bounded by count: a few dozen bytes an entry, and no housekeeping
+    /// on the request's thread.
+    vouched: quick_cache::sync::Cache<u128, ()>,
     /// Uses by a credential that matched no token, written to the access log, by client
     /// address: past the limit they are only counted in `/metrics`.
     unmatched_logged: FailureWindows<IpAddr>,
@@ -554,6 +556,8 @@ pub struct Verifier {
 /// Failed token authentications a client address may make in a minute before its
 /// requests with credentials the server does not know are answered 429 unread.
 pub const FAILED_AUTH_PER_MINUTE: u32 = 100;
+/// Credentials remembered as known to the server, for the failed-authentication throttle.
+const VOUCHED: usize = 200_000;
 /// Access-log records of credentials that matched no token, per client address and
 /// minute; the rest are counted in `/metrics` only.
 pub const UNMATCHED_LOGGED_PER_MINUTE: u32 = 10;
@@ -616,10 +620,7 @@ impl Verifier {
             this: this.clone(),
             refreshes: AtomicUsize::new(0),
             failed: FailureWindows::per_minute(FAILED_AUTH_PER_MINUTE),
-            vouched: Cache::builder()
-                .max_capacity(200_000)
-                .time_to_live(Duration::from_secs(86_400))
-                .build(),
+            vouched: quick_cache::sync::Cache::new(VOUCHED),
             unmatched_logged: FailureWindows::per_minute(UNMATCHED_LOGGED_PER_MINUTE),
         })
     }
@@ -737,8 +738,10 @@ impl Verifier {
                     }
                 };
                 let accepted = token.record.accepts(&hash, now);
-                if accepted {
+                if accepted && self.vouched.get(&fingerprint.0).is_none() {
                     self.vouched.insert(fingerprint.0, ());
+                }
+                if accepted {
                     self.learn_credential(fingerprint, &token, &hash, epoch, now);
                 }
                 (token, accepted)
@@ -1082,7 +1085,7 @@ impl Verifier {
         now: Timestamp,
     ) -> Option<Denial> {
         let secs = self.failed.blocked(&ip.filter(|_| spend)?, now)?;
-        if self.vouched.contains_key(&fingerprint.0) {
+        if self.vouched.get(&fingerprint.0).is_some() {
             return None;
         }
         Some(Denial::RateLimited(RateLimitState {
