@@ -6,6 +6,17 @@ use serde_json::json;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+/// Whether `url` answers within ten seconds: a server process just started is up.
+pub async fn comes_up(client: &reqwest::Client, url: &str) -> bool {
+    for _ in 0..100 {
+        if client.get(url).send().await.is_ok() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()

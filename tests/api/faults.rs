@@ -156,13 +156,9 @@ async fn serve_binary(db: &Path) -> (std::process::Child, String) {
         .spawn()
         .unwrap();
     let base = format!("http://127.0.0.1:{admin}");
-    for _ in 0..100 {
-        if reqwest::get(format!("{base}/healthz")).await.is_ok() {
-            return (child, base);
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("the server did not come up");
+    let up = crate::binary::comes_up(&reqwest::Client::new(), &format!("{base}/healthz")).await;
+    assert!(up, "the server did not come up");
+    (child, base)
 }
 
 /// A token for the admin, made through a session.

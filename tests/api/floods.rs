@@ -123,15 +123,10 @@ async fn a_flood_of_idle_admin_connections_leaves_the_gateway_answering() {
     let admin = format!("127.0.0.1:{admin_port}");
     let gateway = format!("http://127.0.0.1:{gateway_port}/_tessera/healthz");
     let client = reqwest::Client::new();
-    let mut up = false;
-    for _ in 0..100 {
-        if client.get(&gateway).send().await.is_ok() {
-            up = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(up, "the server did not come up");
+    assert!(
+        crate::binary::comes_up(&client, &gateway).await,
+        "the server did not come up"
+    );
     let limits = std::fs::read_to_string(format!("/proc/{}/limits", child.id())).unwrap();
     let open_files = limits
         .lines()

@@ -6,7 +6,6 @@ use crate::binary::free_port;
 use crate::helpers::ADMIN_PASSWORD;
 use serde_json::{json, Value};
 use std::process::{Command, Stdio};
-use std::time::Duration;
 use tessera_server::http::listen::tls_acceptor;
 
 /// Kills the server when the test ends, however it ends.
@@ -59,14 +58,7 @@ async fn tls_mode_holds_on_both_listeners() {
         .unwrap();
     let admin = format!("https://localhost:{admin_port}");
     let gateway = format!("https://localhost:{gateway_port}");
-    let mut up = false;
-    for _ in 0..100 {
-        if client.get(format!("{admin}/healthz")).send().await.is_ok() {
-            up = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let up = crate::binary::comes_up(&client, &format!("{admin}/healthz")).await;
     assert!(up, "{}", std::fs::read_to_string(&stderr_path).unwrap());
     let gw = client
         .get(format!("{gateway}/_tessera/healthz"))
