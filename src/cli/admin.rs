@@ -12,7 +12,7 @@ use super::{CliError, CliResult};
 use clap::Subcommand;
 use std::sync::Arc;
 use tessera_client::ClientError;
-use tessera_core::store::Store;
+use tessera_core::store::SchemaStore;
 use tessera_server::api::CreateTokenRequest;
 use tessera_server::http::error::ApiError;
 use tessera_server::service::ServiceError;

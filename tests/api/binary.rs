@@ -201,7 +201,7 @@ async fn serve_and_stop(one_core: bool) {
 
     // Buffered records were written before exit (read back through the store).
     {
-        use tessera_core::store::{AccessFilter, Page, Store};
+        use tessera_core::store::{AccessFilter, AccessLogStore, Page};
         let store = tessera_store::sqlite::SqliteStore::open(&format!("sqlite://{}", db.display()))
             .await
             .unwrap();

@@ -145,17 +145,55 @@ impl GatewayChange {
     }
 }
 
-/// Everything Tessera stores. SQLite and PostgreSQL implement it; the conformance suite
-/// in `tessera-store` holds both to the same behaviour.
-pub trait Store: Send + Sync {
-    // --- schema ---------------------------------------------------------------------
+/// Everything Tessera stores: the narrow ports below, which one backend implements
+/// together. SQLite and PostgreSQL implement them; the conformance suite in
+/// `tessera-store` holds both to the same behaviour. Code that needs only one concern
+/// names only its port (the gateway's routing table reads [`GatewayStore`], the access
+/// log's writer [`AccessLogStore`]).
+pub trait Store:
+    SchemaStore
+    + AccountStore
+    + SessionStore
+    + SettingsStore
+    + TokenStore
+    + GatewayStore
+    + AuditStore
+    + AccessLogStore
+{
+}
+
+impl<S> Store for S where
+    S: SchemaStore
+        + AccountStore
+        + SessionStore
+        + SettingsStore
+        + TokenStore
+        + GatewayStore
+        + AuditStore
+        + AccessLogStore
+{
+}
+
+/// Every port, for code that uses the whole store (`use tessera_core::store::prelude::*`):
+/// a supertrait's methods are called through the trait that declares them.
+pub mod prelude {
+    pub use super::{
+        AccessLogStore, AccountStore, AuditStore, GatewayStore, SchemaStore, SessionStore,
+        SettingsStore, Store, TokenStore,
+    };
+}
+
+/// The schema and the storage's health.
+pub trait SchemaStore: Send + Sync {
     /// Brings the schema up to date and makes sure the built-in roles exist as given.
     fn migrate(&self, builtin_roles: &[Role]) -> impl Future<Output = StoreResult<()>> + Send;
     /// A cheap round trip, for `/readyz`; after a write failed for want of storage, a
     /// write too, so that readiness returns only once writes would succeed again.
     fn ping(&self) -> impl Future<Output = StoreResult<()>> + Send;
+}
 
-    // --- accounts and sessions -------------------------------------------------------
+/// Accounts and roles (an account's permissions are its roles').
+pub trait AccountStore: Send + Sync {
     fn count_accounts(&self) -> impl Future<Output = StoreResult<u64>> + Send;
     fn insert_account(
         &self,
@@ -188,23 +226,6 @@ pub trait Store: Send + Sync {
         id: &AccountId,
         audit: AuditDraft,
     ) -> impl Future<Output = StoreResult<Vec<TokenRecord>>> + Send;
-    /// Records a successful login: the session, `last_login_at`, and the audit entry.
-    fn insert_session(
-        &self,
-        session: &SessionRecord,
-        audit: AuditDraft,
-    ) -> impl Future<Output = StoreResult<()>> + Send;
-    fn get_session(
-        &self,
-        id_hash: &TokenHash,
-    ) -> impl Future<Output = StoreResult<Option<SessionRecord>>> + Send;
-    fn delete_session(
-        &self,
-        id_hash: &TokenHash,
-        audit: AuditDraft,
-    ) -> impl Future<Output = StoreResult<()>> + Send;
-
-    // --- roles -----------------------------------------------------------------------
     fn list_roles(&self) -> impl Future<Output = StoreResult<Vec<Role>>> + Send;
     fn insert_role(
         &self,
@@ -222,16 +243,39 @@ pub trait Store: Send + Sync {
         name: &str,
         audit: AuditDraft,
     ) -> impl Future<Output = StoreResult<()>> + Send;
+}
 
-    // --- settings --------------------------------------------------------------------
+/// Login sessions.
+pub trait SessionStore: Send + Sync {
+    /// Records a successful login: the session, `last_login_at`, and the audit entry.
+    fn insert_session(
+        &self,
+        session: &SessionRecord,
+        audit: AuditDraft,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+    fn get_session(
+        &self,
+        id_hash: &TokenHash,
+    ) -> impl Future<Output = StoreResult<Option<SessionRecord>>> + Send;
+    fn delete_session(
+        &self,
+        id_hash: &TokenHash,
+        audit: AuditDraft,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+}
+
+/// Settings: the token policy.
+pub trait SettingsStore: Send + Sync {
     fn get_policy(&self) -> impl Future<Output = StoreResult<TokenPolicy>> + Send;
     fn put_policy(
         &self,
         policy: &TokenPolicy,
         audit: AuditDraft,
     ) -> impl Future<Output = StoreResult<()>> + Send;
+}
 
-    // --- tokens ----------------------------------------------------------------------
+/// API tokens.
+pub trait TokenStore: Send + Sync {
     /// Refuses with `TokenLimitReached` when the account holds `max_per_account` tokens,
     /// and with `Conflict` when the name is taken in the account.
     fn insert_token(
@@ -273,8 +317,10 @@ pub trait Store: Send + Sync {
         account_id: &AccountId,
         audit: impl FnOnce(&[TokenRecord]) -> AuditDraft + Send,
     ) -> impl Future<Output = StoreResult<Vec<TokenRecord>>> + Send;
+}
 
-    // --- gateway configuration ----------------------------------------------------------
+/// The gateway's configuration: upstream services and routes.
+pub trait GatewayStore: Send + Sync {
     fn list_services(&self) -> impl Future<Output = StoreResult<Vec<UpstreamService>>> + Send;
     fn list_routes(&self) -> impl Future<Output = StoreResult<Vec<Route>>> + Send;
     /// Applies `change` and appends `audits`, in one transaction. A service that a route
@@ -286,8 +332,10 @@ pub trait Store: Send + Sync {
     ) -> impl Future<Output = StoreResult<()>> + Send;
     /// Grows with every saved change: nodes poll it to learn of other nodes' changes.
     fn gateway_version(&self) -> impl Future<Output = StoreResult<i64>> + Send;
+}
 
-    // --- audit -----------------------------------------------------------------------
+/// The tamper-evident audit chain.
+pub trait AuditStore: Send + Sync {
     /// Appends an entry that goes with no change (a failed login, say).
     fn append_audit(
         &self,
@@ -305,8 +353,10 @@ pub trait Store: Send + Sync {
         after_seq: i64,
         limit: u32,
     ) -> impl Future<Output = StoreResult<Vec<AuditEntry>>> + Send;
+}
 
-    // --- access log and usage ----------------------------------------------------------
+/// The access log and the usage counters it adds up to.
+pub trait AccessLogStore: Send + Sync {
     /// Writes a batch of uses and the usage counters they add up to, in one transaction.
     /// Takes them by value: a batch is thousands of uses, written once.
     fn record_access(

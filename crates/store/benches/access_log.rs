@@ -7,7 +7,7 @@
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use tessera_core::ids::{AccountId, TokenId};
-use tessera_core::store::{Store, UsageDelta};
+use tessera_core::store::{AccessLogStore, SchemaStore, UsageDelta};
 use tessera_core::usage::{AccessBatch, AccessRecord, Listener};
 use tessera_store::sqlite::SqliteStore;
 

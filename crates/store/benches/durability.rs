@@ -10,7 +10,7 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
 use sqlx::{ConnectOptions, Connection};
 use tessera_core::audit::{Actor, AuditAction, AuditDraft, Outcome};
-use tessera_core::store::Store;
+use tessera_core::store::prelude::*;
 use tessera_store::sqlite::SqliteStore;
 
 fn dir() -> tempfile::TempDir {

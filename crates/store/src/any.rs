@@ -47,13 +47,16 @@ macro_rules! delegate {
     };
 }
 
-impl Store for AnyStore {
+impl SchemaStore for AnyStore {
     async fn migrate(&self, builtin_roles: &[Role]) -> StoreResult<()> {
         delegate!(self.migrate(builtin_roles))
     }
     async fn ping(&self) -> StoreResult<()> {
         delegate!(self.ping())
     }
+}
+
+impl AccountStore for AnyStore {
     async fn count_accounts(&self) -> StoreResult<u64> {
         delegate!(self.count_accounts())
     }
@@ -79,15 +82,6 @@ impl Store for AnyStore {
     ) -> StoreResult<Vec<TokenRecord>> {
         delegate!(self.delete_account(id, audit))
     }
-    async fn insert_session(&self, s: &SessionRecord, audit: AuditDraft) -> StoreResult<()> {
-        delegate!(self.insert_session(s, audit))
-    }
-    async fn get_session(&self, h: &TokenHash) -> StoreResult<Option<SessionRecord>> {
-        delegate!(self.get_session(h))
-    }
-    async fn delete_session(&self, h: &TokenHash, audit: AuditDraft) -> StoreResult<()> {
-        delegate!(self.delete_session(h, audit))
-    }
     async fn list_roles(&self) -> StoreResult<Vec<Role>> {
         delegate!(self.list_roles())
     }
@@ -100,12 +94,30 @@ impl Store for AnyStore {
     async fn delete_role(&self, name: &str, audit: AuditDraft) -> StoreResult<()> {
         delegate!(self.delete_role(name, audit))
     }
+}
+
+impl SessionStore for AnyStore {
+    async fn insert_session(&self, s: &SessionRecord, audit: AuditDraft) -> StoreResult<()> {
+        delegate!(self.insert_session(s, audit))
+    }
+    async fn get_session(&self, h: &TokenHash) -> StoreResult<Option<SessionRecord>> {
+        delegate!(self.get_session(h))
+    }
+    async fn delete_session(&self, h: &TokenHash, audit: AuditDraft) -> StoreResult<()> {
+        delegate!(self.delete_session(h, audit))
+    }
+}
+
+impl SettingsStore for AnyStore {
     async fn get_policy(&self) -> StoreResult<TokenPolicy> {
         delegate!(self.get_policy())
     }
     async fn put_policy(&self, p: &TokenPolicy, audit: AuditDraft) -> StoreResult<()> {
         delegate!(self.put_policy(p, audit))
     }
+}
+
+impl TokenStore for AnyStore {
     async fn insert_token(&self, t: &TokenRecord, max: u32, audit: AuditDraft) -> StoreResult<()> {
         delegate!(self.insert_token(t, max, audit))
     }
@@ -134,6 +146,9 @@ impl Store for AnyStore {
     ) -> StoreResult<Vec<TokenRecord>> {
         delegate!(self.delete_all_tokens(a, audit))
     }
+}
+
+impl GatewayStore for AnyStore {
     async fn list_services(&self) -> StoreResult<Vec<UpstreamService>> {
         delegate!(self.list_services())
     }
@@ -150,6 +165,9 @@ impl Store for AnyStore {
     async fn gateway_version(&self) -> StoreResult<i64> {
         delegate!(self.gateway_version())
     }
+}
+
+impl AuditStore for AnyStore {
     async fn append_audit(&self, audit: AuditDraft) -> StoreResult<AuditEntry> {
         delegate!(self.append_audit(audit))
     }
@@ -159,6 +177,9 @@ impl Store for AnyStore {
     async fn audit_after(&self, after: i64, limit: u32) -> StoreResult<Vec<AuditEntry>> {
         delegate!(self.audit_after(after, limit))
     }
+}
+
+impl AccessLogStore for AnyStore {
     async fn record_access(&self, r: AccessBatch, u: Vec<UsageDelta>) -> StoreResult<()> {
         delegate!(self.record_access(r, u))
     }

@@ -1,6 +1,6 @@
 //! The conformance suite: the behaviour every backend must show. Each backend's test
-//! file calls [`run_all`] with a fresh, migrated store; a backend that passes is correct
-//! by definition. Panicking asserts are the point here, hence the allowances.
+//! file expands [`conformance_tests!`](crate::conformance_tests) with a function making a
+//! fresh store: one test per case, so a failure names its case and hides no other. Panicking asserts are the point here, hence the allowances.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use chrono::Duration;
@@ -77,24 +77,46 @@ fn page(limit: u32) -> Page {
     Page { limit, after: None }
 }
 
-/// Runs every check against `store`, which must be freshly created and empty.
-pub async fn run_all<S: Store>(store: &S) {
+/// One `#[tokio::test]` per case of the suite, each on a fresh store: `$make` is an async
+/// function answering `(store, guard)`, an empty store and whatever must live as long as
+/// it (a temporary directory, a database to drop). A backend's test file is one line:
+///
+/// ```ignore
+/// tessera_store::conformance_tests!(fresh_sqlite_store);
+/// ```
+#[macro_export]
+macro_rules! conformance_tests {
+    ($make:path) => {
+        $crate::conformance_tests!(@cases $make;
+            migrate_is_idempotent, accounts_and_roles, tokens, policy, sessions,
+            access_and_usage, gateway, audit_chain);
+    };
+    (@cases $make:path; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test]
+            async fn $case() {
+                let (store, _guard) = $make().await;
+                $crate::conformance::prepare(&store).await;
+                $crate::conformance::$case(&store).await;
+            }
+        )*
+    };
+}
+
+/// Brings a fresh store's schema up, as the server does at start.
+pub async fn prepare<S: Store>(store: &S) {
     store.migrate(&builtin_roles()).await.unwrap();
+}
+
+pub async fn migrate_is_idempotent<S: Store>(store: &S) {
     store
         .migrate(&builtin_roles())
         .await
         .expect("migrate is idempotent");
     store.ping().await.unwrap();
-    accounts_and_roles(store).await;
-    tokens(store).await;
-    policy(store).await;
-    sessions(store).await;
-    access_and_usage(store).await;
-    gateway(store).await;
-    audit_chain(store).await;
 }
 
-async fn accounts_and_roles<S: Store>(store: &S) {
+pub async fn accounts_and_roles<S: Store>(store: &S) {
     assert_eq!(store.count_accounts().await.unwrap(), 0);
     let admin = account("admin", &[SUPER_ADMIN]);
     store
@@ -288,7 +310,7 @@ async fn accounts_and_roles<S: Store>(store: &S) {
     ));
 }
 
-async fn tokens<S: Store>(store: &S) {
+pub async fn tokens<S: Store>(store: &S) {
     let owner = account("owner", &["developer"]);
     store
         .insert_account(&owner, draft(AuditAction::AccountCreate, "o"))
@@ -518,7 +540,7 @@ async fn tokens<S: Store>(store: &S) {
     assert_eq!(last[0].draft.details, serde_json::json!({"deleted": 2}));
 }
 
-async fn policy<S: Store>(store: &S) {
+pub async fn policy<S: Store>(store: &S) {
     assert_eq!(store.get_policy().await.unwrap(), TokenPolicy::default());
     let p = TokenPolicy {
         default_expiry_days: 7,
@@ -533,11 +555,11 @@ async fn policy<S: Store>(store: &S) {
     assert_eq!(store.get_policy().await.unwrap(), p);
 }
 
-async fn sessions<S: Store>(store: &S) {
-    let acct = store
-        .get_account_by_username("admin")
+pub async fn sessions<S: Store>(store: &S) {
+    let acct = account("admin", &[SUPER_ADMIN]);
+    store
+        .insert_account(&acct, draft(AuditAction::AccountCreate, "admin"))
         .await
-        .unwrap()
         .unwrap();
     let s = SessionRecord {
         id_hash: TokenValue::generate().unwrap().hash(),
@@ -584,18 +606,17 @@ async fn sessions<S: Store>(store: &S) {
     assert!(store.get_session(&s.id_hash).await.unwrap().is_none());
 }
 
-async fn access_and_usage<S: Store>(store: &S) {
-    let acct = store
-        .get_account_by_username("other")
+pub async fn access_and_usage<S: Store>(store: &S) {
+    let acct = account("other", &["developer"]);
+    store
+        .insert_account(&acct, draft(AuditAction::AccountCreate, "other"))
         .await
-        .unwrap()
         .unwrap();
-    let mine = TokenFilter {
-        account_id: Some(acct.id.clone()),
-        status: None,
-        now: now(),
-    };
-    let tok = store.list_tokens(&mine, &page(1)).await.unwrap().remove(0);
+    let (_, tok) = token(&acct.id, "used");
+    store
+        .insert_token(&tok, 50, draft(AuditAction::TokenCreate, "used"))
+        .await
+        .unwrap();
     let base = Timestamp::from_timestamp(1_800_000_000, 0).unwrap();
     let rec = |offset_s: i64, status: u16, token: Option<&TokenId>| AccessRecord {
         time: base + Duration::seconds(offset_s),
@@ -818,7 +839,11 @@ async fn access_paged<S: Store>(
     all
 }
 
-async fn audit_chain<S: Store>(store: &S) {
+/// The chain over the writes of three other cases, and an entry of its own.
+pub async fn audit_chain<S: Store>(store: &S) {
+    accounts_and_roles(store).await;
+    tokens(store).await;
+    policy(store).await;
     let mut failed = draft(AuditAction::LoginFailed, "x");
     failed.outcome = Outcome::Failure;
     failed.actor.username = Some("mallory".into());
@@ -893,7 +918,7 @@ async fn audit_chain<S: Store>(store: &S) {
     );
 }
 
-async fn gateway<S: Store>(store: &S) {
+pub async fn gateway<S: Store>(store: &S) {
     let v0 = store.gateway_version().await.unwrap();
     let svc = UpstreamService {
         id: "svc_1".into(),

@@ -1,15 +1,17 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 //! Runs the conformance suite against each backend.
 
-#[tokio::test]
-async fn sqlite_passes_the_conformance_suite() {
+/// An empty SQLite store in a temporary directory (the guard).
+async fn fresh_sqlite_store() -> (tessera_store::sqlite::SqliteStore, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("conformance.db").display());
     let store = tessera_store::sqlite::SqliteStore::open(&url)
         .await
         .unwrap();
-    tessera_store::conformance::run_all(&store).await;
+    (store, dir)
 }
+
+tessera_store::conformance_tests!(fresh_sqlite_store);
 
 /// A database written before access-log pages (migration 0004) keeps its records: same
 /// ids, same order, same fields, found by token and by account (through the chains of
@@ -54,7 +56,8 @@ async fn access_records_written_before_pages_survive_the_upgrade() {
         .await
         .unwrap();
     store.migrate(&[]).await.unwrap();
-    use tessera_core::store::{AccessFilter, Page, Store};
+    use tessera_core::store::prelude::*;
+    use tessera_core::store::{AccessFilter, Page};
     use tessera_core::usage::AccessBatch;
     let page = Page {
         limit: 10,

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use tessera_core::gateway::{Route, RouteTable, UpstreamService};
-use tessera_core::store::{Store, StoreResult};
+use tessera_core::store::{GatewayStore, StoreResult};
 use tessera_store::AnyStore;
 use upstream::Upstream;
 

@@ -10,7 +10,7 @@ use tessera_core::audit::{AuditAction, Target};
 use tessera_core::ids::AccountId;
 use tessera_core::permission::names::*;
 use tessera_core::policy::{FieldError, TokenPolicy};
-use tessera_core::store::Store;
+use tessera_core::store::{AccountStore, SettingsStore};
 
 impl Service {
     pub(crate) fn account_view(&self, a: &AccountRecord, roles: &[Role]) -> AccountView {

@@ -11,7 +11,7 @@ use tessera_core::account::{builtin_roles, AccountRecord, SUPER_ADMIN};
 use tessera_core::audit::{Actor, AuditAction, AuditDraft, Outcome, Target};
 use tessera_core::digest::sha256;
 use tessera_core::ids::AccountId;
-use tessera_core::store::{SessionRecord, Store};
+use tessera_core::store::{AccountStore, AuditStore, SchemaStore, SessionRecord, SessionStore};
 use tessera_core::token::TokenHash;
 
 pub const SESSION_COOKIE: &str = "tessera_session";

@@ -9,7 +9,7 @@ use tessera_core::gateway::{self, Route, RouteAuth, UpstreamService, DEFAULT_TIM
 use tessera_core::ids::{RouteId, ServiceId};
 use tessera_core::permission::names::{GATEWAY_READ, GATEWAY_WRITE};
 use tessera_core::policy::FieldError;
-use tessera_core::store::{GatewayChange, Store};
+use tessera_core::store::{GatewayChange, GatewayStore};
 use tessera_core::token::RateLimit;
 
 fn service_view(s: &UpstreamService) -> ServiceView {

@@ -5,7 +5,7 @@ use crate::api::*;
 use tessera_core::audit::{self, AuditAction, AuditEntry, Outcome};
 use tessera_core::ids::{AccountId, TokenId};
 use tessera_core::permission::names::*;
-use tessera_core::store::{AccessFilter, AuditFilter, Store};
+use tessera_core::store::{AccessFilter, AccessLogStore, AuditFilter, AuditStore};
 use tessera_core::usage::AccessRecord;
 
 const VERIFY_BATCH: u32 = 5_000;

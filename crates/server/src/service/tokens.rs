@@ -12,7 +12,7 @@ use tessera_core::ids::{AccountId, TokenId};
 use tessera_core::permission::names::*;
 use tessera_core::permission::Permission;
 use tessera_core::policy::{ExpiryRequest, FieldError};
-use tessera_core::store::{Store, StoreError, TokenFilter};
+use tessera_core::store::{AccessLogStore, SettingsStore, StoreError, TokenFilter, TokenStore};
 use tessera_core::token::{
     validate_note, PreviousValue, RateLimit, TokenName, TokenRecord, TokenStatus, TokenValue,
 };

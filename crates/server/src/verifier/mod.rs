@@ -37,7 +37,7 @@ use tessera_core::clock::Timestamp;
 use tessera_core::error::ErrorCode;
 use tessera_core::ids::{AccountId, TokenId};
 use tessera_core::permission::{EffectivePermissions, Permission, PermissionSet};
-use tessera_core::store::{Store, StoreError};
+use tessera_core::store::{AccountStore, StoreError, TokenStore};
 use tessera_core::token::{RateLimit, TokenHash, TokenRecord, TokenStatus, TokenValue};
 use tessera_core::usage::Listener;
 use tessera_core::Clock;

@@ -16,7 +16,7 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tessera_core::error::ErrorCode;
-use tessera_core::store::Store;
+use tessera_core::store::AccessLogStore;
 use tessera_core::usage::{
     AccessBatch, AccessGroup, Listener, RequestShape, UseRow, RECORDS_PER_SLICE,
 };

@@ -5,7 +5,7 @@ use crate::http::AppState;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
-use tessera_core::store::Store;
+use tessera_core::store::SchemaStore;
 use tessera_core::ErrorCode;
 
 /// The process is up.

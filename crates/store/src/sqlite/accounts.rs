@@ -1,0 +1,283 @@
+//! SQLite: accounts and roles.
+
+use super::audit_chain::append;
+use super::tokens::token_from_row;
+use super::*;
+
+const ACCOUNT_COLUMNS: &str = "a.id, a.username, a.password_hash, a.disabled, a.created_at, a.last_login_at, \
+     (SELECT json_group_array(role_name) FROM (SELECT role_name FROM account_roles r WHERE r.account_id = a.id ORDER BY role_name)) AS roles";
+
+fn account_from_row(row: &SqliteRow) -> StoreResult<AccountRecord> {
+    let roles: String = row.get("roles");
+    Ok(AccountRecord {
+        id: AccountId::from_trusted(row.get("id")),
+        username: row.get("username"),
+        password_hash: row.get("password_hash"),
+        roles: from_json_text(&roles)?,
+        disabled: row.get::<i64, _>("disabled") != 0,
+        created_at: from_unix_millis(row.get("created_at")),
+        last_login_at: row
+            .get::<Option<i64>, _>("last_login_at")
+            .map(from_unix_millis),
+    })
+}
+
+async fn set_account_roles(
+    conn: &mut SqliteConnection,
+    account: &AccountRecord,
+) -> StoreResult<()> {
+    sqlx::query("DELETE FROM account_roles WHERE account_id = ?")
+        .bind(account.id.as_str())
+        .execute(&mut *conn)
+        .await
+        .map_err(backend)?;
+    for role in &account.roles {
+        sqlx::query("INSERT INTO account_roles (account_id, role_name) VALUES (?, ?)")
+            .bind(account.id.as_str())
+            .bind(role)
+            .execute(&mut *conn)
+            .await
+            .map_err(|e| match &e {
+                sqlx::Error::Database(d) if d.is_foreign_key_violation() => {
+                    StoreError::Conflict(format!("no role named '{role}'"))
+                }
+                _ => backend(e),
+            })?;
+    }
+    Ok(())
+}
+
+/// Refuses (so the transaction rolls back) when no enabled super_admin is left.
+async fn ensure_a_super_admin_remains(conn: &mut SqliteConnection) -> StoreResult<()> {
+    let (n,): (i64,) = sqlx::query_as(
+        "SELECT COUNT(*) FROM accounts a JOIN account_roles r ON r.account_id = a.id \
+         WHERE r.role_name = ? AND a.disabled = 0",
+    )
+    .bind(SUPER_ADMIN)
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(backend)?;
+    if n == 0 {
+        Err(StoreError::LastSuperAdmin)
+    } else {
+        Ok(())
+    }
+}
+
+impl AccountStore for SqliteStore {
+    async fn count_accounts(&self) -> StoreResult<u64> {
+        let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM accounts")
+            .fetch_one(&self.reader)
+            .await
+            .map_err(backend)?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    async fn insert_account(&self, account: &AccountRecord, audit: AuditDraft) -> StoreResult<()> {
+        let account = account.clone();
+        self.write(move |conn| {
+            Box::pin(async move {
+                sqlx::query(
+                    "INSERT INTO accounts (id, username, password_hash, disabled, created_at, last_login_at) \
+                     VALUES (?, ?, ?, ?, ?, ?)",
+                )
+                .bind(account.id.as_str())
+                .bind(&account.username)
+                .bind(&account.password_hash)
+                .bind(i64::from(account.disabled))
+                .bind(ms(account.created_at))
+                .bind(opt_ms(account.last_login_at))
+                .execute(&mut *conn)
+                .await
+                .map_err(|e| name_conflict(e, "an account with this username already exists"))?;
+                set_account_roles(conn, &account).await?;
+                append(conn, audit).await?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    async fn get_account(&self, id: &AccountId) -> StoreResult<Option<AccountRecord>> {
+        let sql = format!("SELECT {ACCOUNT_COLUMNS} FROM accounts a WHERE a.id = ?");
+        let row = sqlx::query(&sql)
+            .bind(id.as_str())
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(backend)?;
+        row.as_ref().map(account_from_row).transpose()
+    }
+
+    async fn get_account_by_username(&self, username: &str) -> StoreResult<Option<AccountRecord>> {
+        let sql = format!("SELECT {ACCOUNT_COLUMNS} FROM accounts a WHERE a.username = ?");
+        let row = sqlx::query(&sql)
+            .bind(username)
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(backend)?;
+        row.as_ref().map(account_from_row).transpose()
+    }
+
+    async fn list_accounts(&self, page: &Page) -> StoreResult<Vec<AccountRecord>> {
+        let mut qb = QueryBuilder::new(format!("SELECT {ACCOUNT_COLUMNS} FROM accounts a"));
+        push_page(&mut qb, false, "a.id", page);
+        let rows = qb.build().fetch_all(&self.reader).await.map_err(backend)?;
+        rows.iter().map(account_from_row).collect()
+    }
+
+    async fn update_account(&self, account: &AccountRecord, audit: AuditDraft) -> StoreResult<()> {
+        let account = account.clone();
+        self.write(move |conn| {
+            Box::pin(async move {
+                sqlx::query(
+                    "DELETE FROM sessions WHERE account_id = ?1 AND EXISTS \
+                     (SELECT 1 FROM accounts WHERE id = ?1 AND password_hash <> ?2)",
+                )
+                .bind(account.id.as_str())
+                .bind(&account.password_hash)
+                .execute(&mut *conn)
+                .await
+                .map_err(backend)?;
+                let done = sqlx::query(
+                    "UPDATE accounts SET password_hash = ?, disabled = ?, last_login_at = ? WHERE id = ?",
+                )
+                .bind(&account.password_hash)
+                .bind(i64::from(account.disabled))
+                .bind(opt_ms(account.last_login_at))
+                .bind(account.id.as_str())
+                .execute(&mut *conn)
+                .await
+                .map_err(backend)?;
+                if done.rows_affected() == 0 {
+                    return Err(StoreError::NotFound);
+                }
+                set_account_roles(conn, &account).await?;
+                ensure_a_super_admin_remains(conn).await?;
+                append(conn, audit).await?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    async fn delete_account(
+        &self,
+        id: &AccountId,
+        audit: AuditDraft,
+    ) -> StoreResult<Vec<TokenRecord>> {
+        let id = id.clone();
+        self.write(move |conn| {
+            Box::pin(async move {
+                let rows = sqlx::query("SELECT * FROM tokens WHERE account_id = ?")
+                    .bind(id.as_str())
+                    .fetch_all(&mut *conn)
+                    .await
+                    .map_err(backend)?;
+                let tokens = rows
+                    .iter()
+                    .map(token_from_row)
+                    .collect::<StoreResult<Vec<_>>>()?;
+                let done = sqlx::query("DELETE FROM accounts WHERE id = ?")
+                    .bind(id.as_str())
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(backend)?;
+                if done.rows_affected() == 0 {
+                    return Err(StoreError::NotFound);
+                }
+                ensure_a_super_admin_remains(conn).await?;
+                append(conn, audit).await?;
+                Ok(tokens)
+            })
+        })
+        .await
+    }
+
+    async fn list_roles(&self) -> StoreResult<Vec<Role>> {
+        let rows: Vec<(String, String, i64)> = sqlx::query_as(
+            "SELECT name, permissions, builtin FROM roles ORDER BY builtin DESC, name",
+        )
+        .fetch_all(&self.reader)
+        .await
+        .map_err(backend)?;
+        rows.into_iter()
+            .map(|(name, perms, builtin)| {
+                Ok(Role {
+                    name,
+                    permissions: from_json_text(&perms)?,
+                    builtin: builtin != 0,
+                })
+            })
+            .collect()
+    }
+
+    async fn insert_role(&self, role: &Role, audit: AuditDraft) -> StoreResult<()> {
+        let role = role.clone();
+        let created = ms(audit.time);
+        self.write(move |conn| {
+            Box::pin(async move {
+                sqlx::query("INSERT INTO roles (name, permissions, builtin, created_at) VALUES (?, ?, 0, ?)")
+                    .bind(&role.name)
+                    .bind(json_text(&role.permissions)?)
+                    .bind(created)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(|e| name_conflict(e, "a role with this name already exists"))?;
+                append(conn, audit).await?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    async fn update_role(&self, role: &Role, audit: AuditDraft) -> StoreResult<()> {
+        let role = role.clone();
+        self.write(move |conn| {
+            Box::pin(async move {
+                let done =
+                    sqlx::query("UPDATE roles SET permissions = ? WHERE name = ? AND builtin = 0")
+                        .bind(json_text(&role.permissions)?)
+                        .bind(&role.name)
+                        .execute(&mut *conn)
+                        .await
+                        .map_err(backend)?;
+                if done.rows_affected() == 0 {
+                    return Err(StoreError::NotFound);
+                }
+                append(conn, audit).await?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    async fn delete_role(&self, name: &str, audit: AuditDraft) -> StoreResult<()> {
+        let name = name.to_owned();
+        self.write(move |conn| {
+            Box::pin(async move {
+                let (holders,): (i64,) =
+                    sqlx::query_as("SELECT COUNT(*) FROM account_roles WHERE role_name = ?")
+                        .bind(&name)
+                        .fetch_one(&mut *conn)
+                        .await
+                        .map_err(backend)?;
+                if holders > 0 {
+                    return Err(StoreError::Conflict(format!(
+                        "the role is held by {holders} account(s); take it from them first"
+                    )));
+                }
+                let done = sqlx::query("DELETE FROM roles WHERE name = ? AND builtin = 0")
+                    .bind(&name)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(backend)?;
+                if done.rows_affected() == 0 {
+                    return Err(StoreError::NotFound);
+                }
+                append(conn, audit).await?;
+                Ok(())
+            })
+        })
+        .await
+    }
+}

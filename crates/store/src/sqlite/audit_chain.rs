@@ -1,0 +1,118 @@
+//! SQLite: the audit chain: appending inside a write transaction, and reading.
+
+use super::*;
+
+/// Appends `draft` to the audit chain; must run inside the writer's transaction.
+pub(super) async fn append(
+    conn: &mut SqliteConnection,
+    draft: AuditDraft,
+) -> StoreResult<AuditEntry> {
+    let last: Option<(i64, String)> =
+        sqlx::query_as("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(backend)?;
+    let (prev_seq, prev_hash) = last.unwrap_or((0, tessera_core::audit::GENESIS_HASH.to_owned()));
+    let entry = tessera_core::audit::seal(&prev_hash, prev_seq + 1, draft);
+    let d = &entry.draft;
+    let target = d.target.as_ref();
+    sqlx::query(
+        "INSERT INTO audit_log (seq, time, action, outcome, actor_account_id, actor_username, \
+         actor_token_id, target_type, target_id, target_name, ip, user_agent, details, hash) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(entry.seq)
+    .bind(ms(d.time))
+    .bind(d.action.as_str())
+    .bind(outcome_str(d.outcome))
+    .bind(&d.actor.account_id)
+    .bind(&d.actor.username)
+    .bind(&d.actor.token_id)
+    .bind(target.map(|t| t.kind.clone()))
+    .bind(target.and_then(|t| t.id.clone()))
+    .bind(target.and_then(|t| t.name.clone()))
+    .bind(&d.ip)
+    .bind(&d.user_agent)
+    .bind(json_text(&d.details)?)
+    .bind(&entry.hash)
+    .execute(&mut *conn)
+    .await
+    .map_err(backend)?;
+    Ok(entry)
+}
+
+fn outcome_str(o: Outcome) -> &'static str {
+    match o {
+        Outcome::Success => "success",
+        Outcome::Failure => "failure",
+    }
+}
+
+fn audit_from_row(row: &SqliteRow) -> StoreResult<AuditEntry> {
+    let action: String = row.get("action");
+    let target_type: Option<String> = row.get("target_type");
+    let details: String = row.get("details");
+    Ok(AuditEntry {
+        seq: row.get("seq"),
+        hash: row.get("hash"),
+        draft: AuditDraft {
+            time: from_unix_millis(row.get("time")),
+            action: AuditAction::parse(&action)
+                .ok_or_else(|| StoreError::Backend(format!("unknown audit action {action}")))?,
+            outcome: if row.get::<String, _>("outcome") == "success" {
+                Outcome::Success
+            } else {
+                Outcome::Failure
+            },
+            actor: tessera_core::audit::Actor {
+                account_id: row.get("actor_account_id"),
+                username: row.get("actor_username"),
+                token_id: row.get("actor_token_id"),
+            },
+            target: target_type.map(|kind| Target {
+                kind,
+                id: row.get("target_id"),
+                name: row.get("target_name"),
+            }),
+            ip: row.get("ip"),
+            user_agent: row.get("user_agent"),
+            details: from_json_text(&details)?,
+        },
+    })
+}
+
+impl AuditStore for SqliteStore {
+    async fn append_audit(&self, audit: AuditDraft) -> StoreResult<AuditEntry> {
+        self.write(move |conn| Box::pin(append(conn, audit))).await
+    }
+
+    async fn list_audit(&self, filter: &AuditFilter, page: &Page) -> StoreResult<Vec<AuditEntry>> {
+        let mut qb = QueryBuilder::new("SELECT * FROM audit_log WHERE 1 = 1");
+        if let Some(action) = filter.action {
+            qb.push(" AND action = ").push_bind(action.as_str());
+        }
+        if let Some(actor) = &filter.actor {
+            qb.push(" AND (actor_account_id = ")
+                .push_bind(actor.as_str());
+            qb.push(" OR actor_username = ")
+                .push_bind(actor.as_str())
+                .push(")");
+        }
+        if let Some(target) = &filter.target {
+            qb.push(" AND target_id = ").push_bind(target.as_str());
+        }
+        push_log_tail(&mut qb, filter.since, filter.until, "seq", page);
+        let rows = qb.build().fetch_all(&self.reader).await.map_err(backend)?;
+        rows.iter().map(audit_from_row).collect()
+    }
+
+    async fn audit_after(&self, after_seq: i64, limit: u32) -> StoreResult<Vec<AuditEntry>> {
+        let rows = sqlx::query("SELECT * FROM audit_log WHERE seq > ? ORDER BY seq LIMIT ?")
+            .bind(after_seq)
+            .bind(i64::from(limit))
+            .fetch_all(&self.reader)
+            .await
+            .map_err(backend)?;
+        rows.iter().map(audit_from_row).collect()
+    }
+}

@@ -1,0 +1,248 @@
+//! SQLite: API tokens.
+
+use super::audit_chain::append;
+use super::*;
+
+pub(super) fn token_from_row(row: &SqliteRow) -> StoreResult<TokenRecord> {
+    let hash: String = row.get("hash");
+    let prev_hash: Option<String> = row.get("prev_hash");
+    let prev_until: Option<i64> = row.get("prev_valid_until");
+    let scopes: Option<String> = row.get("scopes");
+    let cidrs: Option<String> = row.get("allowed_cidrs");
+    let rl_requests: Option<i64> = row.get("rate_limit_requests");
+    let rl_per: Option<i64> = row.get("rate_limit_per_seconds");
+    let corrupt = || StoreError::Backend("corrupt token hash".into());
+    Ok(TokenRecord {
+        id: TokenId::from_trusted(row.get("id")),
+        account_id: AccountId::from_trusted(row.get("account_id")),
+        name: TokenName::from_trusted(row.get("name")),
+        note: row.get("note"),
+        hash: TokenHash::from_hex(&hash).ok_or_else(corrupt)?,
+        display: row.get("display"),
+        previous: match (prev_hash, prev_until) {
+            (Some(h), Some(until)) => Some(PreviousValue {
+                hash: TokenHash::from_hex(&h).ok_or_else(corrupt)?,
+                valid_until: from_unix_millis(until),
+            }),
+            _ => None,
+        },
+        scopes: scopes.as_deref().map(from_json_text).transpose()?,
+        allowed_cidrs: cidrs.as_deref().map(from_json_text).transpose()?,
+        rate_limit: match (rl_requests, rl_per) {
+            (Some(r), Some(p)) => Some(RateLimit {
+                requests: u32::try_from(r).unwrap_or(u32::MAX),
+                per_seconds: u32::try_from(p).unwrap_or(u32::MAX),
+            }),
+            _ => None,
+        },
+        disabled: row.get::<i64, _>("disabled") != 0,
+        created_at: from_unix_millis(row.get("created_at")),
+        updated_at: from_unix_millis(row.get("updated_at")),
+        expires_at: row
+            .get::<Option<i64>, _>("expires_at")
+            .map(from_unix_millis),
+        last_used_at: row
+            .get::<Option<i64>, _>("last_used_at")
+            .map(from_unix_millis),
+        last_used_ip: row.get("last_used_ip"),
+        usage_allowed: u64::try_from(row.get::<i64, _>("usage_allowed")).unwrap_or(0),
+        usage_denied: u64::try_from(row.get::<i64, _>("usage_denied")).unwrap_or(0),
+    })
+}
+
+/// Binds a token's changeable columns, in the order both INSERT and UPDATE list them:
+/// name, note, hash, display, prev_hash, prev_valid_until, scopes, allowed_cidrs,
+/// rate_limit_requests, rate_limit_per_seconds, disabled, updated_at, expires_at.
+fn bind_token_fields<'q>(
+    q: sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments<'q>>,
+    t: &'q TokenRecord,
+) -> StoreResult<sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments<'q>>> {
+    Ok(q.bind(t.name.as_str())
+        .bind(&t.note)
+        .bind(t.hash.to_hex())
+        .bind(&t.display)
+        .bind(t.previous.map(|p| p.hash.to_hex()))
+        .bind(t.previous.map(|p| ms(p.valid_until)))
+        .bind(t.scopes.as_ref().map(json_text).transpose()?)
+        .bind(t.allowed_cidrs.as_ref().map(json_text).transpose()?)
+        .bind(t.rate_limit.map(|r| i64::from(r.requests)))
+        .bind(t.rate_limit.map(|r| i64::from(r.per_seconds)))
+        .bind(i64::from(t.disabled))
+        .bind(ms(t.updated_at))
+        .bind(opt_ms(t.expires_at)))
+}
+
+impl TokenStore for SqliteStore {
+    async fn insert_token(
+        &self,
+        token: &TokenRecord,
+        max_per_account: u32,
+        audit: AuditDraft,
+    ) -> StoreResult<()> {
+        let t = token.clone();
+        self.write(move |conn| {
+            Box::pin(async move {
+                let (held,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM tokens WHERE account_id = ?")
+                    .bind(t.account_id.as_str())
+                    .fetch_one(&mut *conn)
+                    .await
+                    .map_err(backend)?;
+                if held >= i64::from(max_per_account) {
+                    return Err(StoreError::TokenLimitReached);
+                }
+                let insert = sqlx::query(
+                    "INSERT INTO tokens (name, note, hash, display, prev_hash, prev_valid_until, scopes, allowed_cidrs, \
+                     rate_limit_requests, rate_limit_per_seconds, disabled, updated_at, expires_at, id, account_id, created_at) \
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                );
+                bind_token_fields(insert, &t)?
+                    .bind(t.id.as_str())
+                    .bind(t.account_id.as_str())
+                    .bind(ms(t.created_at))
+                .execute(&mut *conn)
+                .await
+                .map_err(|e| name_conflict(e, "a token with this name already exists in the account"))?;
+                append(conn, audit).await?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    async fn get_token(&self, id: &TokenId) -> StoreResult<Option<TokenRecord>> {
+        let row = sqlx::query("SELECT * FROM tokens WHERE id = ?")
+            .bind(id.as_str())
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(backend)?;
+        row.as_ref().map(token_from_row).transpose()
+    }
+
+    async fn find_token_by_hash(&self, hash: &TokenHash) -> StoreResult<Option<TokenRecord>> {
+        let hex = hash.to_hex();
+        let row = sqlx::query("SELECT * FROM tokens WHERE hash = ? UNION ALL SELECT * FROM tokens WHERE prev_hash = ? LIMIT 1")
+            .bind(&hex)
+            .bind(&hex)
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(backend)?;
+        row.as_ref().map(token_from_row).transpose()
+    }
+
+    async fn list_tokens(
+        &self,
+        filter: &TokenFilter,
+        page: &Page,
+    ) -> StoreResult<Vec<TokenRecord>> {
+        let now = ms(filter.now);
+        let mut qb = QueryBuilder::new("SELECT * FROM tokens WHERE 1 = 1");
+        if let Some(account) = &filter.account_id {
+            qb.push(" AND account_id = ").push_bind(account.as_str());
+        }
+        match filter.status {
+            None => {}
+            Some(TokenStatus::Disabled) => {
+                qb.push(" AND disabled = 1");
+            }
+            Some(TokenStatus::Expired) => {
+                qb.push(" AND disabled = 0 AND expires_at IS NOT NULL AND expires_at <= ")
+                    .push_bind(now);
+            }
+            Some(TokenStatus::Active) => {
+                qb.push(" AND disabled = 0 AND (expires_at IS NULL OR expires_at > ")
+                    .push_bind(now)
+                    .push(")");
+            }
+        }
+        push_page(&mut qb, true, "id", page);
+        let rows = qb.build().fetch_all(&self.reader).await.map_err(backend)?;
+        rows.iter().map(token_from_row).collect()
+    }
+
+    async fn count_tokens(&self, account_id: &AccountId) -> StoreResult<u64> {
+        let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM tokens WHERE account_id = ?")
+            .bind(account_id.as_str())
+            .fetch_one(&self.reader)
+            .await
+            .map_err(backend)?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    async fn update_token(&self, token: &TokenRecord, audit: AuditDraft) -> StoreResult<()> {
+        let t = token.clone();
+        self.write(move |conn| {
+            Box::pin(async move {
+                let update = sqlx::query(
+                    "UPDATE tokens SET name = ?, note = ?, hash = ?, display = ?, prev_hash = ?, prev_valid_until = ?, \
+                     scopes = ?, allowed_cidrs = ?, rate_limit_requests = ?, rate_limit_per_seconds = ?, disabled = ?, \
+                     updated_at = ?, expires_at = ? WHERE id = ?",
+                );
+                let done = bind_token_fields(update, &t)?
+                    .bind(t.id.as_str())
+                .execute(&mut *conn)
+                .await
+                .map_err(|e| name_conflict(e, "a token with this name already exists in the account"))?;
+                if done.rows_affected() == 0 {
+                    return Err(StoreError::NotFound);
+                }
+                append(conn, audit).await?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    async fn delete_token(&self, id: &TokenId, audit: AuditDraft) -> StoreResult<TokenRecord> {
+        let id = id.clone();
+        self.write(move |conn| {
+            Box::pin(async move {
+                let row = sqlx::query("DELETE FROM tokens WHERE id = ? RETURNING *")
+                    .bind(id.as_str())
+                    .fetch_optional(&mut *conn)
+                    .await
+                    .map_err(backend)?;
+                let token = row
+                    .as_ref()
+                    .map(token_from_row)
+                    .transpose()?
+                    .ok_or(StoreError::NotFound)?;
+                append(conn, audit).await?;
+                Ok(token)
+            })
+        })
+        .await
+    }
+
+    async fn delete_all_tokens(
+        &self,
+        account_id: &AccountId,
+        audit: impl FnOnce(&[TokenRecord]) -> AuditDraft + Send,
+    ) -> StoreResult<Vec<TokenRecord>> {
+        let id = account_id.clone();
+        // The audit entry is built from the rows deleted, by a closure that need not be
+        // 'static: so the transaction is spelled out here rather than in `write`.
+        let mut conn = self.writer.acquire().await.map_err(backend)?;
+        let result = async {
+            enter(&mut conn, Durability::Durable).await?;
+            let mut tx = conn.begin_with("BEGIN IMMEDIATE").await.map_err(backend)?;
+            let rows = sqlx::query("DELETE FROM tokens WHERE account_id = ? RETURNING *")
+                .bind(id.as_str())
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(backend)?;
+            let tokens = rows
+                .iter()
+                .map(token_from_row)
+                .collect::<StoreResult<Vec<_>>>()?;
+            append(&mut tx, audit(&tokens)).await?;
+            tx.commit().await.map_err(backend)?;
+            Ok(tokens)
+        }
+        .await;
+        let reset = leave(&mut conn, Durability::Durable).await;
+        self.settle(&mut conn, result.as_ref().err().or(reset.as_ref().err()));
+        let tokens = result?;
+        reset?;
+        Ok(tokens)
+    }
+}
