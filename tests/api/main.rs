@@ -15,6 +15,7 @@ mod limits;
 mod nginx;
 mod ops;
 mod restart;
+mod revocation;
 mod tls;
 mod tokens;
 mod wire;

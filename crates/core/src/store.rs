@@ -36,6 +36,107 @@ pub enum StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
+/// What a committed change made stale in a cache of stored state. The store's
+/// mutations report it ([`Changed`]); one component of the server applies it to every
+/// cache (the same one that applies what other nodes report), so no code path can
+/// change a token, an account, a role or a route and forget a cache.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Invalidation {
+    /// Digests a cache may hold a token's old state under: each changed or deleted
+    /// token's current and previous digests as they were before the change.
+    pub token_hashes: Vec<TokenHash>,
+    /// Digests that name a token from now on (created, regenerated): a cache that
+    /// remembers them as unknown must forget that.
+    pub new_token_hashes: Vec<TokenHash>,
+    /// Accounts whose roles, state or password changed, or that were deleted.
+    pub accounts: Vec<AccountId>,
+    /// A role was created, changed or deleted: any account's permissions may differ.
+    pub roles: bool,
+    /// The gateway's services or routes changed.
+    pub gateway: bool,
+}
+
+impl Invalidation {
+    /// Every digest `token` answered to before a change.
+    pub fn token(token: &TokenRecord) -> Self {
+        let mut this = Self::default();
+        this.add_token(token);
+        this
+    }
+
+    /// Adds every digest `token` answered to before a change.
+    pub fn add_token(&mut self, token: &TokenRecord) {
+        self.token_hashes.push(token.hash);
+        if let Some(previous) = &token.previous {
+            self.token_hashes.push(previous.hash);
+        }
+    }
+
+    pub fn account(id: &AccountId) -> Self {
+        Self {
+            accounts: vec![id.clone()],
+            ..Self::default()
+        }
+    }
+
+    pub fn roles() -> Self {
+        Self {
+            roles: true,
+            ..Self::default()
+        }
+    }
+
+    pub fn gateway() -> Self {
+        Self {
+            gateway: true,
+            ..Self::default()
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self == &Self::default()
+    }
+}
+
+/// Receives what changes made stale: the server's caches.
+pub trait Invalidate: Send + Sync {
+    type Error;
+    fn invalidate(
+        &self,
+        what: Invalidation,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send;
+}
+
+/// The result of a mutation, with what it made stale. The result is reached only
+/// through [`Changed::apply`], which hands the invalidation to the caches first: a
+/// caller cannot take the one and drop the other.
+#[must_use = "a change's invalidation must reach the caches: call `apply`"]
+#[derive(Debug)]
+pub struct Changed<T> {
+    value: T,
+    invalidation: Invalidation,
+}
+
+impl<T> Changed<T> {
+    pub fn new(value: T, invalidation: Invalidation) -> Self {
+        Self {
+            value,
+            invalidation,
+        }
+    }
+
+    /// What the change made stale.
+    pub fn invalidation(&self) -> &Invalidation {
+        &self.invalidation
+    }
+
+    /// Hands the invalidation to `caches`, then answers the result.
+    pub async fn apply<C: Invalidate>(self, caches: &C) -> Result<T, C::Error> {
+        caches.invalidate(self.invalidation).await?;
+        Ok(self.value)
+    }
+}
+
 /// One page of a newest-first list: at most `limit` items after the cursor `after`
 /// (the id or sequence number of the last item of the previous page).
 #[derive(Debug, Clone, Default)]
@@ -219,30 +320,30 @@ pub trait AccountStore: Send + Sync {
         &self,
         account: &AccountRecord,
         audit: AuditDraft,
-    ) -> impl Future<Output = StoreResult<()>> + Send;
+    ) -> impl Future<Output = StoreResult<Changed<()>>> + Send;
     /// Deletes the account, its sessions and its tokens; answers the deleted tokens.
     fn delete_account(
         &self,
         id: &AccountId,
         audit: AuditDraft,
-    ) -> impl Future<Output = StoreResult<Vec<TokenRecord>>> + Send;
+    ) -> impl Future<Output = StoreResult<Changed<Vec<TokenRecord>>>> + Send;
     fn list_roles(&self) -> impl Future<Output = StoreResult<Vec<Role>>> + Send;
     fn insert_role(
         &self,
         role: &Role,
         audit: AuditDraft,
-    ) -> impl Future<Output = StoreResult<()>> + Send;
+    ) -> impl Future<Output = StoreResult<Changed<()>>> + Send;
     fn update_role(
         &self,
         role: &Role,
         audit: AuditDraft,
-    ) -> impl Future<Output = StoreResult<()>> + Send;
+    ) -> impl Future<Output = StoreResult<Changed<()>>> + Send;
     /// Refuses with `Conflict` while an account holds the role.
     fn delete_role(
         &self,
         name: &str,
         audit: AuditDraft,
-    ) -> impl Future<Output = StoreResult<()>> + Send;
+    ) -> impl Future<Output = StoreResult<Changed<()>>> + Send;
 }
 
 /// Login sessions.
@@ -283,7 +384,7 @@ pub trait TokenStore: Send + Sync {
         token: &TokenRecord,
         max_per_account: u32,
         audit: AuditDraft,
-    ) -> impl Future<Output = StoreResult<()>> + Send;
+    ) -> impl Future<Output = StoreResult<Changed<()>>> + Send;
     fn get_token(
         &self,
         id: &TokenId,
@@ -300,23 +401,24 @@ pub trait TokenStore: Send + Sync {
     ) -> impl Future<Output = StoreResult<Vec<TokenRecord>>> + Send;
     fn count_tokens(&self, account_id: &AccountId)
         -> impl Future<Output = StoreResult<u64>> + Send;
-    /// Saves every field but id, account, creation time and usage.
+    /// Saves every field but id, account, creation time and usage; reports the
+    /// digests the token had before (and a new one, when regenerated).
     fn update_token(
         &self,
         token: &TokenRecord,
         audit: AuditDraft,
-    ) -> impl Future<Output = StoreResult<()>> + Send;
+    ) -> impl Future<Output = StoreResult<Changed<()>>> + Send;
     fn delete_token(
         &self,
         id: &TokenId,
         audit: AuditDraft,
-    ) -> impl Future<Output = StoreResult<TokenRecord>> + Send;
+    ) -> impl Future<Output = StoreResult<Changed<TokenRecord>>> + Send;
     /// Deletes every token of the account; `audit` is told what was deleted.
     fn delete_all_tokens(
         &self,
         account_id: &AccountId,
         audit: impl FnOnce(&[TokenRecord]) -> AuditDraft + Send,
-    ) -> impl Future<Output = StoreResult<Vec<TokenRecord>>> + Send;
+    ) -> impl Future<Output = StoreResult<Changed<Vec<TokenRecord>>>> + Send;
 }
 
 /// The gateway's configuration: upstream services and routes.
@@ -329,7 +431,7 @@ pub trait GatewayStore: Send + Sync {
         &self,
         change: &GatewayChange,
         audits: Vec<AuditDraft>,
-    ) -> impl Future<Output = StoreResult<()>> + Send;
+    ) -> impl Future<Output = StoreResult<Changed<()>>> + Send;
     /// Grows with every saved change: nodes poll it to learn of other nodes' changes.
     fn gateway_version(&self) -> impl Future<Output = StoreResult<i64>> + Send;
 }

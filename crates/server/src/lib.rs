@@ -2,6 +2,7 @@
 //! HTTP listeners (admin API, gateway) that expose them.
 
 pub mod api;
+pub mod caches;
 pub mod gateway;
 pub mod http;
 pub mod metrics;

@@ -35,6 +35,8 @@ pub struct Metrics {
     pub store_lookups: Counter,
     /// Cached tokens read again in the background before their time to live ran out.
     pub cache_refreshes: Counter,
+    /// Committed changes whose invalidation reached the caches ([`crate::caches`]).
+    pub cache_invalidations: Counter,
     cache_hit_ratio: Gauge<f64, AtomicU64>,
     pub access_written: Counter,
     pub access_dropped: Counter,
@@ -95,6 +97,12 @@ impl Default for Metrics {
             "Cached tokens in use read again in the background before their time to live ran out",
             cache_refreshes.clone(),
         );
+        let cache_invalidations = Counter::default();
+        registry.register(
+            "cache_invalidations",
+            "Committed changes whose invalidation reached the caches",
+            cache_invalidations.clone(),
+        );
         let cache_hit_ratio = Gauge::<f64, AtomicU64>::default();
         registry.register(
             "token_cache_hit_ratio",
@@ -147,6 +155,7 @@ impl Default for Metrics {
             cache,
             store_lookups,
             cache_refreshes,
+            cache_invalidations,
             cache_hit_ratio,
             access_written,
             access_dropped,

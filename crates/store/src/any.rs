@@ -72,26 +72,30 @@ impl AccountStore for AnyStore {
     async fn list_accounts(&self, page: &Page) -> StoreResult<Vec<AccountRecord>> {
         delegate!(self.list_accounts(page))
     }
-    async fn update_account(&self, a: &AccountRecord, audit: AuditDraft) -> StoreResult<()> {
+    async fn update_account(
+        &self,
+        a: &AccountRecord,
+        audit: AuditDraft,
+    ) -> StoreResult<Changed<()>> {
         delegate!(self.update_account(a, audit))
     }
     async fn delete_account(
         &self,
         id: &AccountId,
         audit: AuditDraft,
-    ) -> StoreResult<Vec<TokenRecord>> {
+    ) -> StoreResult<Changed<Vec<TokenRecord>>> {
         delegate!(self.delete_account(id, audit))
     }
     async fn list_roles(&self) -> StoreResult<Vec<Role>> {
         delegate!(self.list_roles())
     }
-    async fn insert_role(&self, r: &Role, audit: AuditDraft) -> StoreResult<()> {
+    async fn insert_role(&self, r: &Role, audit: AuditDraft) -> StoreResult<Changed<()>> {
         delegate!(self.insert_role(r, audit))
     }
-    async fn update_role(&self, r: &Role, audit: AuditDraft) -> StoreResult<()> {
+    async fn update_role(&self, r: &Role, audit: AuditDraft) -> StoreResult<Changed<()>> {
         delegate!(self.update_role(r, audit))
     }
-    async fn delete_role(&self, name: &str, audit: AuditDraft) -> StoreResult<()> {
+    async fn delete_role(&self, name: &str, audit: AuditDraft) -> StoreResult<Changed<()>> {
         delegate!(self.delete_role(name, audit))
     }
 }
@@ -118,7 +122,12 @@ impl SettingsStore for AnyStore {
 }
 
 impl TokenStore for AnyStore {
-    async fn insert_token(&self, t: &TokenRecord, max: u32, audit: AuditDraft) -> StoreResult<()> {
+    async fn insert_token(
+        &self,
+        t: &TokenRecord,
+        max: u32,
+        audit: AuditDraft,
+    ) -> StoreResult<Changed<()>> {
         delegate!(self.insert_token(t, max, audit))
     }
     async fn get_token(&self, id: &TokenId) -> StoreResult<Option<TokenRecord>> {
@@ -133,17 +142,21 @@ impl TokenStore for AnyStore {
     async fn count_tokens(&self, a: &AccountId) -> StoreResult<u64> {
         delegate!(self.count_tokens(a))
     }
-    async fn update_token(&self, t: &TokenRecord, audit: AuditDraft) -> StoreResult<()> {
+    async fn update_token(&self, t: &TokenRecord, audit: AuditDraft) -> StoreResult<Changed<()>> {
         delegate!(self.update_token(t, audit))
     }
-    async fn delete_token(&self, id: &TokenId, audit: AuditDraft) -> StoreResult<TokenRecord> {
+    async fn delete_token(
+        &self,
+        id: &TokenId,
+        audit: AuditDraft,
+    ) -> StoreResult<Changed<TokenRecord>> {
         delegate!(self.delete_token(id, audit))
     }
     async fn delete_all_tokens(
         &self,
         a: &AccountId,
         audit: impl FnOnce(&[TokenRecord]) -> AuditDraft + Send,
-    ) -> StoreResult<Vec<TokenRecord>> {
+    ) -> StoreResult<Changed<Vec<TokenRecord>>> {
         delegate!(self.delete_all_tokens(a, audit))
     }
 }
@@ -159,7 +172,7 @@ impl GatewayStore for AnyStore {
         &self,
         change: &GatewayChange,
         audits: Vec<AuditDraft>,
-    ) -> StoreResult<()> {
+    ) -> StoreResult<Changed<()>> {
         delegate!(self.save_gateway(change, audits))
     }
     async fn gateway_version(&self) -> StoreResult<i64> {

@@ -73,6 +73,25 @@ fn token(account: &AccountId, name: &str) -> (TokenValue, TokenRecord) {
     (value, record)
 }
 
+/// Caches that keep nothing: the conformance suite reads what a change reported.
+struct Nowhere;
+
+impl Invalidate for Nowhere {
+    type Error = std::convert::Infallible;
+    async fn invalidate(&self, _: Invalidation) -> Result<(), Self::Error> {
+        Ok(())
+    }
+}
+
+/// A change's result and what it reported stale.
+async fn applied<T>(change: Changed<T>) -> (T, Invalidation) {
+    let stale = change.invalidation().clone();
+    match change.apply(&Nowhere).await {
+        Ok(value) => (value, stale),
+        Err(never) => match never {},
+    }
+}
+
 fn page(limit: u32) -> Page {
     Page { limit, after: None }
 }
@@ -200,10 +219,13 @@ pub async fn accounts_and_roles<S: Store>(store: &S) {
         permissions: vec![Permission::parse("billing:read").unwrap()],
         builtin: false,
     };
-    store
-        .insert_role(&ops, draft(AuditAction::RoleCreate, "ops"))
-        .await
-        .unwrap();
+    applied(
+        store
+            .insert_role(&ops, draft(AuditAction::RoleCreate, "ops"))
+            .await
+            .unwrap(),
+    )
+    .await;
     assert!(matches!(
         store
             .insert_role(&ops, draft(AuditAction::RoleCreate, "ops"))
@@ -214,10 +236,14 @@ pub async fn accounts_and_roles<S: Store>(store: &S) {
         permissions: vec![Permission::parse("billing:*").unwrap()],
         ..ops.clone()
     };
-    store
-        .update_role(&ops2, draft(AuditAction::RoleUpdate, "ops"))
-        .await
-        .unwrap();
+    let ((), stale) = applied(
+        store
+            .update_role(&ops2, draft(AuditAction::RoleUpdate, "ops"))
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(stale, Invalidation::roles());
     assert!(store.list_roles().await.unwrap().contains(&ops2));
     let builtin = Role {
         name: "viewer".into(),
@@ -248,14 +274,21 @@ pub async fn accounts_and_roles<S: Store>(store: &S) {
     ));
     let mut dev2 = dev.clone();
     dev2.roles = vec!["developer".into()];
-    store
-        .update_account(&dev2, draft(AuditAction::AccountUpdate, "dev"))
-        .await
-        .unwrap();
-    store
-        .delete_role("ops", draft(AuditAction::RoleDelete, "ops"))
-        .await
-        .unwrap();
+    let ((), stale) = applied(
+        store
+            .update_account(&dev2, draft(AuditAction::AccountUpdate, "dev"))
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(stale, Invalidation::account(&dev2.id));
+    applied(
+        store
+            .delete_role("ops", draft(AuditAction::RoleDelete, "ops"))
+            .await
+            .unwrap(),
+    )
+    .await;
     assert!(matches!(
         store
             .delete_role("ops", draft(AuditAction::RoleDelete, "ops"))
@@ -292,15 +325,23 @@ pub async fn accounts_and_roles<S: Store>(store: &S) {
         .await
         .unwrap();
     let (_, t) = token(&admin2.id, "doomed");
-    store
-        .insert_token(&t, 50, draft(AuditAction::TokenCreate, "t"))
-        .await
-        .unwrap();
-    let gone = store
-        .delete_account(&admin2.id, draft(AuditAction::AccountDelete, "a2"))
-        .await
-        .unwrap();
+    applied(
+        store
+            .insert_token(&t, 50, draft(AuditAction::TokenCreate, "t"))
+            .await
+            .unwrap(),
+    )
+    .await;
+    let (gone, stale) = applied(
+        store
+            .delete_account(&admin2.id, draft(AuditAction::AccountDelete, "a2"))
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(gone.len(), 1);
+    assert_eq!(stale.accounts, vec![admin2.id.clone()]);
+    assert_eq!(stale.token_hashes, vec![t.hash], "its tokens' digests");
     assert!(store.get_token(&t.id).await.unwrap().is_none());
     assert!(matches!(
         store
@@ -323,10 +364,13 @@ pub async fn tokens<S: Store>(store: &S) {
         .unwrap();
 
     let (value, t1) = token(&owner.id, "first");
-    store
-        .insert_token(&t1, 3, draft(AuditAction::TokenCreate, "t1"))
-        .await
-        .unwrap();
+    applied(
+        store
+            .insert_token(&t1, 3, draft(AuditAction::TokenCreate, "t1"))
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(
         store.get_token(&t1.id).await.unwrap().unwrap(),
         t1,
@@ -356,23 +400,32 @@ pub async fn tokens<S: Store>(store: &S) {
         Err(StoreError::Conflict(_))
     ));
     let (_, elsewhere) = token(&other.id, "first");
-    store
-        .insert_token(&elsewhere, 3, draft(AuditAction::TokenCreate, "e"))
-        .await
-        .unwrap();
+    applied(
+        store
+            .insert_token(&elsewhere, 3, draft(AuditAction::TokenCreate, "e"))
+            .await
+            .unwrap(),
+    )
+    .await;
 
     // The limit.
     let (_, t2) = token(&owner.id, "second");
     let (_, t3) = token(&owner.id, "third");
     let (_, t4) = token(&owner.id, "fourth");
-    store
-        .insert_token(&t2, 3, draft(AuditAction::TokenCreate, "t2"))
-        .await
-        .unwrap();
-    store
-        .insert_token(&t3, 3, draft(AuditAction::TokenCreate, "t3"))
-        .await
-        .unwrap();
+    applied(
+        store
+            .insert_token(&t2, 3, draft(AuditAction::TokenCreate, "t2"))
+            .await
+            .unwrap(),
+    )
+    .await;
+    applied(
+        store
+            .insert_token(&t3, 3, draft(AuditAction::TokenCreate, "t3"))
+            .await
+            .unwrap(),
+    )
+    .await;
     assert!(matches!(
         store
             .insert_token(&t4, 3, draft(AuditAction::TokenCreate, "t4"))
@@ -421,20 +474,26 @@ pub async fn tokens<S: Store>(store: &S) {
     let mut t2b = t2.clone();
     t2b.disabled = true;
     t2b.name = TokenName::parse("second-renamed").unwrap();
-    store
-        .update_token(&t2b, draft(AuditAction::TokenUpdate, "t2"))
-        .await
-        .unwrap();
+    applied(
+        store
+            .update_token(&t2b, draft(AuditAction::TokenUpdate, "t2"))
+            .await
+            .unwrap(),
+    )
+    .await;
     let mut t3b = t3.clone();
     t3b.expires_at = Some(now() - Duration::seconds(1));
     t3b.scopes = None;
     t3b.allowed_cidrs = None;
     t3b.rate_limit = None;
     t3b.note = None;
-    store
-        .update_token(&t3b, draft(AuditAction::TokenUpdate, "t3"))
-        .await
-        .unwrap();
+    applied(
+        store
+            .update_token(&t3b, draft(AuditAction::TokenUpdate, "t3"))
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(store.get_token(&t3.id).await.unwrap().unwrap(), t3b);
     let with = |s| TokenFilter {
         status: Some(s),
@@ -479,10 +538,18 @@ pub async fn tokens<S: Store>(store: &S) {
     });
     regen.hash = new_value.hash();
     regen.display = new_value.display();
-    store
-        .update_token(&regen, draft(AuditAction::TokenRegenerate, "t1"))
-        .await
-        .unwrap();
+    let ((), stale) = applied(
+        store
+            .update_token(&regen, draft(AuditAction::TokenRegenerate, "t1"))
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (stale.token_hashes, stale.new_token_hashes),
+        (vec![t1.hash], vec![new_value.hash()]),
+        "the digest it had, and the one it has now"
+    );
     assert_eq!(
         store
             .find_token_by_hash(&value.hash())
@@ -501,11 +568,15 @@ pub async fn tokens<S: Store>(store: &S) {
     );
 
     // Delete one, then all.
-    let deleted = store
-        .delete_token(&t1.id, draft(AuditAction::TokenDelete, "t1"))
-        .await
-        .unwrap();
+    let (deleted, stale) = applied(
+        store
+            .delete_token(&t1.id, draft(AuditAction::TokenDelete, "t1"))
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(deleted.id, t1.id);
+    assert_eq!(stale, Invalidation::token(&deleted));
     assert!(store
         .find_token_by_hash(&new_value.hash())
         .await
@@ -517,15 +588,19 @@ pub async fn tokens<S: Store>(store: &S) {
             .await,
         Err(StoreError::NotFound)
     ));
-    let all = store
-        .delete_all_tokens(&owner.id, |gone| {
-            let mut d = draft(AuditAction::TokenDeleteAll, "o");
-            d.details = serde_json::json!({"deleted": gone.len()});
-            d
-        })
-        .await
-        .unwrap();
+    let (all, stale) = applied(
+        store
+            .delete_all_tokens(&owner.id, |gone| {
+                let mut d = draft(AuditAction::TokenDeleteAll, "o");
+                d.details = serde_json::json!({"deleted": gone.len()});
+                d
+            })
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(all.len(), 2);
+    assert_eq!(stale.token_hashes.len(), 2, "every deleted token's digest");
     assert_eq!(store.count_tokens(&owner.id).await.unwrap(), 0);
     assert_eq!(
         store.count_tokens(&other.id).await.unwrap(),
@@ -593,16 +668,22 @@ pub async fn sessions<S: Store>(store: &S) {
         .await
         .unwrap();
     let mut acct = store.get_account(&acct.id).await.unwrap().unwrap();
-    store
-        .update_account(&acct, draft(AuditAction::AccountUpdate, "admin"))
-        .await
-        .unwrap();
+    applied(
+        store
+            .update_account(&acct, draft(AuditAction::AccountUpdate, "admin"))
+            .await
+            .unwrap(),
+    )
+    .await;
     assert!(store.get_session(&s.id_hash).await.unwrap().is_some());
     acct.password_hash = "$argon2id$v=19$m=19456,t=2,p=1$bmV3$bmV3".into();
-    store
-        .update_account(&acct, draft(AuditAction::AccountUpdate, "admin"))
-        .await
-        .unwrap();
+    applied(
+        store
+            .update_account(&acct, draft(AuditAction::AccountUpdate, "admin"))
+            .await
+            .unwrap(),
+    )
+    .await;
     assert!(store.get_session(&s.id_hash).await.unwrap().is_none());
 }
 
@@ -613,10 +694,13 @@ pub async fn access_and_usage<S: Store>(store: &S) {
         .await
         .unwrap();
     let (_, tok) = token(&acct.id, "used");
-    store
-        .insert_token(&tok, 50, draft(AuditAction::TokenCreate, "used"))
-        .await
-        .unwrap();
+    applied(
+        store
+            .insert_token(&tok, 50, draft(AuditAction::TokenCreate, "used"))
+            .await
+            .unwrap(),
+    )
+    .await;
     let base = Timestamp::from_timestamp(1_800_000_000, 0).unwrap();
     let rec = |offset_s: i64, status: u16, token: Option<&TokenId>| AccessRecord {
         time: base + Duration::seconds(offset_s),
@@ -950,16 +1034,19 @@ pub async fn gateway<S: Store>(store: &S) {
         upsert_routes: vec![route.clone()],
         ..Default::default()
     };
-    store
-        .save_gateway(
-            &change,
-            vec![
-                draft(AuditAction::ServiceCreate, "svc_1"),
-                draft(AuditAction::RouteCreate, "rte_1"),
-            ],
-        )
-        .await
-        .unwrap();
+    applied(
+        store
+            .save_gateway(
+                &change,
+                vec![
+                    draft(AuditAction::ServiceCreate, "svc_1"),
+                    draft(AuditAction::RouteCreate, "rte_1"),
+                ],
+            )
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(store.list_services().await.unwrap(), vec![svc.clone()]);
     assert_eq!(store.list_routes().await.unwrap(), vec![route.clone()]);
     assert!(store.gateway_version().await.unwrap() > v0);
@@ -1009,26 +1096,33 @@ pub async fn gateway<S: Store>(store: &S) {
         rate_limit: None,
         ..route.clone()
     };
-    store
-        .save_gateway(
-            &GatewayChange {
-                upsert_routes: vec![open.clone()],
-                ..Default::default()
-            },
-            vec![],
-        )
-        .await
-        .unwrap();
+    applied(
+        store
+            .save_gateway(
+                &GatewayChange {
+                    upsert_routes: vec![open.clone()],
+                    ..Default::default()
+                },
+                vec![],
+            )
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(store.list_routes().await.unwrap(), vec![open]);
     let all = GatewayChange {
         delete_routes: vec!["rte_1".into()],
         delete_services: vec!["svc_1".into()],
         ..Default::default()
     };
-    store
-        .save_gateway(&all, vec![draft(AuditAction::RouteDelete, "rte_1")])
-        .await
-        .unwrap();
+    let ((), stale) = applied(
+        store
+            .save_gateway(&all, vec![draft(AuditAction::RouteDelete, "rte_1")])
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(stale, Invalidation::gateway());
     assert!(store.list_services().await.unwrap().is_empty());
     assert!(store.list_routes().await.unwrap().is_empty());
 }

@@ -170,8 +170,11 @@ impl Service {
             Some(Target::new("account", &a.id, Some(&a.username))),
             serde_json::Value::Object(changed),
         );
-        self.store.update_account(&a, audit).await?;
-        self.verifier.evict_account(&a.id);
+        self.store
+            .update_account(&a, audit)
+            .await?
+            .apply(&self.caches)
+            .await?;
         Ok(self.account_view(&a, &roles))
     }
 
@@ -184,11 +187,11 @@ impl Service {
             Some(Target::new("account", &a.id, Some(&a.username))),
             serde_json::json!({}),
         );
-        let tokens = self.store.delete_account(&a.id, audit).await?;
-        self.verifier.evict_account(&a.id);
-        for t in &tokens {
-            self.verifier.evict_token(t);
-        }
+        self.store
+            .delete_account(&a.id, audit)
+            .await?
+            .apply(&self.caches)
+            .await?;
         Ok(())
     }
 
@@ -231,7 +234,11 @@ impl Service {
             Some(Target::new("role", &role.name, Some(&role.name))),
             serde_json::json!({"permissions": role.permissions}),
         );
-        self.store.insert_role(&role, audit).await?;
+        self.store
+            .insert_role(&role, audit)
+            .await?
+            .apply(&self.caches)
+            .await?;
         Ok(Self::role_view(&role))
     }
 
@@ -274,8 +281,11 @@ impl Service {
             serde_json::json!({"from": role.permissions, "to": permissions}),
         );
         role.permissions = permissions;
-        self.store.update_role(&role, audit).await?;
-        self.verifier.evict_all_accounts();
+        self.store
+            .update_role(&role, audit)
+            .await?
+            .apply(&self.caches)
+            .await?;
         Ok(Self::role_view(&role))
     }
 
@@ -288,8 +298,11 @@ impl Service {
             Some(Target::new("role", &role.name, Some(&role.name))),
             serde_json::json!({"permissions": role.permissions}),
         );
-        self.store.delete_role(&role.name, audit).await?;
-        self.verifier.evict_all_accounts();
+        self.store
+            .delete_role(&role.name, audit)
+            .await?
+            .apply(&self.caches)
+            .await?;
         Ok(())
     }
 

@@ -304,8 +304,11 @@ impl Service {
             user_agent: Some(LOCAL_USER_AGENT.into()),
             details: serde_json::json!({"password": "reset"}),
         };
-        self.store.update_account(&account, audit).await?;
-        self.verifier.evict_account(&account.id);
+        self.store
+            .update_account(&account, audit)
+            .await?
+            .apply(&self.caches)
+            .await?;
         Ok(generated.then_some(password))
     }
 }

@@ -163,8 +163,11 @@ impl Service {
         change: GatewayChange,
         audits: Vec<AuditDraft>,
     ) -> ServiceResult<()> {
-        self.store.save_gateway(&change, audits).await?;
-        self.routing.reload().await?;
+        self.store
+            .save_gateway(&change, audits)
+            .await?
+            .apply(&self.caches)
+            .await?;
         Ok(())
     }
 

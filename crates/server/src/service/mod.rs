@@ -1,5 +1,6 @@
 //! The service layer: every operation of the product (create a token, change a role …)
-//! with its validation, policy, permission checks, audit entry and cache eviction.
+//! with its validation, policy, permission checks and audit entry; what a change makes
+//! stale reaches the caches through [`crate::caches`].
 //! The HTTP handlers and the CLI's offline commands call it; none of them bypass it.
 
 mod accounts;
@@ -11,6 +12,7 @@ mod tokens;
 pub use auth::{generate_password, LoginOutcome, SESSION_COOKIE, SESSION_TTL_HOURS};
 pub use tokens::TokenScope;
 
+use crate::caches::Caches;
 use crate::throttle::FailureWindows;
 use crate::verifier::{AccountSnapshot, Denial, TokenEntry, Verifier};
 use std::net::IpAddr;
@@ -202,7 +204,8 @@ pub struct Service {
     store: AnyStore,
     clock: Arc<dyn Clock>,
     verifier: Arc<Verifier>,
-    routing: Arc<crate::gateway::Routing>,
+    /// Where every change's invalidation goes ([`crate::caches`]).
+    caches: Caches,
     login_failures: LoginFailures,
 }
 
@@ -223,8 +226,8 @@ impl Service {
         Self {
             store,
             clock,
+            caches: Caches::new(verifier.clone(), routing),
             verifier,
-            routing,
             login_failures: LoginFailures {
                 by_pair: FailureWindows::per_minute(limits.per_username_and_address),
                 by_address: FailureWindows::per_minute(limits.per_address),

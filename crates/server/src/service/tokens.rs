@@ -214,9 +214,8 @@ impl Service {
                     policy.max_tokens_per_account,
                 ))
             }
-            other => other?,
+            other => other?.apply(&self.caches).await?,
         }
-        self.verifier.forget_unknown(&record.hash);
         Ok(TokenWithValue {
             view,
             token: Revealed(value),
@@ -347,8 +346,11 @@ impl Service {
             Some(Target::new("token", &t.id, Some(t.name.as_str()))),
             serde_json::Value::Object(changed),
         );
-        self.store.update_token(&t, audit).await?;
-        self.verifier.evict_token(&before);
+        self.store
+            .update_token(&t, audit)
+            .await?
+            .apply(&self.caches)
+            .await?;
         Ok(TokenView::new(&t, self.clock.now()))
     }
 
@@ -397,9 +399,11 @@ impl Service {
             Some(Target::new("token", &t.id, Some(t.name.as_str()))),
             serde_json::json!({"grace_period_seconds": grace, "expires_at": expires_at}),
         );
-        self.store.update_token(&t, audit).await?;
-        self.verifier.evict_token(&before);
-        self.verifier.forget_unknown(&t.hash);
+        self.store
+            .update_token(&t, audit)
+            .await?
+            .apply(&self.caches)
+            .await?;
         Ok(TokenWithValue {
             view: TokenView::new(&t, now),
             token: Revealed(value),
@@ -429,8 +433,11 @@ impl Service {
             Some(Target::new("token", &t.id, Some(t.name.as_str()))),
             serde_json::json!({}),
         );
-        self.store.update_token(&t, audit).await?;
-        self.verifier.evict_token(&before);
+        self.store
+            .update_token(&t, audit)
+            .await?
+            .apply(&self.caches)
+            .await?;
         Ok(TokenView::new(&t, self.clock.now()))
     }
 
@@ -448,8 +455,11 @@ impl Service {
             Some(Target::new("token", &t.id, Some(t.name.as_str()))),
             serde_json::json!({"account_id": t.account_id}),
         );
-        let deleted = self.store.delete_token(&t.id, audit).await?;
-        self.verifier.evict_token(&deleted);
+        self.store
+            .delete_token(&t.id, audit)
+            .await?
+            .apply(&self.caches)
+            .await?;
         Ok(())
     }
 
@@ -469,10 +479,9 @@ impl Service {
                     }),
                 )
             })
+            .await?
+            .apply(&self.caches)
             .await?;
-        for t in &deleted {
-            self.verifier.evict_token(t);
-        }
         Ok(DeletedCount {
             deleted: deleted.len() as u64,
         })

@@ -125,14 +125,6 @@ impl KnownCredentials {
         drop(removed);
         self.back.remove(&fingerprint);
     }
-
-    pub(super) fn clear(&self) {
-        for slot in self.front.iter() {
-            let removed = slot.lock().take();
-            drop(removed);
-        }
-        self.back.clear();
-    }
 }
 
 /// Asks for every line of the token's entry that a hit reads, at once: they arrive
@@ -193,10 +185,6 @@ mod tests {
         assert!(table.get(fa).is_some(), "the other one stays");
         table.remove(fa);
         assert!(table.get(fa).is_none());
-
-        table.insert(fa, known(&a));
-        table.clear();
-        assert!(table.get(fa).is_none(), "cleared everywhere");
         assert_eq!(Arc::strong_count(&a), 1, "nothing holds the entry any more");
     }
 }

@@ -9,8 +9,8 @@
 //! (The one thing of HTTP it keeps is [`IdentityHeaders`], built once per cached token
 //! for the gateway.)
 //!
-//! Revocation is strict: the service evicts affected entries after each narrowing change
-//! commits and before it answers. A fill that raced with such an eviction is not cached
+//! Revocation is strict: what each committed change made stale is evicted before its
+//! caller answers ([`Verifier::invalidate`], called by [`crate::caches`] alone). A fill that raced with such an eviction is not cached
 //! (see [`Verifier::epoch`]), so a revoked token can never be put back by a slow reader.
 
 mod known;
@@ -37,7 +37,7 @@ use tessera_core::clock::Timestamp;
 use tessera_core::error::ErrorCode;
 use tessera_core::ids::{AccountId, TokenId};
 use tessera_core::permission::{EffectivePermissions, Permission, PermissionSet};
-use tessera_core::store::{AccountStore, StoreError, TokenStore};
+use tessera_core::store::{AccountStore, Invalidation, StoreError, TokenStore};
 use tessera_core::token::{RateLimit, TokenHash, TokenRecord, TokenStatus, TokenValue};
 use tessera_core::usage::Listener;
 use tessera_core::Clock;
@@ -1040,37 +1040,22 @@ impl Verifier {
         self.epoch.fetch_add(1, Ordering::SeqCst);
     }
 
-    /// Forgets a token (every digest it answered to).
-    pub fn evict_token(&self, record: &TokenRecord) {
+    /// Evicts what a committed change made stale ([`crate::caches`] is its one caller).
+    pub fn invalidate(&self, what: &Invalidation) {
         self.evicting(|| {
-            self.tokens.remove(&record.hash);
-            if let Some(p) = record.previous {
-                self.tokens.remove(&p.hash);
+            for hash in &what.token_hashes {
+                self.tokens.remove(hash);
             }
-        });
-    }
-
-    /// A new digest exists: make sure no negative entry hides it.
-    pub fn forget_unknown(&self, hash: &TokenHash) {
-        self.evicting(|| self.unknown.invalidate(hash));
-    }
-
-    pub fn evict_account(&self, id: &AccountId) {
-        self.evicting(|| self.accounts.invalidate(id));
-    }
-
-    /// A role changed: every account's permissions may have.
-    pub fn evict_all_accounts(&self) {
-        self.evicting(|| self.accounts.invalidate_all());
-    }
-
-    /// Drops everything cached (a missed change notification, say).
-    pub fn evict_everything(&self) {
-        self.evicting(|| {
-            self.tokens.clear();
-            self.known.clear();
-            self.unknown.invalidate_all();
-            self.accounts.invalidate_all();
+            for hash in &what.new_token_hashes {
+                self.unknown.invalidate(hash);
+            }
+            if what.roles {
+                self.accounts.invalidate_all();
+            } else {
+                for id in &what.accounts {
+                    self.accounts.invalidate(id);
+                }
+            }
         });
     }
 

@@ -125,7 +125,11 @@ impl AccountStore for SqliteStore {
         rows.iter().map(account_from_row).collect()
     }
 
-    async fn update_account(&self, account: &AccountRecord, audit: AuditDraft) -> StoreResult<()> {
+    async fn update_account(
+        &self,
+        account: &AccountRecord,
+        audit: AuditDraft,
+    ) -> StoreResult<Changed<()>> {
         let account = account.clone();
         self.write(move |conn| {
             Box::pin(async move {
@@ -154,7 +158,7 @@ impl AccountStore for SqliteStore {
                 set_account_roles(conn, &account).await?;
                 ensure_a_super_admin_remains(conn).await?;
                 append(conn, audit).await?;
-                Ok(())
+                Ok(Changed::new((), Invalidation::account(&account.id)))
             })
         })
         .await
@@ -164,7 +168,7 @@ impl AccountStore for SqliteStore {
         &self,
         id: &AccountId,
         audit: AuditDraft,
-    ) -> StoreResult<Vec<TokenRecord>> {
+    ) -> StoreResult<Changed<Vec<TokenRecord>>> {
         let id = id.clone();
         self.write(move |conn| {
             Box::pin(async move {
@@ -187,7 +191,9 @@ impl AccountStore for SqliteStore {
                 }
                 ensure_a_super_admin_remains(conn).await?;
                 append(conn, audit).await?;
-                Ok(tokens)
+                let mut stale = Invalidation::account(&id);
+                tokens.iter().for_each(|t| stale.add_token(t));
+                Ok(Changed::new(tokens, stale))
             })
         })
         .await
@@ -211,7 +217,7 @@ impl AccountStore for SqliteStore {
             .collect()
     }
 
-    async fn insert_role(&self, role: &Role, audit: AuditDraft) -> StoreResult<()> {
+    async fn insert_role(&self, role: &Role, audit: AuditDraft) -> StoreResult<Changed<()>> {
         let role = role.clone();
         let created = ms(audit.time);
         self.write(move |conn| {
@@ -224,13 +230,13 @@ impl AccountStore for SqliteStore {
                     .await
                     .map_err(|e| name_conflict(e, "a role with this name already exists"))?;
                 append(conn, audit).await?;
-                Ok(())
+                Ok(Changed::new((), Invalidation::roles()))
             })
         })
         .await
     }
 
-    async fn update_role(&self, role: &Role, audit: AuditDraft) -> StoreResult<()> {
+    async fn update_role(&self, role: &Role, audit: AuditDraft) -> StoreResult<Changed<()>> {
         let role = role.clone();
         self.write(move |conn| {
             Box::pin(async move {
@@ -245,13 +251,13 @@ impl AccountStore for SqliteStore {
                     return Err(StoreError::NotFound);
                 }
                 append(conn, audit).await?;
-                Ok(())
+                Ok(Changed::new((), Invalidation::roles()))
             })
         })
         .await
     }
 
-    async fn delete_role(&self, name: &str, audit: AuditDraft) -> StoreResult<()> {
+    async fn delete_role(&self, name: &str, audit: AuditDraft) -> StoreResult<Changed<()>> {
         let name = name.to_owned();
         self.write(move |conn| {
             Box::pin(async move {
@@ -275,7 +281,7 @@ impl AccountStore for SqliteStore {
                     return Err(StoreError::NotFound);
                 }
                 append(conn, audit).await?;
-                Ok(())
+                Ok(Changed::new((), Invalidation::roles()))
             })
         })
         .await

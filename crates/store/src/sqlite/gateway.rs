@@ -66,7 +66,7 @@ impl GatewayStore for SqliteStore {
         &self,
         change: &GatewayChange,
         audits: Vec<AuditDraft>,
-    ) -> StoreResult<()> {
+    ) -> StoreResult<Changed<()>> {
         let change = change.clone();
         self.write(move |conn| {
             Box::pin(async move {
@@ -137,7 +137,7 @@ impl GatewayStore for SqliteStore {
                 for audit in audits {
                     append(conn, audit).await?;
                 }
-                Ok(())
+                Ok(Changed::new((), Invalidation::gateway()))
             })
         })
         .await

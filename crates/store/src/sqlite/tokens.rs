@@ -78,7 +78,7 @@ impl TokenStore for SqliteStore {
         token: &TokenRecord,
         max_per_account: u32,
         audit: AuditDraft,
-    ) -> StoreResult<()> {
+    ) -> StoreResult<Changed<()>> {
         let t = token.clone();
         self.write(move |conn| {
             Box::pin(async move {
@@ -103,7 +103,10 @@ impl TokenStore for SqliteStore {
                 .await
                 .map_err(|e| name_conflict(e, "a token with this name already exists in the account"))?;
                 append(conn, audit).await?;
-                Ok(())
+                Ok(Changed::new((), Invalidation {
+                    new_token_hashes: vec![t.hash],
+                    ..Invalidation::default()
+                }))
             })
         })
         .await
@@ -168,10 +171,24 @@ impl TokenStore for SqliteStore {
         Ok(u64::try_from(n).unwrap_or(0))
     }
 
-    async fn update_token(&self, token: &TokenRecord, audit: AuditDraft) -> StoreResult<()> {
+    async fn update_token(
+        &self,
+        token: &TokenRecord,
+        audit: AuditDraft,
+    ) -> StoreResult<Changed<()>> {
         let t = token.clone();
         self.write(move |conn| {
             Box::pin(async move {
+                let before = sqlx::query("SELECT * FROM tokens WHERE id = ?")
+                    .bind(t.id.as_str())
+                    .fetch_optional(&mut *conn)
+                    .await
+                    .map_err(backend)?;
+                let before = before
+                    .as_ref()
+                    .map(token_from_row)
+                    .transpose()?
+                    .ok_or(StoreError::NotFound)?;
                 let update = sqlx::query(
                     "UPDATE tokens SET name = ?, note = ?, hash = ?, display = ?, prev_hash = ?, prev_valid_until = ?, \
                      scopes = ?, allowed_cidrs = ?, rate_limit_requests = ?, rate_limit_per_seconds = ?, disabled = ?, \
@@ -186,13 +203,21 @@ impl TokenStore for SqliteStore {
                     return Err(StoreError::NotFound);
                 }
                 append(conn, audit).await?;
-                Ok(())
+                let mut stale = Invalidation::token(&before);
+                if t.hash != before.hash {
+                    stale.new_token_hashes.push(t.hash);
+                }
+                Ok(Changed::new((), stale))
             })
         })
         .await
     }
 
-    async fn delete_token(&self, id: &TokenId, audit: AuditDraft) -> StoreResult<TokenRecord> {
+    async fn delete_token(
+        &self,
+        id: &TokenId,
+        audit: AuditDraft,
+    ) -> StoreResult<Changed<TokenRecord>> {
         let id = id.clone();
         self.write(move |conn| {
             Box::pin(async move {
@@ -207,7 +232,10 @@ impl TokenStore for SqliteStore {
                     .transpose()?
                     .ok_or(StoreError::NotFound)?;
                 append(conn, audit).await?;
-                Ok(token)
+                Ok({
+                    let stale = Invalidation::token(&token);
+                    Changed::new(token, stale)
+                })
             })
         })
         .await
@@ -217,7 +245,7 @@ impl TokenStore for SqliteStore {
         &self,
         account_id: &AccountId,
         audit: impl FnOnce(&[TokenRecord]) -> AuditDraft + Send,
-    ) -> StoreResult<Vec<TokenRecord>> {
+    ) -> StoreResult<Changed<Vec<TokenRecord>>> {
         let id = account_id.clone();
         // The audit entry is built from the rows deleted, by a closure that need not be
         // 'static: so the transaction is spelled out here rather than in `write`.
@@ -243,6 +271,8 @@ impl TokenStore for SqliteStore {
         self.settle(&mut conn, result.as_ref().err().or(reset.as_ref().err()));
         let tokens = result?;
         reset?;
-        Ok(tokens)
+        let mut stale = Invalidation::default();
+        tokens.iter().for_each(|t| stale.add_token(t));
+        Ok(Changed::new(tokens, stale))
     }
 }
