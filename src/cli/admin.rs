@@ -59,6 +59,7 @@ pub async fn run(args: AdminArgs, json: bool) -> CliResult {
             let caller = service.local_caller(&account).await.map_err(refused)?;
             let req: CreateTokenRequest =
                 serde_json::from_value(token.body()).map_err(|e| CliError::Usage(e.to_string()))?;
+            let caller = caller.grant().map_err(refused)?;
             let created = service.create_token(&caller, req).await.map_err(refused)?;
             let value = serde_json::to_value(&created)
                 .map_err(|e| CliError::Refused(format!("cannot show the token: {e}")))?;

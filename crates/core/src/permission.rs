@@ -79,7 +79,7 @@ impl fmt::Display for Permission {
     }
 }
 
-/// The management permissions the admin API checks.
+/// The management permissions the admin API checks, as text.
 pub mod names {
     pub const TOKENS_READ: &str = "tokens:read";
     pub const TOKENS_WRITE: &str = "tokens:write";
@@ -93,6 +93,46 @@ pub mod names {
     pub const SETTINGS_WRITE: &str = "settings:write";
     pub const GATEWAY_READ: &str = "gateway:read";
     pub const GATEWAY_WRITE: &str = "gateway:write";
+}
+
+/// A management permission named by a type, so that the permission an operation needs
+/// is part of its signature: a check cannot be forgotten, and a misspelt permission does
+/// not compile.
+pub trait Needed: Send + Sync + 'static {
+    const NAME: &'static str;
+}
+
+/// The types of [`names`], one for each.
+pub mod need {
+    use super::{names, Needed};
+
+    macro_rules! needed {
+        ($($ty:ident = $name:ident),* $(,)?) => {
+            $(
+                #[doc = concat!("`", stringify!($name), "`")]
+                #[derive(Debug, Clone, Copy)]
+                pub struct $ty;
+                impl Needed for $ty {
+                    const NAME: &'static str = names::$name;
+                }
+            )*
+        };
+    }
+
+    needed!(
+        TokensRead = TOKENS_READ,
+        TokensWrite = TOKENS_WRITE,
+        TokensAdmin = TOKENS_ADMIN,
+        TokensIntrospect = TOKENS_INTROSPECT,
+        AccountsRead = ACCOUNTS_READ,
+        AccountsWrite = ACCOUNTS_WRITE,
+        RolesRead = ROLES_READ,
+        RolesWrite = ROLES_WRITE,
+        AuditRead = AUDIT_READ,
+        SettingsWrite = SETTINGS_WRITE,
+        GatewayRead = GATEWAY_READ,
+        GatewayWrite = GATEWAY_WRITE,
+    );
 }
 
 /// A set of granted permissions.

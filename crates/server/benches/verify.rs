@@ -33,7 +33,12 @@ fn verification(c: &mut Criterion) {
         let caller = app.state.service.local_caller("admin").await.unwrap();
         let req: CreateTokenRequest =
             serde_json::from_value(json!({"name": "bench", "scopes": ["orders:read"]})).unwrap();
-        let created = app.state.service.create_token(&caller, req).await.unwrap();
+        let created = app
+            .state
+            .service
+            .create_token(&caller.grant().unwrap(), req)
+            .await
+            .unwrap();
         let value = created.token.0.expose_secret().to_owned();
         (app, value)
     });

@@ -3,7 +3,7 @@
 
 use super::error::ApiError;
 use super::AppState;
-use crate::service::{Caller, CallerAuth, SESSION_COOKIE};
+use crate::service::{Caller, CallerAuth, Granted, SESSION_COOKIE};
 use crate::verifier::{Carriers, Denial, Presented, RequestLine};
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
@@ -14,6 +14,7 @@ use serde::de::DeserializeOwned;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use tessera_core::error::ErrorCode;
+use tessera_core::permission::Needed;
 
 /// `axum::Json`, but malformed, mistyped or oversized bodies get the contract's errors.
 pub struct Json<T>(pub T);
@@ -337,6 +338,15 @@ fn origin_matches(parts: &Parts, tls: bool) -> bool {
     };
     let scheme = if tls { "https" } else { "http" };
     origin == format!("{scheme}://{host}")
+}
+
+/// The caller, checked for the permission `P` (403 naming it when it lacks it).
+impl<P: Needed> FromRequestParts<AppState> for Granted<P> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        Ok(Caller::from_request_parts(parts, state).await?.grant()?)
+    }
 }
 
 impl FromRequestParts<AppState> for Caller {

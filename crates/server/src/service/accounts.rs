@@ -1,6 +1,8 @@
 //! Accounts, roles and the token policy.
 
-use super::{finish_page, page, parse_permissions, Caller, Service, ServiceError, ServiceResult};
+use super::{
+    finish_page, page, parse_permissions, Caller, Granted, Service, ServiceError, ServiceResult,
+};
 use crate::api::*;
 use crate::verifier::snapshot;
 use tessera_core::account::{
@@ -8,7 +10,7 @@ use tessera_core::account::{
 };
 use tessera_core::audit::{AuditAction, Target};
 use tessera_core::ids::AccountId;
-use tessera_core::permission::names::*;
+use tessera_core::permission::need::*;
 use tessera_core::policy::{FieldError, TokenPolicy};
 use tessera_core::store::{AccountStore, SettingsStore};
 
@@ -56,10 +58,9 @@ impl Service {
 
     pub async fn create_account(
         &self,
-        caller: &Caller,
+        caller: &Granted<AccountsWrite>,
         req: CreateAccountRequest,
     ) -> ServiceResult<AccountView> {
-        caller.require(ACCOUNTS_WRITE)?;
         let mut errors = Vec::new();
         if let Err(m) = validate_username(&req.username) {
             errors.push(FieldError::new("username", m));
@@ -97,10 +98,9 @@ impl Service {
 
     pub async fn list_accounts(
         &self,
-        caller: &Caller,
+        _: &Granted<AccountsRead>,
         q: PageQuery,
     ) -> ServiceResult<Paged<AccountView>> {
-        caller.require(ACCOUNTS_READ)?;
         let (limit, page) = page(q.limit, q.cursor)?;
         let roles = self.store.list_roles().await?;
         let accounts = self.store.list_accounts(&page).await?;
@@ -122,19 +122,21 @@ impl Service {
             .ok_or(ServiceError::NotFound("account"))
     }
 
-    pub async fn get_account(&self, caller: &Caller, id: &str) -> ServiceResult<AccountView> {
-        caller.require(ACCOUNTS_READ)?;
+    pub async fn get_account(
+        &self,
+        _: &Granted<AccountsRead>,
+        id: &str,
+    ) -> ServiceResult<AccountView> {
         let a = self.load_account(id).await?;
         Ok(self.account_view(&a, &self.store.list_roles().await?))
     }
 
     pub async fn update_account(
         &self,
-        caller: &Caller,
+        caller: &Granted<AccountsWrite>,
         id: &str,
         req: UpdateAccountRequest,
     ) -> ServiceResult<AccountView> {
-        caller.require(ACCOUNTS_WRITE)?;
         let mut a = self.load_account(id).await?;
         let mut changed = serde_json::Map::new();
         if let Some(p) = &req.password {
@@ -178,8 +180,11 @@ impl Service {
         Ok(self.account_view(&a, &roles))
     }
 
-    pub async fn delete_account(&self, caller: &Caller, id: &str) -> ServiceResult<()> {
-        caller.require(ACCOUNTS_WRITE)?;
+    pub async fn delete_account(
+        &self,
+        caller: &Granted<AccountsWrite>,
+        id: &str,
+    ) -> ServiceResult<()> {
         let a = self.load_account(id).await?;
         let audit = self.draft(
             caller,
@@ -205,8 +210,7 @@ impl Service {
         }
     }
 
-    pub async fn list_roles(&self, caller: &Caller) -> ServiceResult<RoleList> {
-        caller.require(ROLES_READ)?;
+    pub async fn list_roles(&self, _: &Granted<RolesRead>) -> ServiceResult<RoleList> {
         let roles = self.store.list_roles().await?;
         Ok(RoleList {
             items: roles.iter().map(Self::role_view).collect(),
@@ -216,10 +220,9 @@ impl Service {
 
     pub async fn create_role(
         &self,
-        caller: &Caller,
+        caller: &Granted<RolesWrite>,
         req: CreateRoleRequest,
     ) -> ServiceResult<RoleView> {
-        caller.require(ROLES_WRITE)?;
         validate_role_name(&req.name).map_err(|m| ServiceError::field("name", m))?;
         let permissions = parse_permissions("permissions", &req.permissions)?;
         caller.ensure_holds(&permissions)?;
@@ -260,11 +263,10 @@ impl Service {
 
     pub async fn update_role(
         &self,
-        caller: &Caller,
+        caller: &Granted<RolesWrite>,
         name: &str,
         req: UpdateRoleRequest,
     ) -> ServiceResult<RoleView> {
-        caller.require(ROLES_WRITE)?;
         if req.name.as_deref().is_some_and(|n| n != name) {
             return Err(ServiceError::field(
                 "name",
@@ -289,8 +291,7 @@ impl Service {
         Ok(Self::role_view(&role))
     }
 
-    pub async fn delete_role(&self, caller: &Caller, name: &str) -> ServiceResult<()> {
-        caller.require(ROLES_WRITE)?;
+    pub async fn delete_role(&self, caller: &Granted<RolesWrite>, name: &str) -> ServiceResult<()> {
         let role = self.load_custom_role(name).await?;
         let audit = self.draft(
             caller,
@@ -315,10 +316,9 @@ impl Service {
 
     pub async fn put_policy(
         &self,
-        caller: &Caller,
+        caller: &Granted<SettingsWrite>,
         body: TokenPolicyBody,
     ) -> ServiceResult<TokenPolicyBody> {
-        caller.require(SETTINGS_WRITE)?;
         let policy = TokenPolicy {
             default_expiry_days: body.default_expiry_days,
             max_expiry_days: body.max_expiry_days,

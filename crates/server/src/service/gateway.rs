@@ -1,13 +1,15 @@
 //! Gateway configuration: services and routes one by one, or a whole desired state
 //! applied by name. Every change reaches the routing table before the call answers.
 
-use super::{finish_page, page, parse_permissions, Caller, Service, ServiceError, ServiceResult};
+use super::{
+    finish_page, page, parse_permissions, Caller, Granted, Service, ServiceError, ServiceResult,
+};
 use crate::api::*;
 use std::collections::HashMap;
 use tessera_core::audit::{AuditAction, AuditDraft, Target};
 use tessera_core::gateway::{self, Route, RouteAuth, UpstreamService, DEFAULT_TIMEOUT_MS};
 use tessera_core::ids::{RouteId, ServiceId};
-use tessera_core::permission::names::{GATEWAY_READ, GATEWAY_WRITE};
+use tessera_core::permission::need::{GatewayRead, GatewayWrite};
 use tessera_core::policy::FieldError;
 use tessera_core::store::{GatewayChange, GatewayStore};
 use tessera_core::token::RateLimit;
@@ -214,10 +216,9 @@ impl Service {
 
     pub async fn create_service(
         &self,
-        caller: &Caller,
+        caller: &Granted<GatewayWrite>,
         body: ServiceBody,
     ) -> ServiceResult<ServiceView> {
-        caller.require(GATEWAY_WRITE)?;
         let (name, upstreams, timeout_ms) = service_fields(&body)?;
         let now = self.clock.now();
         let s = UpstreamService {
@@ -235,10 +236,9 @@ impl Service {
 
     pub async fn list_services(
         &self,
-        caller: &Caller,
+        _: &Granted<GatewayRead>,
         q: PageQuery,
     ) -> ServiceResult<Paged<ServiceView>> {
-        caller.require(GATEWAY_READ)?;
         page_of(
             self.store.list_services().await?,
             q,
@@ -247,18 +247,20 @@ impl Service {
         )
     }
 
-    pub async fn get_service(&self, caller: &Caller, id: &str) -> ServiceResult<ServiceView> {
-        caller.require(GATEWAY_READ)?;
+    pub async fn get_service(
+        &self,
+        _: &Granted<GatewayRead>,
+        id: &str,
+    ) -> ServiceResult<ServiceView> {
         Ok(service_view(&self.find_service(id).await?))
     }
 
     pub async fn put_service(
         &self,
-        caller: &Caller,
+        caller: &Granted<GatewayWrite>,
         id: &str,
         body: ServiceBody,
     ) -> ServiceResult<ServiceView> {
-        caller.require(GATEWAY_WRITE)?;
         let mut s = self.find_service(id).await?;
         (s.name, s.upstreams, s.timeout_ms) = service_fields(&body)?;
         let audit = self.service_audit(caller, AuditAction::ServiceUpdate, &s);
@@ -267,16 +269,22 @@ impl Service {
         Ok(service_view(&s))
     }
 
-    pub async fn delete_service(&self, caller: &Caller, id: &str) -> ServiceResult<()> {
-        caller.require(GATEWAY_WRITE)?;
+    pub async fn delete_service(
+        &self,
+        caller: &Granted<GatewayWrite>,
+        id: &str,
+    ) -> ServiceResult<()> {
         let s = self.find_service(id).await?;
         let audit = self.service_audit(caller, AuditAction::ServiceDelete, &s);
         self.save_and_reload(GatewayChange::delete_service(s.id), vec![audit])
             .await
     }
 
-    pub async fn create_route(&self, caller: &Caller, body: RouteBody) -> ServiceResult<RouteView> {
-        caller.require(GATEWAY_WRITE)?;
+    pub async fn create_route(
+        &self,
+        caller: &Granted<GatewayWrite>,
+        body: RouteBody,
+    ) -> ServiceResult<RouteView> {
         let mut r = self.route_from_body(&body).await?;
         let now = self.clock.now();
         r.id = RouteId::generate(now).to_string();
@@ -289,25 +297,22 @@ impl Service {
 
     pub async fn list_routes(
         &self,
-        caller: &Caller,
+        _: &Granted<GatewayRead>,
         q: PageQuery,
     ) -> ServiceResult<Paged<RouteView>> {
-        caller.require(GATEWAY_READ)?;
         page_of(self.store.list_routes().await?, q, |r| &r.id, route_view)
     }
 
-    pub async fn get_route(&self, caller: &Caller, id: &str) -> ServiceResult<RouteView> {
-        caller.require(GATEWAY_READ)?;
+    pub async fn get_route(&self, _: &Granted<GatewayRead>, id: &str) -> ServiceResult<RouteView> {
         Ok(route_view(&self.find_route(id).await?))
     }
 
     pub async fn put_route(
         &self,
-        caller: &Caller,
+        caller: &Granted<GatewayWrite>,
         id: &str,
         body: RouteBody,
     ) -> ServiceResult<RouteView> {
-        caller.require(GATEWAY_WRITE)?;
         let before = self.find_route(id).await?;
         let mut r = self.route_from_body(&body).await?;
         r.id = before.id;
@@ -318,8 +323,11 @@ impl Service {
         Ok(route_view(&r))
     }
 
-    pub async fn delete_route(&self, caller: &Caller, id: &str) -> ServiceResult<()> {
-        caller.require(GATEWAY_WRITE)?;
+    pub async fn delete_route(
+        &self,
+        caller: &Granted<GatewayWrite>,
+        id: &str,
+    ) -> ServiceResult<()> {
         let r = self.find_route(id).await?;
         let audit = self.route_audit(caller, AuditAction::RouteDelete, &r);
         self.save_and_reload(GatewayChange::delete_route(r.id), vec![audit])
@@ -329,11 +337,10 @@ impl Service {
     /// Makes the gateway's configuration `desired`, matching by name; all or nothing.
     pub async fn apply_gateway_config(
         &self,
-        caller: &Caller,
+        caller: &Granted<GatewayWrite>,
         desired: GatewayConfig,
         dry_run: bool,
     ) -> ServiceResult<GatewayDiff> {
-        caller.require(GATEWAY_WRITE)?;
         let now = self.clock.now();
         let current_services = self.store.list_services().await?;
         let current_routes = self.store.list_routes().await?;

@@ -1,10 +1,11 @@
 //! Reading the audit log (and verifying its chain) and the access log.
 
-use super::{finish_page, page, Caller, Service, ServiceError, ServiceResult};
+use super::{finish_page, page, Caller, Granted, Service, ServiceError, ServiceResult};
 use crate::api::*;
 use tessera_core::audit::{self, AuditAction, AuditEntry, Outcome};
 use tessera_core::ids::{AccountId, TokenId};
-use tessera_core::permission::names::*;
+use tessera_core::permission::names::{AUDIT_READ, TOKENS_READ};
+use tessera_core::permission::need::*;
 use tessera_core::store::{AccessFilter, AccessLogStore, AuditFilter, AuditStore};
 use tessera_core::usage::AccessRecord;
 
@@ -66,12 +67,11 @@ fn check_range(
 impl Service {
     pub async fn audit_page(
         &self,
-        caller: &Caller,
+        _: &Granted<AuditRead>,
         q: &AuditQuery,
         limit: Option<i64>,
         cursor: Option<String>,
     ) -> ServiceResult<Paged<AuditEntryView>> {
-        caller.require(AUDIT_READ)?;
         let action = match q.action.as_deref() {
             None => None,
             Some(a) => Some(
@@ -101,8 +101,7 @@ impl Service {
         })
     }
 
-    pub async fn verify_audit(&self, caller: &Caller) -> ServiceResult<AuditVerifyResponse> {
-        caller.require(AUDIT_READ)?;
+    pub async fn verify_audit(&self, _: &Granted<AuditRead>) -> ServiceResult<AuditVerifyResponse> {
         let (mut seq, mut hash) = (0, audit::GENESIS_HASH.to_owned());
         let mut checked = 0u64;
         loop {

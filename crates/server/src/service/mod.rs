@@ -10,16 +10,17 @@ mod logs;
 mod tokens;
 
 pub use auth::{generate_password, LoginOutcome, SESSION_COOKIE, SESSION_TTL_HOURS};
-pub use tokens::TokenScope;
+pub use tokens::{ReadsTokens, TokenScope, WritesTokens};
 
 use crate::caches::Caches;
 use crate::throttle::FailureWindows;
 use crate::verifier::{AccountSnapshot, Denial, TokenEntry, Verifier};
+use std::marker::PhantomData;
 use std::net::IpAddr;
 use std::sync::Arc;
 use tessera_core::audit::{Actor, AuditAction, AuditDraft, Outcome, Target};
 use tessera_core::error::ErrorCode;
-use tessera_core::permission::{EffectivePermissions, Permission, PermissionSet};
+use tessera_core::permission::{EffectivePermissions, Needed, Permission, PermissionSet};
 use tessera_core::policy::FieldError;
 use tessera_core::store::{Page, StoreError};
 use tessera_core::Clock;
@@ -61,7 +62,16 @@ impl Caller {
         }
     }
 
-    pub fn require(&self, permission: &str) -> Result<(), ServiceError> {
+    /// The caller, checked for `P`: what an operation that needs `P` takes.
+    pub fn grant<P: Needed>(self) -> Result<Granted<P>, ServiceError> {
+        self.require(P::NAME)?;
+        Ok(Granted {
+            caller: self,
+            permission: PhantomData,
+        })
+    }
+
+    fn require(&self, permission: &str) -> Result<(), ServiceError> {
         let wanted = Permission::parse(permission).map_err(ServiceError::Internal)?;
         if self.permissions().covers(&wanted) {
             Ok(())
@@ -91,6 +101,23 @@ impl Caller {
                 _ => None,
             },
         }
+    }
+}
+
+/// A caller that holds the permission `P` (checked by [`Caller::grant`], the one way to
+/// make one). Each service operation that needs a permission takes `&Granted<P>`; the
+/// admin API's handlers take it as an extractor, so the permission shows in their
+/// signature.
+#[derive(Debug, Clone)]
+pub struct Granted<P> {
+    caller: Caller,
+    permission: PhantomData<fn() -> P>,
+}
+
+impl<P> std::ops::Deref for Granted<P> {
+    type Target = Caller;
+    fn deref(&self) -> &Caller {
+        &self.caller
     }
 }
 

@@ -1,7 +1,9 @@
 //! Token lifecycle: create, list, show, change, regenerate, disable/enable, delete,
 //! usage, and introspection.
 
-use super::{finish_page, page, parse_permissions, Caller, Service, ServiceError, ServiceResult};
+use super::{
+    finish_page, page, parse_permissions, Caller, Granted, Service, ServiceError, ServiceResult,
+};
 use crate::api::*;
 use crate::verifier::Carriers;
 use chrono::Duration;
@@ -9,7 +11,8 @@ use ipnet::IpNet;
 use std::net::IpAddr;
 use tessera_core::audit::{AuditAction, Target};
 use tessera_core::ids::{AccountId, TokenId};
-use tessera_core::permission::names::*;
+use tessera_core::permission::need::*;
+use tessera_core::permission::Needed;
 use tessera_core::permission::Permission;
 use tessera_core::policy::{ExpiryRequest, FieldError};
 use tessera_core::store::{AccessLogStore, SettingsStore, StoreError, TokenFilter, TokenStore};
@@ -25,6 +28,32 @@ pub enum TokenScope {
     Own,
     /// Any account's (`/api/v1/admin/tokens`), needing `tokens:admin`.
     Any,
+}
+
+/// A permission that lets its holder read tokens, and whose.
+pub trait ReadsTokens: Needed {
+    const SCOPE: TokenScope;
+}
+
+/// A permission that lets its holder change tokens, and whose.
+pub trait WritesTokens: Needed {
+    const SCOPE: TokenScope;
+}
+
+impl ReadsTokens for TokensRead {
+    const SCOPE: TokenScope = TokenScope::Own;
+}
+
+impl WritesTokens for TokensWrite {
+    const SCOPE: TokenScope = TokenScope::Own;
+}
+
+impl ReadsTokens for TokensAdmin {
+    const SCOPE: TokenScope = TokenScope::Any;
+}
+
+impl WritesTokens for TokensAdmin {
+    const SCOPE: TokenScope = TokenScope::Any;
 }
 
 const MAX_CIDRS: usize = 100;
@@ -87,14 +116,6 @@ fn collect<T>(r: Result<T, FieldError>, errors: &mut Vec<FieldError>) -> Option<
 }
 
 impl Service {
-    fn scope_permission(scope: TokenScope, write: bool) -> &'static str {
-        match (scope, write) {
-            (TokenScope::Any, _) => TOKENS_ADMIN,
-            (TokenScope::Own, false) => TOKENS_READ,
-            (TokenScope::Own, true) => TOKENS_WRITE,
-        }
-    }
-
     /// Loads a token the caller may see; another account's token is `not_found`.
     async fn load_token(
         &self,
@@ -132,10 +153,9 @@ impl Service {
 
     pub async fn create_token(
         &self,
-        caller: &Caller,
+        caller: &Granted<TokensWrite>,
         req: CreateTokenRequest,
     ) -> ServiceResult<TokenWithValue> {
-        caller.require(TOKENS_WRITE)?;
         let now = self.clock.now();
         let policy = self.store.get_policy().await?;
         let mut errors = Vec::new();
@@ -222,13 +242,12 @@ impl Service {
         })
     }
 
-    pub async fn list_tokens(
+    pub async fn list_tokens<P: ReadsTokens>(
         &self,
-        caller: &Caller,
-        scope: TokenScope,
+        caller: &Granted<P>,
         q: ListTokensQuery,
     ) -> ServiceResult<Paged<TokenView>> {
-        caller.require(Self::scope_permission(scope, false))?;
+        let scope = P::SCOPE;
         let status = match q.status.as_deref() {
             None => None,
             Some(s) => Some(TokenStatus::parse(s).ok_or_else(|| {
@@ -269,24 +288,22 @@ impl Service {
         })
     }
 
-    pub async fn get_token(
+    pub async fn get_token<P: ReadsTokens>(
         &self,
-        caller: &Caller,
-        scope: TokenScope,
+        caller: &Granted<P>,
         id: &str,
     ) -> ServiceResult<TokenView> {
-        caller.require(Self::scope_permission(scope, false))?;
+        let scope = P::SCOPE;
         let token = self.load_token(caller, scope, id).await?;
         Ok(TokenView::new(&token, self.clock.now()))
     }
 
     pub async fn update_token(
         &self,
-        caller: &Caller,
+        caller: &Granted<TokensWrite>,
         id: &str,
         req: UpdateTokenRequest,
     ) -> ServiceResult<TokenView> {
-        caller.require(TOKENS_WRITE)?;
         let before = self.load_token(caller, TokenScope::Own, id).await?;
         let mut t = before.clone();
         let mut errors = Vec::new();
@@ -356,11 +373,10 @@ impl Service {
 
     pub async fn regenerate_token(
         &self,
-        caller: &Caller,
+        caller: &Granted<TokensWrite>,
         id: &str,
         req: RegenerateRequest,
     ) -> ServiceResult<TokenWithValue> {
-        caller.require(TOKENS_WRITE)?;
         let before = self.load_token(caller, TokenScope::Own, id).await?;
         self.ensure_may_grant(caller, before.scopes.as_deref())?;
         let now = self.clock.now();
@@ -410,14 +426,13 @@ impl Service {
         })
     }
 
-    pub async fn set_token_disabled(
+    pub async fn set_token_disabled<P: WritesTokens>(
         &self,
-        caller: &Caller,
-        scope: TokenScope,
+        caller: &Granted<P>,
         id: &str,
         disabled: bool,
     ) -> ServiceResult<TokenView> {
-        caller.require(Self::scope_permission(scope, true))?;
+        let scope = P::SCOPE;
         let before = self.load_token(caller, scope, id).await?;
         let mut t = before.clone();
         t.disabled = disabled;
@@ -441,13 +456,12 @@ impl Service {
         Ok(TokenView::new(&t, self.clock.now()))
     }
 
-    pub async fn delete_token(
+    pub async fn delete_token<P: WritesTokens>(
         &self,
-        caller: &Caller,
-        scope: TokenScope,
+        caller: &Granted<P>,
         id: &str,
     ) -> ServiceResult<()> {
-        caller.require(Self::scope_permission(scope, true))?;
+        let scope = P::SCOPE;
         let t = self.load_token(caller, scope, id).await?;
         let audit = self.draft(
             caller,
@@ -463,8 +477,10 @@ impl Service {
         Ok(())
     }
 
-    pub async fn delete_all_tokens(&self, caller: &Caller) -> ServiceResult<DeletedCount> {
-        caller.require(TOKENS_WRITE)?;
+    pub async fn delete_all_tokens(
+        &self,
+        caller: &Granted<TokensWrite>,
+    ) -> ServiceResult<DeletedCount> {
         let account = caller.account.clone();
         let deleted = self
             .store
@@ -489,11 +505,10 @@ impl Service {
 
     pub async fn token_usage(
         &self,
-        caller: &Caller,
+        caller: &Granted<TokensRead>,
         id: &str,
         q: UsageQuery,
     ) -> ServiceResult<UsageView> {
-        caller.require(TOKENS_READ)?;
         let t = self.load_token(caller, TokenScope::Own, id).await?;
         let width = match q.bucket.as_deref() {
             None => BucketWidth::Hour,
@@ -527,10 +542,9 @@ impl Service {
     /// Introspection for other services: is this value good, and for what?
     pub async fn introspect(
         &self,
-        caller: &Caller,
+        _: &Granted<TokensIntrospect>,
         req: VerifyRequest,
     ) -> ServiceResult<VerifyResponse> {
-        caller.require(TOKENS_INTROSPECT)?;
         let wanted = match &req.scopes {
             Some(raw) => parse_permissions("scopes", raw)?,
             None => vec![],

@@ -4,10 +4,12 @@ use crate::api::*;
 use crate::http::error::ApiError;
 use crate::http::extract::{cookie, ClientInfo, Json, Query};
 use crate::http::AppState;
+use crate::service::Granted;
 use crate::service::{Caller, CallerAuth, SESSION_COOKIE, SESSION_TTL_HOURS};
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use tessera_core::permission::need::*;
 
 type JsonResult<T> = Result<axum::Json<T>, ApiError>;
 
@@ -76,7 +78,7 @@ pub async fn me(State(s): State<AppState>, caller: Caller) -> axum::Json<MeRespo
     responses((status = 201, body = AccountView), (status = "4XX", body = ErrorBody)))]
 pub async fn create_account(
     State(s): State<AppState>,
-    caller: Caller,
+    caller: Granted<AccountsWrite>,
     Json(req): Json<CreateAccountRequest>,
 ) -> Result<(StatusCode, axum::Json<AccountView>), ApiError> {
     Ok((
@@ -89,7 +91,7 @@ pub async fn create_account(
     responses((status = 200, body = Paged<AccountView>), (status = "4XX", body = ErrorBody)))]
 pub async fn list_accounts(
     State(s): State<AppState>,
-    caller: Caller,
+    caller: Granted<AccountsRead>,
     Query(q): Query<PageQuery>,
 ) -> JsonResult<Paged<AccountView>> {
     Ok(axum::Json(s.service.list_accounts(&caller, q).await?))
@@ -99,7 +101,7 @@ pub async fn list_accounts(
     responses((status = 200, body = AccountView), (status = "4XX", body = ErrorBody)))]
 pub async fn get_account(
     State(s): State<AppState>,
-    caller: Caller,
+    caller: Granted<AccountsRead>,
     Path(id): Path<String>,
 ) -> JsonResult<AccountView> {
     Ok(axum::Json(s.service.get_account(&caller, &id).await?))
@@ -110,7 +112,7 @@ pub async fn get_account(
     responses((status = 200, body = AccountView), (status = "4XX", body = ErrorBody)))]
 pub async fn update_account(
     State(s): State<AppState>,
-    caller: Caller,
+    caller: Granted<AccountsWrite>,
     Path(id): Path<String>,
     Json(req): Json<UpdateAccountRequest>,
 ) -> JsonResult<AccountView> {
@@ -124,7 +126,7 @@ pub async fn update_account(
     responses((status = 204), (status = "4XX", body = ErrorBody)))]
 pub async fn delete_account(
     State(s): State<AppState>,
-    caller: Caller,
+    caller: Granted<AccountsWrite>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     s.service.delete_account(&caller, &id).await?;
@@ -133,7 +135,10 @@ pub async fn delete_account(
 
 #[utoipa::path(get, path = "/api/v1/roles", tag = "roles",
     responses((status = 200, body = RoleList), (status = "4XX", body = ErrorBody)))]
-pub async fn list_roles(State(s): State<AppState>, caller: Caller) -> JsonResult<RoleList> {
+pub async fn list_roles(
+    State(s): State<AppState>,
+    caller: Granted<RolesRead>,
+) -> JsonResult<RoleList> {
     Ok(axum::Json(s.service.list_roles(&caller).await?))
 }
 
@@ -141,7 +146,7 @@ pub async fn list_roles(State(s): State<AppState>, caller: Caller) -> JsonResult
     responses((status = 201, body = RoleView), (status = "4XX", body = ErrorBody)))]
 pub async fn create_role(
     State(s): State<AppState>,
-    caller: Caller,
+    caller: Granted<RolesWrite>,
     Json(req): Json<CreateRoleRequest>,
 ) -> Result<(StatusCode, axum::Json<RoleView>), ApiError> {
     Ok((
@@ -155,7 +160,7 @@ pub async fn create_role(
     responses((status = 200, body = RoleView), (status = "4XX", body = ErrorBody)))]
 pub async fn update_role(
     State(s): State<AppState>,
-    caller: Caller,
+    caller: Granted<RolesWrite>,
     Path(name): Path<String>,
     Json(req): Json<UpdateRoleRequest>,
 ) -> JsonResult<RoleView> {
@@ -169,7 +174,7 @@ pub async fn update_role(
     responses((status = 204), (status = "4XX", body = ErrorBody)))]
 pub async fn delete_role(
     State(s): State<AppState>,
-    caller: Caller,
+    caller: Granted<RolesWrite>,
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     s.service.delete_role(&caller, &name).await?;
@@ -188,7 +193,7 @@ pub async fn get_policy(State(s): State<AppState>, caller: Caller) -> JsonResult
     responses((status = 200, body = TokenPolicyBody), (status = "4XX", body = ErrorBody)))]
 pub async fn put_policy(
     State(s): State<AppState>,
-    caller: Caller,
+    caller: Granted<SettingsWrite>,
     Json(body): Json<TokenPolicyBody>,
 ) -> JsonResult<TokenPolicyBody> {
     Ok(axum::Json(s.service.put_policy(&caller, body).await?))

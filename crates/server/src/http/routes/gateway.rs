@@ -5,7 +5,9 @@ use crate::api::*;
 use crate::http::error::ApiError;
 use crate::http::extract::{Json, Query};
 use crate::http::AppState;
-use crate::service::Caller;
+use crate::service::Granted;
+use tessera_core::permission::need::*;
+
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 
@@ -16,7 +18,7 @@ type JsonResult<T> = Result<axum::Json<T>, ApiError>;
     responses((status = 201, body = ServiceView), (status = "4XX", body = ErrorBody)))]
 pub async fn create_service(
     State(s): State<AppState>,
-    caller: Caller,
+    caller: Granted<GatewayWrite>,
     Json(b): Json<ServiceBody>,
 ) -> Result<(StatusCode, axum::Json<ServiceView>), ApiError> {
     Ok((
@@ -29,7 +31,7 @@ pub async fn create_service(
     responses((status = 200, body = Paged<ServiceView>), (status = "4XX", body = ErrorBody)))]
 pub async fn list_services(
     State(s): State<AppState>,
-    caller: Caller,
+    caller: Granted<GatewayRead>,
     Query(q): Query<PageQuery>,
 ) -> JsonResult<Paged<ServiceView>> {
     Ok(axum::Json(s.service.list_services(&caller, q).await?))
@@ -39,7 +41,7 @@ pub async fn list_services(
     responses((status = 200, body = ServiceView), (status = "4XX", body = ErrorBody)))]
 pub async fn get_service(
     State(s): State<AppState>,
-    caller: Caller,
+    caller: Granted<GatewayRead>,
     Path(id): Path<String>,
 ) -> JsonResult<ServiceView> {
     Ok(axum::Json(s.service.get_service(&caller, &id).await?))
@@ -49,7 +51,7 @@ pub async fn get_service(
     responses((status = 200, body = ServiceView), (status = "4XX", body = ErrorBody)))]
 pub async fn put_service(
     State(s): State<AppState>,
-    caller: Caller,
+    caller: Granted<GatewayWrite>,
     Path(id): Path<String>,
     Json(b): Json<ServiceBody>,
 ) -> JsonResult<ServiceView> {
@@ -61,7 +63,7 @@ pub async fn put_service(
     responses((status = 204), (status = "4XX", body = ErrorBody)))]
 pub async fn delete_service(
     State(s): State<AppState>,
-    caller: Caller,
+    caller: Granted<GatewayWrite>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     s.service.delete_service(&caller, &id).await?;
@@ -72,7 +74,7 @@ pub async fn delete_service(
     responses((status = 201, body = RouteView), (status = "4XX", body = ErrorBody)))]
 pub async fn create_route(
     State(s): State<AppState>,
-    caller: Caller,
+    caller: Granted<GatewayWrite>,
     Json(b): Json<RouteBody>,
 ) -> Result<(StatusCode, axum::Json<RouteView>), ApiError> {
     Ok((
@@ -85,7 +87,7 @@ pub async fn create_route(
     responses((status = 200, body = Paged<RouteView>), (status = "4XX", body = ErrorBody)))]
 pub async fn list_routes(
     State(s): State<AppState>,
-    caller: Caller,
+    caller: Granted<GatewayRead>,
     Query(q): Query<PageQuery>,
 ) -> JsonResult<Paged<RouteView>> {
     Ok(axum::Json(s.service.list_routes(&caller, q).await?))
@@ -95,7 +97,7 @@ pub async fn list_routes(
     responses((status = 200, body = RouteView), (status = "4XX", body = ErrorBody)))]
 pub async fn get_route(
     State(s): State<AppState>,
-    caller: Caller,
+    caller: Granted<GatewayRead>,
     Path(id): Path<String>,
 ) -> JsonResult<RouteView> {
     Ok(axum::Json(s.service.get_route(&caller, &id).await?))
@@ -105,7 +107,7 @@ pub async fn get_route(
     responses((status = 200, body = RouteView), (status = "4XX", body = ErrorBody)))]
 pub async fn put_route(
     State(s): State<AppState>,
-    caller: Caller,
+    caller: Granted<GatewayWrite>,
     Path(id): Path<String>,
     Json(b): Json<RouteBody>,
 ) -> JsonResult<RouteView> {
@@ -116,7 +118,7 @@ pub async fn put_route(
     responses((status = 204), (status = "4XX", body = ErrorBody)))]
 pub async fn delete_route(
     State(s): State<AppState>,
-    caller: Caller,
+    caller: Granted<GatewayWrite>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     s.service.delete_route(&caller, &id).await?;
@@ -128,7 +130,7 @@ pub async fn delete_route(
     responses((status = 200, body = GatewayDiff), (status = "4XX", body = ErrorBody)))]
 pub async fn apply_config(
     State(s): State<AppState>,
-    caller: Caller,
+    caller: Granted<GatewayWrite>,
     Query(q): Query<ApplyQuery>,
     Json(b): Json<GatewayConfig>,
 ) -> JsonResult<GatewayDiff> {

@@ -4,12 +4,14 @@ use crate::api::*;
 use crate::http::error::ApiError;
 use crate::http::extract::Query;
 use crate::http::AppState;
+use crate::service::Granted;
 use crate::service::{Caller, ServiceResult};
 use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use std::future::Future;
+use tessera_core::permission::need::*;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Format {
@@ -181,7 +183,7 @@ where
                (status = "4XX", body = ErrorBody)))]
 pub async fn audit(
     State(s): State<AppState>,
-    caller: Caller,
+    caller: Granted<AuditRead>,
     Query(q): Query<AuditQuery>,
 ) -> Result<Response, ApiError> {
     let fmt = format(q.format.as_deref())?;
@@ -197,7 +199,7 @@ pub async fn audit(
     responses((status = 200, body = AuditVerifyResponse), (status = "4XX", body = ErrorBody)))]
 pub async fn verify(
     State(s): State<AppState>,
-    caller: Caller,
+    caller: Granted<AuditRead>,
 ) -> Result<axum::Json<AuditVerifyResponse>, ApiError> {
     Ok(axum::Json(s.service.verify_audit(&caller).await?))
 }

@@ -4,9 +4,10 @@ use crate::api::*;
 use crate::http::error::ApiError;
 use crate::http::extract::{Json, JsonOrEmpty, Query};
 use crate::http::AppState;
-use crate::service::{Caller, TokenScope};
+use crate::service::Granted;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use tessera_core::permission::need::*;
 
 type JsonResult<T> = Result<axum::Json<T>, ApiError>;
 
@@ -15,7 +16,7 @@ type JsonResult<T> = Result<axum::Json<T>, ApiError>;
     responses((status = 201, body = TokenWithValue), (status = "4XX", body = ErrorBody)))]
 pub async fn create(
     State(s): State<AppState>,
-    caller: Caller,
+    caller: Granted<TokensWrite>,
     Json(req): Json<CreateTokenRequest>,
 ) -> Result<(StatusCode, axum::Json<TokenWithValue>), ApiError> {
     Ok((
@@ -29,14 +30,10 @@ pub async fn create(
     responses((status = 200, body = Paged<TokenView>), (status = "4XX", body = ErrorBody)))]
 pub async fn list(
     State(s): State<AppState>,
-    caller: Caller,
+    caller: Granted<TokensRead>,
     Query(q): Query<OwnTokensQuery>,
 ) -> JsonResult<Paged<TokenView>> {
-    Ok(axum::Json(
-        s.service
-            .list_tokens(&caller, TokenScope::Own, q.into())
-            .await?,
-    ))
+    Ok(axum::Json(s.service.list_tokens(&caller, q.into()).await?))
 }
 
 #[utoipa::path(delete, path = "/api/v1/tokens", tag = "tokens", params(DeleteAllQuery),
@@ -44,7 +41,7 @@ pub async fn list(
     responses((status = 200, body = DeletedCount), (status = "4XX", body = ErrorBody)))]
 pub async fn delete_all(
     State(s): State<AppState>,
-    caller: Caller,
+    caller: Granted<TokensWrite>,
     Query(q): Query<DeleteAllQuery>,
 ) -> JsonResult<DeletedCount> {
     if q.confirm != Some(true) {
@@ -59,19 +56,17 @@ pub async fn delete_all(
     responses((status = 200, body = TokenView), (status = "4XX", body = ErrorBody)))]
 pub async fn get(
     State(s): State<AppState>,
-    caller: Caller,
+    caller: Granted<TokensRead>,
     Path(id): Path<String>,
 ) -> JsonResult<TokenView> {
-    Ok(axum::Json(
-        s.service.get_token(&caller, TokenScope::Own, &id).await?,
-    ))
+    Ok(axum::Json(s.service.get_token(&caller, &id).await?))
 }
 
 #[utoipa::path(patch, path = "/api/v1/tokens/{id}", tag = "tokens", params(("id" = String, Path)), request_body = UpdateTokenRequest,
     responses((status = 200, body = TokenView), (status = "4XX", body = ErrorBody)))]
 pub async fn update(
     State(s): State<AppState>,
-    caller: Caller,
+    caller: Granted<TokensWrite>,
     Path(id): Path<String>,
     Json(req): Json<UpdateTokenRequest>,
 ) -> JsonResult<TokenView> {
@@ -83,12 +78,10 @@ pub async fn update(
     responses((status = 204), (status = "4XX", body = ErrorBody)))]
 pub async fn delete(
     State(s): State<AppState>,
-    caller: Caller,
+    caller: Granted<TokensWrite>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    s.service
-        .delete_token(&caller, TokenScope::Own, &id)
-        .await?;
+    s.service.delete_token(&caller, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -97,7 +90,7 @@ pub async fn delete(
     responses((status = 200, body = TokenWithValue), (status = "4XX", body = ErrorBody)))]
 pub async fn regenerate(
     State(s): State<AppState>,
-    caller: Caller,
+    caller: Granted<TokensWrite>,
     Path(id): Path<String>,
     JsonOrEmpty(req): JsonOrEmpty<RegenerateRequest>,
 ) -> JsonResult<TokenWithValue> {
@@ -110,13 +103,11 @@ pub async fn regenerate(
     responses((status = 200, body = TokenView), (status = "4XX", body = ErrorBody)))]
 pub async fn disable(
     State(s): State<AppState>,
-    caller: Caller,
+    caller: Granted<TokensWrite>,
     Path(id): Path<String>,
 ) -> JsonResult<TokenView> {
     Ok(axum::Json(
-        s.service
-            .set_token_disabled(&caller, TokenScope::Own, &id, true)
-            .await?,
+        s.service.set_token_disabled(&caller, &id, true).await?,
     ))
 }
 
@@ -124,13 +115,11 @@ pub async fn disable(
     responses((status = 200, body = TokenView), (status = "4XX", body = ErrorBody)))]
 pub async fn enable(
     State(s): State<AppState>,
-    caller: Caller,
+    caller: Granted<TokensWrite>,
     Path(id): Path<String>,
 ) -> JsonResult<TokenView> {
     Ok(axum::Json(
-        s.service
-            .set_token_disabled(&caller, TokenScope::Own, &id, false)
-            .await?,
+        s.service.set_token_disabled(&caller, &id, false).await?,
     ))
 }
 
@@ -139,7 +128,7 @@ pub async fn enable(
     responses((status = 200, body = UsageView), (status = "4XX", body = ErrorBody)))]
 pub async fn usage(
     State(s): State<AppState>,
-    caller: Caller,
+    caller: Granted<TokensRead>,
     Path(id): Path<String>,
     Query(q): Query<UsageQuery>,
 ) -> JsonResult<UsageView> {
@@ -151,7 +140,7 @@ pub async fn usage(
     responses((status = 200, body = VerifyResponse), (status = "4XX", body = ErrorBody)))]
 pub async fn verify(
     State(s): State<AppState>,
-    caller: Caller,
+    caller: Granted<TokensIntrospect>,
     Json(req): Json<VerifyRequest>,
 ) -> JsonResult<VerifyResponse> {
     Ok(axum::Json(s.service.introspect(&caller, req).await?))
@@ -162,36 +151,30 @@ pub async fn verify(
     responses((status = 200, body = Paged<TokenView>), (status = "4XX", body = ErrorBody)))]
 pub async fn admin_list(
     State(s): State<AppState>,
-    caller: Caller,
+    caller: Granted<TokensAdmin>,
     Query(q): Query<ListTokensQuery>,
 ) -> JsonResult<Paged<TokenView>> {
-    Ok(axum::Json(
-        s.service.list_tokens(&caller, TokenScope::Any, q).await?,
-    ))
+    Ok(axum::Json(s.service.list_tokens(&caller, q).await?))
 }
 
 #[utoipa::path(get, path = "/api/v1/admin/tokens/{id}", tag = "admin", params(("id" = String, Path)),
     responses((status = 200, body = TokenView), (status = "4XX", body = ErrorBody)))]
 pub async fn admin_get(
     State(s): State<AppState>,
-    caller: Caller,
+    caller: Granted<TokensAdmin>,
     Path(id): Path<String>,
 ) -> JsonResult<TokenView> {
-    Ok(axum::Json(
-        s.service.get_token(&caller, TokenScope::Any, &id).await?,
-    ))
+    Ok(axum::Json(s.service.get_token(&caller, &id).await?))
 }
 
 #[utoipa::path(delete, path = "/api/v1/admin/tokens/{id}", tag = "admin", params(("id" = String, Path)),
     responses((status = 204), (status = "4XX", body = ErrorBody)))]
 pub async fn admin_delete(
     State(s): State<AppState>,
-    caller: Caller,
+    caller: Granted<TokensAdmin>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    s.service
-        .delete_token(&caller, TokenScope::Any, &id)
-        .await?;
+    s.service.delete_token(&caller, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -199,12 +182,10 @@ pub async fn admin_delete(
     responses((status = 200, body = TokenView), (status = "4XX", body = ErrorBody)))]
 pub async fn admin_disable(
     State(s): State<AppState>,
-    caller: Caller,
+    caller: Granted<TokensAdmin>,
     Path(id): Path<String>,
 ) -> JsonResult<TokenView> {
     Ok(axum::Json(
-        s.service
-            .set_token_disabled(&caller, TokenScope::Any, &id, true)
-            .await?,
+        s.service.set_token_disabled(&caller, &id, true).await?,
     ))
 }
