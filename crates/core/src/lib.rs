@@ -3,6 +3,18 @@
 //! Everything outside this crate (storage, the service layer, the HTTP API, the CLI)
 //! speaks in these types. The store *ports* (the traits a storage backend implements)
 //! live here too, so that the layers above depend on the contract, not on a database.
+//!
+//! - [`token`]: token values (format, checksum, display form), digests, records, status
+//! - [`permission`]: permissions and scopes, wildcards, the rule that combines a token's
+//!   scopes with its account's roles, and the management permissions as types
+//! - [`account`]: accounts, roles, the built-in roles
+//! - [`policy`]: the token policy (expiry choices, limits) and its validation
+//! - [`audit`]: audit actions and entries, the hash chain and its verification
+//! - [`usage`]: access records, batches, usage buckets
+//! - [`gateway`]: upstream services, routes and the route table's matching
+//! - [`path`]: request-path normalization, the one meaning of a gateway request's path
+//! - [`store`]: the storage ports and what a change reports stale
+//! - [`ids`], [`clock`], [`digest`], [`error`]: identifiers, time, hashing, error codes
 
 pub mod account;
 pub mod audit;

@@ -137,7 +137,7 @@ fn primitives(c: &mut Criterion) {
 }
 
 fn request_reading(c: &mut Criterion) {
-    use tessera_server::gateway::proxy::GatewayRequest;
+    use tessera_server::proxy::GatewayRequest;
     use tessera_wire::h1::{parse_request, Parsed};
     let head = |target: &str| {
         bytes::Bytes::from(format!(

@@ -5,7 +5,7 @@
 //! method cannot narrow a token, an account, a role or a route and forget a cache, and a
 //! change reported by another node (once several share a database) takes the same path.
 
-use crate::gateway::Routing;
+use crate::proxy::Routing;
 use crate::verifier::Verifier;
 use std::sync::Arc;
 use tessera_core::store::{Invalidate, Invalidation, StoreError};

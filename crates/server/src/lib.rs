@@ -1,14 +1,28 @@
-//! The Tessera server: the service layer (use cases), the verifier (hot path), and the
-//! HTTP listeners (admin API, gateway) that expose them.
+//! The Tessera server: the use cases, the hot path that checks tokens, and the two
+//! listeners that expose them.
+//!
+//! - [`app`]: a whole server built from a store and a configuration; [`serve`] runs it
+//! - [`service`]: every management operation (validation, permission, audit entry)
+//! - [`api`]: the admin API's request and response bodies, as the OpenAPI document shows
+//! - [`http`]: the admin listener (router, extractors, errors) and what both listeners
+//!   share: accepting connections, TLS, timeouts, the guard in front of hyper
+//! - [`proxy`]: the gateway listener: routing table, proxy, upstream pool
+//! - [`verifier`]: token verification on a request's path, its caches, the usage recorder
+//! - [`caches`]: the one path from a committed change to every cache
+//! - [`throttle`]: fixed windows of failures (failed logins, failed authentications)
+//! - [`metrics`]: the Prometheus metrics
+//! - [`password`]: argon2id hashing of account passwords
 
 pub mod api;
+pub mod app;
 pub mod caches;
-pub mod gateway;
 pub mod http;
 pub mod metrics;
 pub mod password;
+pub mod proxy;
 pub mod service;
 pub mod throttle;
 pub mod verifier;
 
-pub use http::{serve, App, ServerConfig};
+pub use app::{serve, App};
+pub use http::ServerConfig;

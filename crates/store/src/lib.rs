@@ -1,7 +1,12 @@
 //! Storage backends for Tessera: SQLite (embedded, the default) behind the
 //! [`tessera_core::store::Store`] port, and [`AnyStore`], the enum the server holds.
 //!
-//! Every backend must pass the same [`conformance`] suite.
+//! Every backend must pass the same conformance suite (`conformance`, behind the feature
+//! of that name).
+//!
+//! - [`sqlite`]: the SQLite backend, one file per port
+//! - `access_pages`: the access log's storage format (records packed in pages by owner)
+//! - `any`: [`AnyStore`], the backend chosen from the database URL
 
 mod access_pages;
 mod any;

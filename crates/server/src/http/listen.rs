@@ -90,7 +90,7 @@ pub fn with_connect_info(
 }
 
 /// A listener's own way of serving a plain-TCP connection, in place of hyper's (the
-/// gateway's: [`super::gateway_conn::serve`]). It gets the timeouts and the stop signal; a connection it does not take to the end comes back, with the bytes
+/// gateway's: `proxy::conn::serve`). It gets the timeouts and the stop signal; a connection it does not take to the end comes back, with the bytes
 /// already read and the service, for hyper to serve.
 pub type OwnConnections<S> = fn(TcpStream, S, Timeouts, watch::Receiver<bool>) -> Served<S>;
 

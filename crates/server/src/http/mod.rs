@@ -1,19 +1,16 @@
-//! The HTTP side: the admin listener (REST API, operations endpoints) and the gateway
-//! listener, their middleware, and `serve`, which runs both until told to stop.
+//! The admin listener (the REST API, its router, extractors, errors and middleware) and
+//! what both listeners share: accepting connections, TLS, timeouts, the guard in front
+//! of hyper ([`listen`], [`guard`]).
 
 pub mod error;
 pub mod extract;
-mod gateway_conn;
 pub mod guard;
 pub mod listen;
 pub mod routes;
 
-use crate::gateway::proxy::{Answer, GatewayRequest, Peer, Proxy};
-use crate::gateway::Routing;
 use crate::metrics::Metrics;
 use crate::service::{LoginLimits, Service};
-use crate::verifier::{RecorderShutdown, UsageRecorder, Verifier};
-use axum::body::Body;
+use crate::verifier::Verifier;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue};
 use axum::middleware::{self, Next};
@@ -21,16 +18,11 @@ use axum::response::{IntoResponse, Response};
 use axum::Router;
 use error::ApiError;
 use extract::{request_line, TokenUseSlot};
-use hyper::body::Incoming;
 use ipnet::IpNet;
-use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 use tessera_core::usage::Listener;
-use tessera_core::{Clock, ErrorCode};
-use tessera_store::AnyStore;
-use tokio::net::TcpListener;
+use tessera_core::ErrorCode;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
@@ -64,18 +56,10 @@ impl ServerConfig {
 #[derive(Clone)]
 pub struct AppState {
     pub service: Arc<Service>,
-    pub proxy: Arc<crate::gateway::proxy::Proxy>,
     pub verifier: Arc<Verifier>,
     pub metrics: Arc<Metrics>,
     pub config: Arc<ServerConfig>,
     pub openapi: Arc<str>,
-}
-
-/// A ready-to-serve Tessera: state built, background writer running.
-pub struct App {
-    pub state: AppState,
-    routing: Arc<Routing>,
-    recorder: RecorderShutdown,
 }
 
 #[derive(OpenApi)]
@@ -113,7 +97,7 @@ impl Modify for SecuritySchemes {
 }
 
 fn api_routes() -> OpenApiRouter<AppState> {
-    use routes::{accounts, gateway, logs, tokens};
+    use routes::{accounts, gateway_config as gateway, logs, tokens};
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(tokens::create, tokens::list, tokens::delete_all))
         .routes(routes!(tokens::get, tokens::update, tokens::delete))
@@ -159,143 +143,6 @@ fn api_routes() -> OpenApiRouter<AppState> {
 pub fn openapi_json() -> String {
     let (_, doc) = api_routes().split_for_parts();
     doc.to_pretty_json().unwrap_or_default()
-}
-
-impl App {
-    pub fn new(store: AnyStore, clock: Arc<dyn Clock>, config: ServerConfig) -> Self {
-        let metrics = Arc::new(Metrics::default());
-        let (recorder, recorder_shutdown) = UsageRecorder::start(store.clone(), metrics.clone());
-        let verifier = Verifier::new(store.clone(), clock.clone(), metrics.clone(), recorder);
-        let routing = Arc::new(Routing::new(store.clone()));
-        let service = Arc::new(Service::new(
-            store,
-            clock,
-            verifier.clone(),
-            routing.clone(),
-            config.login_limits,
-        ));
-        let proxy = Arc::new(Proxy::new(
-            routing.clone(),
-            verifier.clone(),
-            config.trusted_proxies.clone(),
-            config.is_tls(),
-        ));
-        let state = AppState {
-            service,
-            proxy,
-            verifier,
-            metrics,
-            config: Arc::new(config),
-            openapi: openapi_json().into(),
-        };
-        Self {
-            state,
-            routing,
-            recorder: recorder_shutdown,
-        }
-    }
-
-    /// The admin listener's router: the REST API and the operations endpoints.
-    pub fn admin_router(&self) -> Router {
-        let (api, _) = api_routes().split_for_parts();
-        let api = api
-            .route(
-                "/api/v1/openapi.json",
-                axum::routing::get(routes::ops::openapi),
-            )
-            .layer(middleware::from_fn_with_state(
-                self.state.clone(),
-                record_token_use,
-            ))
-            .layer(middleware::from_fn(no_store));
-        Router::new()
-            .merge(api)
-            .route("/healthz", axum::routing::get(routes::ops::healthz))
-            .route("/readyz", axum::routing::get(routes::ops::readyz))
-            .route("/metrics", axum::routing::get(routes::ops::metrics))
-            .fallback(not_found)
-            .method_not_allowed_fallback(method_not_allowed)
-            .with_state(self.state.clone())
-            .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-            .layer(middleware::from_fn(security_headers))
-            .layer(middleware::from_fn_with_state(
-                self.state.clone(),
-                observe_admin,
-            ))
-            .layer(middleware::from_fn(limit_headers))
-    }
-
-    /// The gateway listener's service for a connection from `peer`: its own endpoints
-    /// under the reserved `/_tessera/`, and the proxy for everything else. Not an axum
-    /// `Router`: it has three fixed paths and a fallback, and every request is hot, so
-    /// it dispatches by hand and skips the router's matching, boxed middleware and
-    /// per-layer state clones.
-    pub fn gateway_service(&self) -> impl Fn(SocketAddr) -> GatewayService + Send + 'static {
-        let (proxy, metrics) = (self.state.proxy.clone(), self.state.metrics.clone());
-        move |peer| GatewayService {
-            proxy: proxy.clone(),
-            metrics: metrics.clone(),
-            peer: Arc::new(proxy.peer(peer.ip())),
-        }
-    }
-}
-
-/// See [`App::gateway_service`].
-#[derive(Clone, Debug)]
-pub struct GatewayService {
-    proxy: Arc<Proxy>,
-    metrics: Arc<Metrics>,
-    peer: Arc<Peer>,
-}
-
-impl GatewayService {
-    /// Answers one request, from hyper's connections or the gateway's own.
-    pub async fn handle(&self, req: GatewayRequest) -> Answer {
-        let started = quanta::Instant::now();
-        // A clone of a URI shares its bytes: it lets the normalized path borrow from it
-        // while the request moves on.
-        let uri = req.uri.clone();
-        // The reserved prefix is judged on the normalized path, as the routes are.
-        let answer = match req.judge(&uri) {
-            Err(e) => e.into(),
-            Ok(path) => match &*path {
-                "/_tessera/healthz" if req.method == axum::http::Method::GET => {
-                    routes::ops::healthz().await.into_response().into()
-                }
-                "/_tessera/healthz" => ApiError::code(ErrorCode::MethodNotAllowed).into(),
-                "/_tessera/verify" => self.proxy.forward_auth(req, &self.peer, started).await,
-                p if p == "/_tessera" || p.starts_with("/_tessera/") => {
-                    ApiError::code(ErrorCode::NotFound).into()
-                }
-                _ => self.proxy.handle(req, path, &self.peer, started).await,
-            },
-        };
-        self.metrics
-            .gateway_request_seconds
-            .observe(started.elapsed().as_secs_f64());
-        answer
-    }
-}
-
-impl tower::Service<hyper::Request<Incoming>> for GatewayService {
-    type Response = Response;
-    type Error = std::convert::Infallible;
-    type Future = std::pin::Pin<Box<dyn Future<Output = Result<Response, Self::Error>> + Send>>;
-
-    fn poll_ready(
-        &mut self,
-        _: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), Self::Error>> {
-        std::task::Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: hyper::Request<Incoming>) -> Self::Future {
-        let this = self.clone();
-        Box::pin(async move {
-            let req = GatewayRequest::from_http(req.map(Body::new));
-            Ok(this.handle(req).await.into_response())
-        })
-    }
 }
 
 /// The admin API's fallbacks, in the contract's format.
@@ -376,55 +223,29 @@ async fn record_token_use(State(state): State<AppState>, mut req: Request, next:
     response
 }
 
-/// Runs the admin and gateway listeners until `shutdown` resolves; then lets in-flight
-/// requests finish and writes every buffered access-log record before returning.
-/// With TLS in the app's [`ServerConfig`], both listeners speak HTTPS.
-pub async fn serve(
-    app: App,
-    admin: TcpListener,
-    gateway: TcpListener,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    let tls = app.state.config.tls.as_ref().map(|t| t.0.clone());
-    let timeouts = app.state.config.timeouts;
-    let open_files = listen::raise_open_files_limit();
-    let max_connections = listen::connections_per_listener(open_files);
-    tracing::info!(
-        open_files = open_files.unwrap_or(0),
-        max_connections,
-        "connection limits"
-    );
-    app.routing
-        .reload()
-        .await
-        .map_err(|e| std::io::Error::other(e.to_string()))?;
-    let poller = app.routing.spawn_poller();
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(async move {
-        shutdown.await;
-        let _ = stop_tx.send(true);
-    });
-    tokio::join!(
-        listen::run(
-            admin,
-            listen::with_connect_info(app.admin_router()),
-            tls.clone(),
-            None,
-            timeouts,
-            max_connections,
-            stop_rx.clone()
-        ),
-        listen::run(
-            gateway,
-            app.gateway_service(),
-            tls,
-            Some(gateway_conn::serve),
-            timeouts,
-            max_connections,
-            stop_rx
-        ),
-    );
-    poller.abort();
-    app.recorder.flush_and_stop().await;
-    Ok(())
+/// The admin listener's router: the REST API and the operations endpoints.
+pub fn admin_router(state: &AppState) -> Router {
+    let (api, _) = api_routes().split_for_parts();
+    let api = api
+        .route(
+            "/api/v1/openapi.json",
+            axum::routing::get(routes::ops::openapi),
+        )
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            record_token_use,
+        ))
+        .layer(middleware::from_fn(no_store));
+    Router::new()
+        .merge(api)
+        .route("/healthz", axum::routing::get(routes::ops::healthz))
+        .route("/readyz", axum::routing::get(routes::ops::readyz))
+        .route("/metrics", axum::routing::get(routes::ops::metrics))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state.clone())
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn(security_headers))
+        .layer(middleware::from_fn_with_state(state.clone(), observe_admin))
+        .layer(middleware::from_fn(limit_headers))
 }

@@ -5,7 +5,7 @@
 
 mod accounts;
 mod auth;
-mod gateway;
+mod gateway_config;
 mod logs;
 mod tokens;
 
@@ -247,7 +247,7 @@ impl Service {
         store: AnyStore,
         clock: Arc<dyn Clock>,
         verifier: Arc<Verifier>,
-        routing: Arc<crate::gateway::Routing>,
+        routing: Arc<crate::proxy::Routing>,
         limits: LoginLimits,
     ) -> Self {
         Self {

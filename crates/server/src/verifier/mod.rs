@@ -11,7 +11,7 @@
 //!
 //! Revocation is strict: what each committed change made stale is evicted before its
 //! caller answers ([`Verifier::invalidate`], called by [`crate::caches`] alone). A fill that raced with such an eviction is not cached
-//! (see [`Verifier::epoch`]), so a revoked token can never be put back by a slow reader.
+//! (see `Verifier::epoch`), so a revoked token can never be put back by a slow reader.
 
 mod known;
 pub mod recorder;
@@ -94,7 +94,7 @@ impl<'a> Carriers<'a> {
 }
 
 /// The one credential a request presents, read from its [`Carriers`], with its
-/// [`Fingerprint`] ([`Verifier::credential`]), or why there is none to verify.
+/// fingerprint ([`Verifier::credential`]), or why there is none to verify.
 pub struct Credential<'a>(Result<Option<(&'a [u8], Fingerprint)>, Denial>);
 
 /// Never the value.
@@ -444,7 +444,7 @@ struct LimiterKey {
 }
 
 /// Hashes a key that is uniformly random already by taking 8 of its bytes: the digest of a
-/// token Tessera issued, or a [`Fingerprint`] (keyed: no client can choose one). Hashing
+/// token Tessera issued, or a fingerprint (keyed: no client can choose one). Hashing
 /// them again (SipHash) would only cost time. Not for the digests of unknown tokens: they
 /// come from values an attacker picks, and by trying values they could pick digests that
 /// collide in the table, so that cache keeps a keyed hash.

@@ -6,12 +6,12 @@
 //! reach it; request bodies, upgrades and HTTP/1.0 do) hands the connection, with the
 //! bytes read so far, to hyper for the rest of its life.
 
-use super::error::ApiError;
-use super::guard::LINGER;
-use super::listen::{Rewind, Served, Timeouts};
+use super::forward::{write_upstream_headers, Answer, GatewayRequest};
+use super::upstream::UpstreamResponse;
 use super::GatewayService;
-use crate::gateway::proxy::{write_upstream_headers, Answer, GatewayRequest};
-use crate::gateway::upstream::UpstreamResponse;
+use crate::http::error::ApiError;
+use crate::http::guard::LINGER;
+use crate::http::listen::{Rewind, Served, Timeouts};
 use crate::verifier::RateLimitState;
 use axum::body::Body;
 use axum::http::{header, HeaderValue, Method};

@@ -2,8 +2,8 @@
 //! (`request_filter`), pick an upstream (`upstream_peer`), forward with the credential
 //! removed and the identity added, stream the answer back, and log the use.
 
+use super::routing::{RouteEntry, Routing};
 use super::upstream::{Upstream, UpstreamError, UpstreamRequest, UpstreamResponse};
-use super::{RouteEntry, Routing};
 use crate::http::error::ApiError;
 use crate::http::extract::{
     carriers_in, client_ip_from, cookie_pair, cookie_pieces, is_trusted, Carrier,
@@ -432,7 +432,7 @@ fn rate_limit_headers(headers: &mut HeaderMap, rl: Option<RateLimitState>) {
 }
 
 /// Writes an upstream answer's header lines: the upstream's, with the gateway's
-/// [`rate_limit_fields`] in place of any `RateLimit-*` it sent (as [`rate_limit_headers`]
+/// `rate_limit_fields` in place of any `RateLimit-*` it sent (as `rate_limit_headers`
 /// does for a map).
 pub fn write_upstream_headers(
     headers: &HeaderBlock,

@@ -1,9 +1,7 @@
-//! The gateway: the routing table (rebuilt from the store on every change, and polled
-//! so that changes made by other nodes arrive within a second) and the proxy.
+//! The routing table: rebuilt from the store on every change, and polled so that
+//! changes made by other nodes arrive within a second.
 
-pub mod proxy;
-pub mod upstream;
-
+use super::upstream::Upstream;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -11,7 +9,6 @@ use std::time::Duration;
 use tessera_core::gateway::{Route, RouteTable, UpstreamService};
 use tessera_core::store::{GatewayStore, StoreResult};
 use tessera_store::AnyStore;
-use upstream::Upstream;
 
 /// A service as the proxy uses it.
 #[derive(Debug)]

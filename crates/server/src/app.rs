@@ -1,0 +1,128 @@
+//! A whole Tessera server: the state built from a store and a configuration, the admin
+//! API's router ([`crate::http`]), the gateway's service ([`crate::proxy`]), and
+//! [`serve`], which runs both listeners until told to stop.
+
+use crate::http::listen;
+use crate::http::{self, AppState, ServerConfig};
+use crate::metrics::Metrics;
+use crate::proxy::{self, GatewayService, Proxy, Routing};
+use crate::service::Service;
+use crate::verifier::{RecorderShutdown, UsageRecorder, Verifier};
+use axum::Router;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tessera_core::Clock;
+use tessera_store::AnyStore;
+use tokio::net::TcpListener;
+
+/// A ready-to-serve Tessera: state built, background writer running.
+pub struct App {
+    pub state: AppState,
+    proxy: Arc<Proxy>,
+    routing: Arc<Routing>,
+    recorder: RecorderShutdown,
+}
+
+impl App {
+    pub fn new(store: AnyStore, clock: Arc<dyn Clock>, config: ServerConfig) -> Self {
+        let metrics = Arc::new(Metrics::default());
+        let (recorder, recorder_shutdown) = UsageRecorder::start(store.clone(), metrics.clone());
+        let verifier = Verifier::new(store.clone(), clock.clone(), metrics.clone(), recorder);
+        let routing = Arc::new(Routing::new(store.clone()));
+        let service = Arc::new(Service::new(
+            store,
+            clock,
+            verifier.clone(),
+            routing.clone(),
+            config.login_limits,
+        ));
+        let proxy = Arc::new(Proxy::new(
+            routing.clone(),
+            verifier.clone(),
+            config.trusted_proxies.clone(),
+            config.is_tls(),
+        ));
+        let state = AppState {
+            service,
+            verifier,
+            metrics,
+            config: Arc::new(config),
+            openapi: http::openapi_json().into(),
+        };
+        Self {
+            state,
+            proxy,
+            routing,
+            recorder: recorder_shutdown,
+        }
+    }
+
+    /// The admin listener's router: the REST API and the operations endpoints.
+    pub fn admin_router(&self) -> Router {
+        http::admin_router(&self.state)
+    }
+
+    /// The gateway listener's service for a connection from `peer`: its own endpoints
+    /// under the reserved `/_tessera/`, and the proxy for everything else. Not an axum
+    /// `Router`: it has three fixed paths and a fallback, and every request is hot, so
+    /// it dispatches by hand and skips the router's matching, boxed middleware and
+    /// per-layer state clones.
+    pub fn gateway_service(&self) -> impl Fn(SocketAddr) -> GatewayService + Send + 'static {
+        let (proxy, metrics) = (self.proxy.clone(), self.state.metrics.clone());
+        move |peer| GatewayService::new(proxy.clone(), metrics.clone(), peer)
+    }
+}
+
+/// Runs the admin and gateway listeners until `shutdown` resolves; then lets in-flight
+/// requests finish and writes every buffered access-log record before returning.
+/// With TLS in the app's [`ServerConfig`], both listeners speak HTTPS.
+pub async fn serve(
+    app: App,
+    admin: TcpListener,
+    gateway: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let tls = app.state.config.tls.as_ref().map(|t| t.0.clone());
+    let timeouts = app.state.config.timeouts;
+    let open_files = listen::raise_open_files_limit();
+    let max_connections = listen::connections_per_listener(open_files);
+    tracing::info!(
+        open_files = open_files.unwrap_or(0),
+        max_connections,
+        "connection limits"
+    );
+    app.routing
+        .reload()
+        .await
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    let poller = app.routing.spawn_poller();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    tokio::join!(
+        listen::run(
+            admin,
+            listen::with_connect_info(app.admin_router()),
+            tls.clone(),
+            None,
+            timeouts,
+            max_connections,
+            stop_rx.clone()
+        ),
+        listen::run(
+            gateway,
+            app.gateway_service(),
+            tls,
+            Some(proxy::conn::serve),
+            timeouts,
+            max_connections,
+            stop_rx
+        ),
+    );
+    poller.abort();
+    app.recorder.flush_and_stop().await;
+    Ok(())
+}
