@@ -1,0 +1,240 @@
+//! Conformance cases: the access log and usage counters.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use super::*;
+
+pub async fn access_and_usage<S: Store>(store: &S) {
+    let acct = account("other", &["developer"]);
+    store
+        .insert_account(&acct, draft(AuditAction::AccountCreate, "other"))
+        .await
+        .unwrap();
+    let (_, tok) = token(&acct.id, "used");
+    applied(
+        store
+            .insert_token(&tok, 50, draft(AuditAction::TokenCreate, "used"))
+            .await
+            .unwrap(),
+    )
+    .await;
+    let base = Timestamp::from_timestamp(1_800_000_000, 0).unwrap();
+    let rec = |offset_s: i64, status: u16, token: Option<&TokenId>| AccessRecord {
+        time: base + Duration::seconds(offset_s),
+        token_id: token.cloned(),
+        account_id: token.map(|_| acct.id.clone()),
+        listener: Listener::Admin,
+        method: "GET".into(),
+        path: "/api/v1/user/me".into(),
+        status,
+        code: if status < 400 {
+            "ok".into()
+        } else {
+            "forbidden".into()
+        },
+        ip: "127.0.0.1".into(),
+        latency_ms: 0.25,
+    };
+    let records = vec![
+        rec(0, 200, Some(&tok.id)),
+        rec(10, 403, Some(&tok.id)),
+        rec(70, 200, Some(&tok.id)),
+        rec(80, 401, None),
+    ];
+    let usage = vec![UsageDelta {
+        token_id: tok.id.clone(),
+        allowed: 2,
+        denied: 1,
+        last_used_at: base + Duration::seconds(70),
+        last_used_ip: "10.1.2.3".into(),
+    }];
+    store
+        .record_access(AccessBatch::from_records(records.clone()), usage)
+        .await
+        .unwrap();
+    let after = store.get_token(&tok.id).await.unwrap().unwrap();
+    assert_eq!((after.usage_allowed, after.usage_denied), (2, 1));
+    assert_eq!(after.last_used_at, Some(base + Duration::seconds(70)));
+    assert_eq!(after.last_used_ip.as_deref(), Some("10.1.2.3"));
+
+    let listed = store
+        .list_access(
+            &AccessFilter {
+                token_id: Some(tok.id.clone()),
+                ..Default::default()
+            },
+            &page(10),
+        )
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), 3);
+    assert_eq!(listed[0].1, records[2], "newest first, round trip");
+    let denied = store
+        .list_access(
+            &AccessFilter {
+                status: Some(401),
+                ..Default::default()
+            },
+            &page(10),
+        )
+        .await
+        .unwrap();
+    assert_eq!(denied.len(), 1);
+    assert!(denied[0].1.token_id.is_none());
+    let paged = store
+        .list_access(
+            &AccessFilter::default(),
+            &Page {
+                limit: 10,
+                after: Some(listed[0].0.to_string()),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(paged.len(), 2, "cursor excludes the newer records");
+
+    let buckets = store
+        .usage_buckets(
+            &tok.id,
+            base,
+            base + Duration::hours(1),
+            BucketWidth::Minute,
+        )
+        .await
+        .unwrap();
+    assert_eq!(buckets.len(), 2);
+    assert_eq!(
+        (buckets[0].start, buckets[0].allowed, buckets[0].denied),
+        (base, 1, 1)
+    );
+    assert_eq!((buckets[1].allowed, buckets[1].denied), (1, 0));
+
+    // Two tokens' records interleaved over three batches: a query by token, paged two
+    // at a time, finds exactly that token's records, newest first, none twice.
+    let other = TokenId::generate(now());
+    let other_rec = |offset_s: i64| AccessRecord {
+        token_id: Some(other.clone()),
+        ..rec(offset_s, 200, Some(&tok.id))
+    };
+    let mut mine = Vec::new();
+    for batch in 0..3 {
+        let t = 1000 + batch * 100;
+        let records = vec![
+            rec(t, 200, Some(&tok.id)),
+            other_rec(t + 1),
+            rec(t + 2, 200, Some(&tok.id)),
+            other_rec(t + 3),
+            rec(t + 4, 200, None),
+        ];
+        mine.extend([records[0].clone(), records[2].clone()]);
+        store
+            .record_access(AccessBatch::from_records(records), Vec::new())
+            .await
+            .unwrap();
+    }
+    let by_token = |after: Option<String>, since: Option<i64>, until: Option<i64>| {
+        let filter = AccessFilter {
+            token_id: Some(tok.id.clone()),
+            since: since.map(|s| base + Duration::seconds(s)),
+            until: until.map(|s| base + Duration::seconds(s)),
+            ..Default::default()
+        };
+        async move {
+            store
+                .list_access(&filter, &Page { limit: 2, after })
+                .await
+                .unwrap()
+        }
+    };
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let page = by_token(after, Some(1000), None).await;
+        if page.is_empty() {
+            break;
+        }
+        assert!(page.windows(2).all(|w| w[0].0 > w[1].0), "newest first");
+        after = Some(page[page.len() - 1].0.to_string());
+        seen.extend(page.into_iter().map(|(_, r)| r));
+    }
+    mine.reverse();
+    assert_eq!(seen, mine);
+    let window = by_token(None, Some(1100), Some(1103)).await;
+    assert_eq!(window.len(), 2);
+    assert_eq!(window[0].1.time, base + Duration::seconds(1102));
+    let by_account = store
+        .list_access(
+            &AccessFilter {
+                account_id: Some(acct.id.clone()),
+                since: Some(base + Duration::seconds(1000)),
+                ..Default::default()
+            },
+            &page(100),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        by_account.len(),
+        12,
+        "both tokens' records carry the account"
+    );
+    assert!(by_account.windows(2).all(|w| w[0].0 > w[1].0));
+
+    // Everything, paged three at a time: each record once, newest first, across batches
+    // whose tokens' records are kept apart on disk.
+    let everything = store
+        .list_access(&AccessFilter::default(), &page(1000))
+        .await
+        .unwrap();
+    assert_eq!(everything.len(), 4 + 15);
+    let paged = access_paged(store, &AccessFilter::default(), 3).await;
+    assert_eq!(paged, everything);
+    assert!(everything.windows(2).all(|w| w[0].0 > w[1].0));
+
+    // One busy token in one batch fills several pages (at most RECORDS_PER_SLICE
+    // records each), chained one after the other: a query by token still finds every
+    // record once, newest first, and stops at the earlier batches' pages by time.
+    let busy = 2 * RECORDS_PER_SLICE as i64 + 10;
+    let mut records: Vec<AccessRecord> = (0..busy)
+        .map(|i| rec(2000 + i, 200, Some(&tok.id)))
+        .collect();
+    records.insert(5, other_rec(2005));
+    store
+        .record_access(AccessBatch::from_records(records), Vec::new())
+        .await
+        .unwrap();
+    let busy_filter = AccessFilter {
+        token_id: Some(tok.id.clone()),
+        since: Some(base + Duration::seconds(2000)),
+        ..Default::default()
+    };
+    let seen: Vec<_> = access_paged(store, &busy_filter, 100)
+        .await
+        .into_iter()
+        .map(|(_, r)| r.time)
+        .collect();
+    let expected: Vec<_> = (0..busy)
+        .rev()
+        .map(|i| base + Duration::seconds(2000 + i))
+        .collect();
+    assert_eq!(seen, expected);
+}
+
+/// Every access record `filter` selects, read `limit` at a time along the cursors.
+async fn access_paged<S: Store>(
+    store: &S,
+    filter: &AccessFilter,
+    limit: u32,
+) -> Vec<(i64, AccessRecord)> {
+    let mut all = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store
+            .list_access(filter, &Page { limit, after })
+            .await
+            .unwrap();
+        let Some(last) = page.last() else { break };
+        after = Some(last.0.to_string());
+        all.extend(page);
+    }
+    all
+}
