@@ -19,7 +19,8 @@
 //! caller's to check, on every hit from either level; a slot may hold a stale one for a
 //! while, which the next hit finds and removes.
 
-use super::{prefetch, DigestHasher, TokenEntry, HIT_READ_BYTES};
+use super::entry::{prefetch, HIT_READ_BYTES};
+use super::{DigestHasher, TokenEntry};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 /// A keyed 128-bit fingerprint of a presented credential. Never the value, which exists

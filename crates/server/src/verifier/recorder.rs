@@ -173,7 +173,7 @@ const PREFETCH_USES: usize = 4;
 fn prefetch_ahead(filling: &Vec<Use>) {
     if filling.len() + PREFETCH_USES < filling.capacity() {
         let next = filling.as_ptr().wrapping_add(filling.len() + PREFETCH_USES);
-        super::prefetch(next.cast::<u8>(), std::mem::size_of::<Use>());
+        super::entry::prefetch(next.cast::<u8>(), std::mem::size_of::<Use>());
     }
 }
 
