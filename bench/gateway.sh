@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Gateway load benchmark on loopback, in one run:
 #   1. the raw upstream (examples/bench_upstream.rs answering 200 "ok"; UPSTREAM=nginx
-#      for nginx's `return 200`, the upstream of runs 1–41);
+#      for nginx's `return 200` instead);
 #   2. nginx as a proxy checking X-API-KEY against a `map` of 1,000 keys, doing the
 #      gateway's job: it forwards X-Forwarded-For/-Proto/-Host and the key's token and
 #      account ids, as Tessera does (the comparison the goals are judged on), and, for
-#      reference, the same proxy forwarding none of them (runs 1–41 compared with this);
+#      reference, the same proxy forwarding none of them;
 #   3. the Tessera gateway with the same 1,000 tokens (auth: token route);
 #   4. the Tessera gateway on an auth: none route;
 #   5. a second Tessera gateway with 1,000,000 tokens in its database (the same 1,000 in use);
@@ -15,9 +15,8 @@
 # on a shared VM swing widely from one run to the next (one server, one route, 6 s runs
 # back to back: 36,000 to 65,000 req/s), so the six runs go in ROUNDS interleaved rounds;
 # each figure is the median of its rounds, each ratio the median of the rounds' own
-# ratios. Many short rounds (default 9 of 5 s) rather than few long ones (5 of 10 s, until
-# session 16): the two runs a ratio compares are closer in time, and a median of nine
-# rounds is moved by fewer of them. Both Tessera servers run side by side on core 0 (only
+# ratios. Many short rounds (default 9 of 5 s) rather than few long ones: the two runs a
+# ratio compares are closer in time, and a median of nine rounds is moved by fewer of them. Both Tessera servers run side by side on core 0 (only
 # the one under load is busy), so the 1,000,000-token run is interleaved too.
 # Each line also gives the server's CPU time a request (user and system, all its threads,
 # from /proc/PID/stat): what the checks cost, whichever core set the pace of the run;
@@ -198,8 +197,8 @@ median() { for col in $(seq "$(awk '{ print NF; exit }' "$1")"); do awk -v c=$co
 # the tokens the verifier read from the database meanwhile (its miss counter). A first
 # 10 s run over 100,000 other tokens warms what grows with any new tokens and is not
 # the cache: SQLite's page cache (the counters' rows, the access log's pages), the
-# access log's buffers, the allocator's arenas. Without it the figure moved with what
-# had run before (549-1,638 bytes over sessions 12-19).
+# access log's buffers, the allocator's arenas. Without it the figure moves with what
+# ran before.
 rss() { awk '/VmRSS/ { print $2 }' /proc/"$BIG_PID"/status; }
 misses() { curl -sf "http://127.0.0.1:$BIG_ADMIN_PORT/metrics" | awk '/^tessera_token_cache_lookups_total\{result="miss"\}/ { print $2 }'; }
 head -n 100000 "$WORK/keys200k.txt" > "$WORK/keys100k.txt"
