@@ -110,38 +110,3 @@ async fn access_records_written_before_pages_survive_the_upgrade() {
         [5, 4, 3, 1]
     );
 }
-
-/// The writer's thread runs ten nice steps below the process (Linux keeps a nice value
-/// per thread), so that access-log batches give way to requests on a contended core.
-#[cfg(target_os = "linux")]
-#[tokio::test]
-async fn the_writer_thread_runs_below_the_process_priority() {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("nice.db").display());
-    let _store = tessera_store::sqlite::SqliteStore::open(&url)
-        .await
-        .unwrap();
-    let nice_of = |task: &std::path::Path| -> i64 {
-        let stat = std::fs::read_to_string(task.join("stat")).unwrap();
-        // Fields after the parenthesised name; nice is field 19 of the whole line.
-        let rest = &stat[stat.rfind(')').unwrap() + 2..];
-        rest.split(' ').nth(16).unwrap().parse().unwrap()
-    };
-    let ours = nice_of(std::path::Path::new("/proc/thread-self"));
-    let writers: Vec<i64> = std::fs::read_dir("/proc/self/task")
-        .unwrap()
-        .flatten()
-        .filter(|t| {
-            std::fs::read_to_string(t.path().join("comm"))
-                .is_ok_and(|c| c.trim_end() == "sqlite-writer")
-        })
-        .map(|t| nice_of(&t.path()))
-        .collect();
-    assert!(
-        !writers.is_empty(),
-        "the writer's thread is named sqlite-writer"
-    );
-    for nice in writers {
-        assert_eq!(nice, (ours + 10).min(19), "the writer runs ten steps lower");
-    }
-}

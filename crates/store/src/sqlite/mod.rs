@@ -89,19 +89,6 @@ impl SqliteStore {
         // multi-row statement would otherwise write one to a temporary file, page by page.
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
-            .after_connect(|conn, _| {
-                Box::pin(async move {
-                    lower_writer_priority();
-                    conn.lock_handle().await?.set_progress_handler(
-                        WRITER_OPS_BETWEEN_YIELDS,
-                        || {
-                            std::thread::yield_now();
-                            true
-                        },
-                    );
-                    Ok(())
-                })
-            })
             .connect_with(
                 options
                     .clone()
@@ -210,67 +197,9 @@ async fn set_synchronous(conn: &mut SqliteConnection, level: &str) -> StoreResul
     Ok(())
 }
 
-/// The name of the writer connection's thread (at most 15 bytes, Linux's limit).
+/// The name of the writer connection's thread (at most 15 bytes, Linux's limit), for
+/// operators reading `top -H` or a profile.
 const WRITER_THREAD: &str = "sqlite-writer";
-
-/// How many SQLite virtual-machine steps the writer takes between offers of the core
-/// (`sched_yield`). A statement holds the core until it ends or the scheduler's next tick
-/// (4 ms at 250 Hz), whatever its niceness: with one core, every request waited behind
-/// such runs (`perf sched`: 1–3.6 ms). Yielding lets waiting requests go first and costs
-/// a system call when nobody waits. A commit's WAL writes happen outside the virtual
-/// machine and still run in one piece.
-const WRITER_OPS_BETWEEN_YIELDS: i32 = 2_000;
-
-/// How much lower than the process the writer thread runs (nice steps, Linux).
-const WRITER_NICENESS: i32 = 10;
-
-/// Lowers the CPU priority of the writer connection's thread (SQLite runs each
-/// connection on a thread of its own), so that on a contended core requests come first.
-///
-/// Access-log batches are most of the writer's work: about 1 µs of SQLite per gateway
-/// request, in one burst a second. At the process's priority that burst takes the core in
-/// turns with the requests, which shows in their tail latency when the gateway has one
-/// core. Ten nice steps lower it still gets a tenth of a contended core, more than twice
-/// what it needs at 40,000 requests a second, so nothing is dropped; on an idle core it
-/// runs as fast as before. Management writes share the thread, so they too give way, but
-/// only while the core is saturated.
-/// Linux keeps a nice value per thread; elsewhere this does nothing.
-fn lower_writer_priority() {
-    #[cfg(target_os = "linux")]
-    {
-        use rustix::process::{getpriority_process, setpriority_process, Pid};
-        // Relative to the calling thread's (the runtime's) priority; a writer already
-        // lowered (another store in the same process) is left as it is.
-        let (Ok(ours), Ok(tasks)) = (
-            getpriority_process(None),
-            std::fs::read_dir("/proc/self/task"),
-        ) else {
-            return;
-        };
-        let lower = (ours + WRITER_NICENESS).min(19);
-        for task in tasks.flatten() {
-            let is_writer = std::fs::read_to_string(task.path().join("comm"))
-                .is_ok_and(|name| name.trim_end() == WRITER_THREAD);
-            let tid = task
-                .file_name()
-                .to_str()
-                .and_then(|t| t.parse().ok())
-                .and_then(Pid::from_raw);
-            if let (true, Some(tid)) = (is_writer, tid) {
-                let lowered = getpriority_process(Some(tid)).and_then(|nice| {
-                    if nice < lower {
-                        setpriority_process(Some(tid), lower)
-                    } else {
-                        Ok(())
-                    }
-                });
-                if let Err(e) = lowered {
-                    tracing::warn!(error = %e, "could not lower the SQLite writer's priority");
-                }
-            }
-        }
-    }
-}
 
 /// A boxed future type without pulling in the futures crate.
 mod futures_core_shim {
