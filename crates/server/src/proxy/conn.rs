@@ -6,7 +6,9 @@
 //! reach it; request bodies, upgrades and HTTP/1.0 do) hands the connection, with the
 //! bytes read so far, to hyper for the rest of its life.
 
-use super::forward::{write_upstream_headers, Answer, GatewayRequest};
+use super::forward::Answer;
+use super::headers::write_upstream_headers;
+use super::request::GatewayRequest;
 use super::upstream::UpstreamResponse;
 use super::GatewayService;
 use crate::http::error::ApiError;

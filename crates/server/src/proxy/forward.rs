@@ -2,16 +2,14 @@
 //! (`request_filter`), pick an upstream (`upstream_peer`), forward with the credential
 //! removed and the identity added, stream the answer back, and log the use.
 
+use super::headers::*;
+use super::request::*;
 use super::routing::{RouteEntry, Routing};
 use super::upstream::{Upstream, UpstreamError, UpstreamRequest, UpstreamResponse};
 use crate::http::error::ApiError;
-use crate::http::extract::{
-    carriers_in, client_ip_from, cookie_pair, cookie_pieces, is_trusted, Carrier,
-};
-use crate::http::MAX_HEADER_BYTES;
-use crate::verifier::{Carriers, Denial, RateLimitState, RequestLine, Verification, Verifier};
-use axum::body::Body;
-use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, Uri, Version};
+use crate::http::extract::client_ip_from;
+use crate::verifier::{Denial, RateLimitState, RequestLine, Verification, Verifier};
+use axum::http::{HeaderName, StatusCode};
 use axum::response::{IntoResponse, Response};
 use ipnet::IpNet;
 use quanta::Instant;
@@ -20,113 +18,11 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use tessera_core::error::ErrorCode;
 use tessera_core::gateway::{strip, RouteAuth};
-use tessera_core::path::{check_target_byte, is_upper_case_method, normalize_path, PathError};
 use tessera_core::usage::Listener;
-use tessera_wire::h1::{
-    self, connection_options, write_header, Field, HeaderBlock, RequestHeaders,
-};
+use tessera_wire::h1::{self, Field, RequestHeaders};
 
 const TOKEN_ID: HeaderName = HeaderName::from_static("x-tessera-token-id");
 const ACCOUNT_ID: HeaderName = HeaderName::from_static("x-tessera-account-id");
-
-/// The TCP peer of a gateway connection, with what every request of the connection
-/// needs of it worked out once: its address as text (it becomes `X-Forwarded-For`) and
-/// whether it is a trusted proxy ([`Proxy::peer`]).
-#[derive(Debug, Clone)]
-pub struct Peer {
-    pub ip: IpAddr,
-    text: String,
-    trusted: bool,
-}
-
-impl Peer {
-    fn new(ip: IpAddr, trusted_proxies: &[IpNet]) -> Self {
-        Self {
-            ip,
-            text: ip.to_string(),
-            trusted: is_trusted(&ip, trusted_proxies),
-        }
-    }
-}
-
-/// A request to the gateway, from its own connections or hyper's.
-#[derive(Debug)]
-pub struct GatewayRequest {
-    pub method: Method,
-    pub uri: Uri,
-    pub version: Version,
-    pub headers: RequestHeaders,
-    pub body: Body,
-}
-
-impl GatewayRequest {
-    /// A request hyper read (TLS, HTTP/2, a body, HTTP/1.0), its headers as lines.
-    pub fn from_http(req: Request<Body>) -> Self {
-        let (parts, body) = req.into_parts();
-        Self {
-            method: parts.method,
-            uri: parts.uri,
-            version: parts.version,
-            headers: RequestHeaders::from_map(&parts.headers),
-            body,
-        }
-    }
-
-    /// The request's one meaning, decided before anything reads it: its normalized
-    /// path, or the contract's error for a request that could mean more than one thing
-    /// ("One request, one meaning"): headers over the limit, a method that is not an
-    /// upper-case token, no `Host` or more than one, a path or query the gateway does
-    /// not accept.
-    pub fn judge<'u>(&self, uri: &'u Uri) -> Result<Cow<'u, str>, ApiError> {
-        if self.headers.size() > MAX_HEADER_BYTES {
-            return Err(ApiError::code(ErrorCode::HeadersTooLarge));
-        }
-        if !is_upper_case_method(self.method.as_str()) {
-            return Err(ApiError::invalid_request(
-                "The method must be an upper-case token.",
-            ));
-        }
-        let hosts = self.headers.values(Field::Host).count();
-        // HTTP/1.1 needs exactly one `Host` (RFC 9112 §3.2); HTTP/2 may carry the
-        // authority in `:authority` instead; HTTP/1.0 predates `Host`.
-        let host_ok = match self.version {
-            Version::HTTP_11 => hosts == 1,
-            Version::HTTP_2 | Version::HTTP_3 => {
-                hosts == 1 || (hosts == 0 && uri.authority().is_some())
-            }
-            _ => hosts <= 1,
-        };
-        if !host_ok {
-            return Err(ApiError::invalid_request(
-                "The request must carry exactly one Host header.",
-            ));
-        }
-        let reject = |e: PathError| ApiError::invalid_request(e.to_string());
-        for &b in uri.query().unwrap_or("").as_bytes() {
-            check_target_byte(b).map_err(reject)?;
-        }
-        normalize_path(uri.path()).map_err(reject)
-    }
-
-    /// The request as the access log keeps it, for its normalized `path`, arrived at
-    /// `started`.
-    fn line(&self, path: &str, started: Instant) -> RequestLine {
-        RequestLine::new(self.method.as_str(), path, started)
-    }
-
-    /// Where the request may carry a token.
-    fn carriers(&self) -> Carriers<'_> {
-        carriers_in(self.headers.iter().filter_map(|(field, _, value)| {
-            let carrier = match field {
-                Field::XApiKey => Carrier::XApiKey,
-                Field::Authorization => Carrier::Authorization,
-                Field::Cookie => Carrier::Cookie,
-                _ => return None,
-            };
-            Some((carrier, value))
-        }))
-    }
-}
 
 /// What the gateway answers a request with.
 #[derive(Debug)]
@@ -415,148 +311,6 @@ fn denial(d: Denial) -> Response {
     response
 }
 
-/// `RateLimit-Limit`, `-Remaining` and `-Reset` (IETF draft) for the tighter limit.
-fn rate_limit_fields(rl: &RateLimitState) -> [(&'static str, u64); 3] {
-    [
-        ("ratelimit-limit", u64::from(rl.limit)),
-        ("ratelimit-remaining", u64::from(rl.remaining)),
-        ("ratelimit-reset", rl.reset_secs.max(rl.retry_after_secs)),
-    ]
-}
-
-/// Sets the [`rate_limit_fields`] on a response, over any the upstream sent.
-fn rate_limit_headers(headers: &mut HeaderMap, rl: Option<RateLimitState>) {
-    for (name, value) in rl.iter().flat_map(rate_limit_fields) {
-        headers.insert(name, HeaderValue::from(value));
-    }
-}
-
-/// Writes an upstream answer's header lines: the upstream's, with the gateway's
-/// `rate_limit_fields` in place of any `RateLimit-*` it sent (as `rate_limit_headers`
-/// does for a map).
-pub fn write_upstream_headers(
-    headers: &HeaderBlock,
-    rl: Option<&RateLimitState>,
-    out: &mut Vec<u8>,
-) {
-    headers.write_to(out, rl.is_some());
-    for (name, value) in rl.into_iter().flat_map(rate_limit_fields) {
-        write_header(
-            name.as_bytes(),
-            itoa::Buffer::new().format(value).as_bytes(),
-            out,
-        );
-    }
-}
-
-/// Writes the header lines the upstream gets: the client's, less the hop-by-hop
-/// ones (and those that `Connection` lists), the credential (the `X-API-KEY` header,
-/// an `Authorization` whose scheme is Bearer, the `X-API-KEY` piece of `Cookie`), the
-/// framing, the identity lines and their look-alikes ([`Field::Lookalike`]), and,
-/// unless the peer is a trusted proxy, whatever the client said of its own address or
-/// scheme (`Forwarded`, `X-Real-IP`, `True-Client-IP`, `X-Forwarded-*`). Then the
-/// gateway's own: `X-Forwarded-For` (a trusted proxy's list, with the proxy added),
-/// `-Proto` and `-Host` (a trusted proxy's own if it sent them), and the identity
-/// (none on an `auth: none` route).
-fn write_forwarded_headers(
-    headers: &RequestHeaders,
-    peer: &Peer,
-    scheme: &[u8],
-    identity: &[u8],
-    out: &mut Vec<u8>,
-) {
-    // Names beyond `close` and `keep-alive` (rare): no allocation when there are none.
-    let listed: Vec<&[u8]> = connection_options(headers.values(Field::Connection)).collect();
-    let mut host = None;
-    let (mut has_proto, mut has_host) = (false, false);
-    let mut cookies: Vec<&[u8]> = Vec::new();
-    for (field, name, value) in headers.iter() {
-        match field {
-            Field::Host => {
-                host = host.or(Some(value));
-                continue;
-            }
-            Field::Cookie => {
-                add_cookies_but_the_key(value, &mut cookies);
-                continue;
-            }
-            Field::Authorization if is_bearer_scheme(value) => continue,
-            Field::XForwardedProto | Field::XForwardedHost | Field::ClientAddress
-                if peer.trusted =>
-            {
-                has_proto |= field == Field::XForwardedProto;
-                has_host |= field == Field::XForwardedHost;
-            }
-            Field::XApiKey
-            | Field::ContentLength
-            | Field::XForwardedFor
-            | Field::XForwardedHost
-            | Field::XForwardedProto
-            | Field::ClientAddress
-            | Field::Identity
-            | Field::Lookalike => continue,
-            f if f.is_hop_by_hop() => continue,
-            _ => {}
-        }
-        if !listed.iter().any(|l| l.eq_ignore_ascii_case(name)) {
-            write_header(name, value, out);
-        }
-    }
-    if let Some((first, rest)) = cookies.split_first() {
-        out.extend_from_slice(b"cookie: ");
-        out.extend_from_slice(first);
-        for c in rest {
-            out.extend_from_slice(b"; ");
-            out.extend_from_slice(c);
-        }
-        out.extend_from_slice(b"\r\n");
-    }
-    // A trusted proxy's list goes on, with the proxy added; anyone else's is
-    // replaced by the address they connected from.
-    out.extend_from_slice(b"x-forwarded-for: ");
-    let mut prior = headers.values(Field::XForwardedFor).peekable();
-    if peer.trusted && prior.peek().is_some() {
-        for v in prior {
-            out.extend_from_slice(v);
-            out.extend_from_slice(b", ");
-        }
-    }
-    out.extend_from_slice(peer.text.as_bytes());
-    out.extend_from_slice(b"\r\n");
-    if !has_proto {
-        write_header(b"x-forwarded-proto", scheme, out);
-    }
-    if let (Some(h), false) = (host, has_host) {
-        write_header(b"x-forwarded-host", h, out);
-    }
-    out.extend_from_slice(identity);
-}
-
-/// Whether an `Authorization` value's scheme is Bearer, in any case and whatever
-/// follows it (a tab, several spaces, nothing): such a header is never forwarded,
-/// whether or not it held a token the gateway could read.
-fn is_bearer_scheme(value: &[u8]) -> bool {
-    let value = value.trim_ascii_start();
-    let scheme = value
-        .split(|b| b.is_ascii_whitespace())
-        .next()
-        .unwrap_or(b"");
-    scheme.eq_ignore_ascii_case(b"bearer")
-}
-
-/// Adds the cookies of a `Cookie` value but the `X-API-KEY` one (read as the carriers
-/// read it, [`cookie_pair`]): the value as it is when the name is nowhere in it (most).
-fn add_cookies_but_the_key<'a>(value: &'a [u8], cookies: &mut Vec<&'a [u8]>) {
-    const KEY: &[u8] = b"X-API-KEY";
-    if !value.windows(KEY.len()).any(|w| w == KEY) {
-        cookies.push(value);
-        return;
-    }
-    cookies.extend(
-        cookie_pieces(value).filter(|p| cookie_pair(p).is_none_or(|(name, _)| name != KEY)),
-    );
-}
-
 /// `application/x-www-form-urlencoded` pairs of a query string.
 fn form_pairs(query: &str) -> Vec<(String, String)> {
     serde_urlencoded::from_str::<Vec<(String, String)>>(query).unwrap_or_default()
@@ -565,6 +319,8 @@ fn form_pairs(query: &str) -> Vec<(String, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::body::Body;
+    use axum::http::Version;
 
     /// The lines [`write_forwarded_headers`] writes for a request head, from a peer.
     fn forwarded(head: &'static [u8], trusted: bool) -> String {

@@ -2,8 +2,9 @@
 //!
 //! - [`routing`]: the routing table, rebuilt from the store on each change
 //! - [`service`]: the listener's service: `/_tessera/` endpoints, else the proxy
-//! - [`forward`]: the proxy's phases: judge the request, match a route, check the
-//!   token, pick an upstream, forward, answer, log the use
+//! - [`request`]: a gateway request and the one meaning it is given (`judge`)
+//! - [`forward`]: the proxy's phases: match a route, check the token, pick an upstream,
+//!   forward, answer, log the use; `headers` writes the header lines both ways
 //! - [`upstream`]: the pool of HTTP/1.1 connections to upstreams
 //! - [`conn`]: the listener's own HTTP/1.1 connection loop (plain TCP), in front of hyper
 //!
@@ -11,10 +12,14 @@
 
 pub mod conn;
 pub mod forward;
+mod headers;
+pub mod request;
 pub mod routing;
 pub mod service;
 pub mod upstream;
 
-pub use forward::{GatewayRequest, Proxy};
+pub use forward::Proxy;
+pub use headers::write_upstream_headers;
+pub use request::GatewayRequest;
 pub use routing::Routing;
 pub use service::GatewayService;

@@ -2,7 +2,8 @@
 //! and the proxy for everything else, for requests from hyper's connections and from
 //! the gateway's own ([`super::conn`]).
 
-use super::forward::{Answer, GatewayRequest, Peer, Proxy};
+use super::forward::{Answer, Proxy};
+use super::request::{GatewayRequest, Peer};
 use crate::http::error::ApiError;
 use crate::http::routes;
 use crate::metrics::Metrics;
