@@ -140,9 +140,9 @@ async fn run_client(command: Command, conn: &Connection) -> cli::CliResult {
         Command::Whoami => c::whoami(&ctx).await,
         Command::Token(cmd) => c::token(&ctx, cmd).await,
         Command::Audit(cmd) => c::audit(&ctx, cmd).await,
-        Command::Account(cmd) => c::account(&ctx, cmd).await,
-        Command::Role(cmd) => c::role(&ctx, cmd).await,
-        Command::Policy(cmd) => c::policy(&ctx, cmd).await,
+        Command::Account(cmd) => cli::accounts::account(&ctx, cmd).await,
+        Command::Role(cmd) => cli::accounts::role(&ctx, cmd).await,
+        Command::Policy(cmd) => cli::accounts::policy(&ctx, cmd).await,
         Command::Apply { file, dry_run } => c::apply(&ctx, &file, dry_run).await,
         Command::Serve(_) | Command::Admin(_) | Command::Completions { .. } => Ok(()),
     }

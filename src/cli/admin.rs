@@ -6,8 +6,9 @@
 //! SQLite is shared safely with a running server (WAL, busy timeout); the server's
 //! caches only hold what exists, so a token created here works there at once.
 
+use super::accounts::read_password;
 use super::args::NewToken;
-use super::commands::{created_now, pretty, read_password, reveal};
+use super::commands::{created_now, pretty, reveal};
 use super::{CliError, CliResult};
 use clap::Subcommand;
 use std::sync::Arc;

@@ -13,6 +13,7 @@ macro_rules! outln {
     }};
 }
 
+pub mod accounts;
 pub mod admin;
 pub mod args;
 pub mod commands;
