@@ -92,10 +92,6 @@ impl Invalidation {
             ..Self::default()
         }
     }
-
-    pub fn is_empty(&self) -> bool {
-        self == &Self::default()
-    }
 }
 
 /// Receives what changes made stale: the server's caches.

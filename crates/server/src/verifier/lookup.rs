@@ -227,6 +227,15 @@ impl Verifier {
 
     /// Evicts what a committed change made stale ([`crate::caches`] is its one caller).
     pub fn invalidate(&self, what: &Invalidation) {
+        // A change that reaches no token or account (a gateway change) leaves the epoch
+        // alone: moving it would make every known credential link again on its next use.
+        if what.token_hashes.is_empty()
+            && what.new_token_hashes.is_empty()
+            && what.accounts.is_empty()
+            && !what.roles
+        {
+            return;
+        }
         self.evicting(|| {
             for hash in &what.token_hashes {
                 self.tokens.remove(hash);

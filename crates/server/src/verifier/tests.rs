@@ -95,3 +95,25 @@ fn identity_lines_are_the_two_headers_inline_or_on_the_heap_for_long_ids() {
         "no line that is not valid header text"
     );
 }
+
+/// A gateway change reaches the routing table only: the verifier's epoch stays, so known
+/// credentials keep their links; a token change moves it.
+#[tokio::test]
+async fn only_changes_to_tokens_or_accounts_move_the_epoch() {
+    use tessera_core::store::Invalidation;
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("t.db").display());
+    let store = tessera_store::AnyStore::connect(&url).await.unwrap();
+    let app = crate::App::new(
+        store,
+        Arc::new(tessera_core::clock::SystemClock),
+        crate::ServerConfig::default(),
+    );
+    let verifier = &app.state.verifier;
+    let epoch = || verifier.epoch.load(Ordering::SeqCst);
+    let before = epoch();
+    verifier.invalidate(&Invalidation::gateway());
+    assert_eq!(epoch(), before, "a gateway change");
+    verifier.invalidate(&Invalidation::roles());
+    assert_eq!(epoch(), before + 2, "a role change");
+}
