@@ -10,6 +10,7 @@
 
 mod access_pages;
 mod any;
+mod rows;
 pub mod sqlite;
 
 #[cfg(feature = "conformance")]

@@ -1,26 +1,10 @@
 //! SQLite: accounts and roles.
 
 use super::audit_chain::append;
-use super::tokens::token_from_row;
 use super::*;
 
 const ACCOUNT_COLUMNS: &str = "a.id, a.username, a.password_hash, a.disabled, a.created_at, a.last_login_at, \
      (SELECT json_group_array(role_name) FROM (SELECT role_name FROM account_roles r WHERE r.account_id = a.id ORDER BY role_name)) AS roles";
-
-fn account_from_row(row: &SqliteRow) -> StoreResult<AccountRecord> {
-    let roles: String = row.get("roles");
-    Ok(AccountRecord {
-        id: AccountId::from_trusted(row.get("id")),
-        username: row.get("username"),
-        password_hash: row.get("password_hash"),
-        roles: from_json_text(&roles)?,
-        disabled: row.get::<i64, _>("disabled") != 0,
-        created_at: from_unix_millis(row.get("created_at")),
-        last_login_at: row
-            .get::<Option<i64>, _>("last_login_at")
-            .map(from_unix_millis),
-    })
-}
 
 async fn set_account_roles(
     conn: &mut SqliteConnection,
@@ -105,7 +89,7 @@ impl AccountStore for SqliteStore {
             .fetch_optional(&self.reader)
             .await
             .map_err(backend)?;
-        row.as_ref().map(account_from_row).transpose()
+        row.as_ref().map(rows::account).transpose()
     }
 
     async fn get_account_by_username(&self, username: &str) -> StoreResult<Option<AccountRecord>> {
@@ -115,14 +99,14 @@ impl AccountStore for SqliteStore {
             .fetch_optional(&self.reader)
             .await
             .map_err(backend)?;
-        row.as_ref().map(account_from_row).transpose()
+        row.as_ref().map(rows::account).transpose()
     }
 
     async fn list_accounts(&self, page: &Page) -> StoreResult<Vec<AccountRecord>> {
         let mut qb = QueryBuilder::new(format!("SELECT {ACCOUNT_COLUMNS} FROM accounts a"));
         push_page(&mut qb, false, "a.id", page);
         let rows = qb.build().fetch_all(&self.reader).await.map_err(backend)?;
-        rows.iter().map(account_from_row).collect()
+        rows.iter().map(rows::account).collect()
     }
 
     async fn update_account(
@@ -179,7 +163,7 @@ impl AccountStore for SqliteStore {
                     .map_err(backend)?;
                 let tokens = rows
                     .iter()
-                    .map(token_from_row)
+                    .map(rows::token)
                     .collect::<StoreResult<Vec<_>>>()?;
                 let done = sqlx::query("DELETE FROM accounts WHERE id = ?")
                     .bind(id.as_str())

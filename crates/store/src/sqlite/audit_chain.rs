@@ -24,7 +24,7 @@ pub(super) async fn append(
     .bind(entry.seq)
     .bind(ms(d.time))
     .bind(d.action.as_str())
-    .bind(outcome_str(d.outcome))
+    .bind(rows::outcome_str(d.outcome))
     .bind(&d.actor.account_id)
     .bind(&d.actor.username)
     .bind(&d.actor.token_id)
@@ -39,46 +39,6 @@ pub(super) async fn append(
     .await
     .map_err(backend)?;
     Ok(entry)
-}
-
-fn outcome_str(o: Outcome) -> &'static str {
-    match o {
-        Outcome::Success => "success",
-        Outcome::Failure => "failure",
-    }
-}
-
-fn audit_from_row(row: &SqliteRow) -> StoreResult<AuditEntry> {
-    let action: String = row.get("action");
-    let target_type: Option<String> = row.get("target_type");
-    let details: String = row.get("details");
-    Ok(AuditEntry {
-        seq: row.get("seq"),
-        hash: row.get("hash"),
-        draft: AuditDraft {
-            time: from_unix_millis(row.get("time")),
-            action: AuditAction::parse(&action)
-                .ok_or_else(|| StoreError::Backend(format!("unknown audit action {action}")))?,
-            outcome: if row.get::<String, _>("outcome") == "success" {
-                Outcome::Success
-            } else {
-                Outcome::Failure
-            },
-            actor: tessera_core::audit::Actor {
-                account_id: row.get("actor_account_id"),
-                username: row.get("actor_username"),
-                token_id: row.get("actor_token_id"),
-            },
-            target: target_type.map(|kind| Target {
-                kind,
-                id: row.get("target_id"),
-                name: row.get("target_name"),
-            }),
-            ip: row.get("ip"),
-            user_agent: row.get("user_agent"),
-            details: from_json_text(&details)?,
-        },
-    })
 }
 
 impl AuditStore for SqliteStore {
@@ -103,7 +63,7 @@ impl AuditStore for SqliteStore {
         }
         push_log_tail(&mut qb, filter.since, filter.until, "seq", page);
         let rows = qb.build().fetch_all(&self.reader).await.map_err(backend)?;
-        rows.iter().map(audit_from_row).collect()
+        rows.iter().map(rows::audit).collect()
     }
 
     async fn audit_after(&self, after_seq: i64, limit: u32) -> StoreResult<Vec<AuditEntry>> {
@@ -113,6 +73,6 @@ impl AuditStore for SqliteStore {
             .fetch_all(&self.reader)
             .await
             .map_err(backend)?;
-        rows.iter().map(audit_from_row).collect()
+        rows.iter().map(rows::audit).collect()
     }
 }

@@ -28,38 +28,7 @@ impl GatewayStore for SqliteStore {
             .fetch_all(&self.reader)
             .await
             .map_err(backend)?;
-        rows.iter()
-            .map(|row| {
-                let methods: Option<String> = row.get("methods");
-                let scopes: String = row.get("scopes");
-                let rl: (Option<i64>, Option<i64>) = (
-                    row.get("rate_limit_requests"),
-                    row.get("rate_limit_per_seconds"),
-                );
-                Ok(Route {
-                    id: row.get("id"),
-                    name: row.get("name"),
-                    service_id: row.get("service_id"),
-                    path_prefix: row.get("path_prefix"),
-                    methods: methods.as_deref().map(from_json_text).transpose()?,
-                    auth: if row.get::<String, _>("auth") == "none" {
-                        RouteAuth::None
-                    } else {
-                        RouteAuth::Token
-                    },
-                    scopes: from_json_text(&scopes)?,
-                    rate_limit: match rl {
-                        (Some(r), Some(p)) => Some(RateLimit {
-                            requests: u32::try_from(r).unwrap_or(u32::MAX),
-                            per_seconds: u32::try_from(p).unwrap_or(u32::MAX),
-                        }),
-                        _ => None,
-                    },
-                    strip_prefix: row.get::<i64, _>("strip_prefix") != 0,
-                    created_at: from_unix_millis(row.get("created_at")),
-                })
-            })
-            .collect()
+        rows.iter().map(rows::route).collect()
     }
 
     async fn save_gateway(
@@ -98,10 +67,7 @@ impl GatewayStore for SqliteStore {
                     .bind(&r.service_id)
                     .bind(&r.path_prefix)
                     .bind(r.methods.as_ref().map(json_text).transpose()?)
-                    .bind(match r.auth {
-                        RouteAuth::Token => "token",
-                        RouteAuth::None => "none",
-                    })
+                    .bind(rows::auth_str(r.auth))
                     .bind(json_text(&r.scopes)?)
                     .bind(r.rate_limit.map(|l| i64::from(l.requests)))
                     .bind(r.rate_limit.map(|l| i64::from(l.per_seconds)))

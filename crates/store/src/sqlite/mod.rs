@@ -20,7 +20,7 @@ mod sessions;
 mod settings;
 mod tokens;
 
-use crate::{access_pages, backend, from_json_text, is_unique_violation, json_text, ms};
+use crate::{access_pages, backend, from_json_text, is_unique_violation, json_text, ms, rows};
 use futures_util::TryStreamExt;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePoolOptions, SqliteRow,
@@ -33,15 +33,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tessera_core::account::{AccountRecord, Role, SUPER_ADMIN};
-use tessera_core::audit::{AuditAction, AuditDraft, AuditEntry, Outcome, Target};
+use tessera_core::audit::{AuditDraft, AuditEntry};
 use tessera_core::clock::{from_unix_millis, Timestamp};
-use tessera_core::gateway::{Route, RouteAuth, UpstreamService};
+use tessera_core::gateway::{Route, UpstreamService};
 use tessera_core::ids::{AccountId, TokenId};
 use tessera_core::policy::TokenPolicy;
 use tessera_core::store::*;
-use tessera_core::token::{
-    PreviousValue, RateLimit, TokenHash, TokenName, TokenRecord, TokenStatus,
-};
+use tessera_core::token::{TokenHash, TokenRecord, TokenStatus};
 use tessera_core::usage::{self, AccessBatch, AccessRecord, BucketWidth, UsageBucket};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");

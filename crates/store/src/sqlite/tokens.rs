@@ -3,53 +3,6 @@
 use super::audit_chain::append;
 use super::*;
 
-pub(super) fn token_from_row(row: &SqliteRow) -> StoreResult<TokenRecord> {
-    let hash: String = row.get("hash");
-    let prev_hash: Option<String> = row.get("prev_hash");
-    let prev_until: Option<i64> = row.get("prev_valid_until");
-    let scopes: Option<String> = row.get("scopes");
-    let cidrs: Option<String> = row.get("allowed_cidrs");
-    let rl_requests: Option<i64> = row.get("rate_limit_requests");
-    let rl_per: Option<i64> = row.get("rate_limit_per_seconds");
-    let corrupt = || StoreError::Backend("corrupt token hash".into());
-    Ok(TokenRecord {
-        id: TokenId::from_trusted(row.get("id")),
-        account_id: AccountId::from_trusted(row.get("account_id")),
-        name: TokenName::from_trusted(row.get("name")),
-        note: row.get("note"),
-        hash: TokenHash::from_hex(&hash).ok_or_else(corrupt)?,
-        display: row.get("display"),
-        previous: match (prev_hash, prev_until) {
-            (Some(h), Some(until)) => Some(PreviousValue {
-                hash: TokenHash::from_hex(&h).ok_or_else(corrupt)?,
-                valid_until: from_unix_millis(until),
-            }),
-            _ => None,
-        },
-        scopes: scopes.as_deref().map(from_json_text).transpose()?,
-        allowed_cidrs: cidrs.as_deref().map(from_json_text).transpose()?,
-        rate_limit: match (rl_requests, rl_per) {
-            (Some(r), Some(p)) => Some(RateLimit {
-                requests: u32::try_from(r).unwrap_or(u32::MAX),
-                per_seconds: u32::try_from(p).unwrap_or(u32::MAX),
-            }),
-            _ => None,
-        },
-        disabled: row.get::<i64, _>("disabled") != 0,
-        created_at: from_unix_millis(row.get("created_at")),
-        updated_at: from_unix_millis(row.get("updated_at")),
-        expires_at: row
-            .get::<Option<i64>, _>("expires_at")
-            .map(from_unix_millis),
-        last_used_at: row
-            .get::<Option<i64>, _>("last_used_at")
-            .map(from_unix_millis),
-        last_used_ip: row.get("last_used_ip"),
-        usage_allowed: u64::try_from(row.get::<i64, _>("usage_allowed")).unwrap_or(0),
-        usage_denied: u64::try_from(row.get::<i64, _>("usage_denied")).unwrap_or(0),
-    })
-}
-
 /// Binds a token's changeable columns, in the order both INSERT and UPDATE list them:
 /// name, note, hash, display, prev_hash, prev_valid_until, scopes, allowed_cidrs,
 /// rate_limit_requests, rate_limit_per_seconds, disabled, updated_at, expires_at.
@@ -118,7 +71,7 @@ impl TokenStore for SqliteStore {
             .fetch_optional(&self.reader)
             .await
             .map_err(backend)?;
-        row.as_ref().map(token_from_row).transpose()
+        row.as_ref().map(rows::token).transpose()
     }
 
     async fn find_token_by_hash(&self, hash: &TokenHash) -> StoreResult<Option<TokenRecord>> {
@@ -129,7 +82,7 @@ impl TokenStore for SqliteStore {
             .fetch_optional(&self.reader)
             .await
             .map_err(backend)?;
-        row.as_ref().map(token_from_row).transpose()
+        row.as_ref().map(rows::token).transpose()
     }
 
     async fn list_tokens(
@@ -159,7 +112,7 @@ impl TokenStore for SqliteStore {
         }
         push_page(&mut qb, true, "id", page);
         let rows = qb.build().fetch_all(&self.reader).await.map_err(backend)?;
-        rows.iter().map(token_from_row).collect()
+        rows.iter().map(rows::token).collect()
     }
 
     async fn count_tokens(&self, account_id: &AccountId) -> StoreResult<u64> {
@@ -186,7 +139,7 @@ impl TokenStore for SqliteStore {
                     .map_err(backend)?;
                 let before = before
                     .as_ref()
-                    .map(token_from_row)
+                    .map(rows::token)
                     .transpose()?
                     .ok_or(StoreError::NotFound)?;
                 let update = sqlx::query(
@@ -228,7 +181,7 @@ impl TokenStore for SqliteStore {
                     .map_err(backend)?;
                 let token = row
                     .as_ref()
-                    .map(token_from_row)
+                    .map(rows::token)
                     .transpose()?
                     .ok_or(StoreError::NotFound)?;
                 append(conn, audit).await?;
@@ -260,7 +213,7 @@ impl TokenStore for SqliteStore {
                 .map_err(backend)?;
             let tokens = rows
                 .iter()
-                .map(token_from_row)
+                .map(rows::token)
                 .collect::<StoreResult<Vec<_>>>()?;
             append(&mut tx, audit(&tokens)).await?;
             tx.commit().await.map_err(backend)?;
