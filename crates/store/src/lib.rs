@@ -1,15 +1,18 @@
-//! Storage backends for Tessera: SQLite (embedded, the default) behind the
+//! Storage backends for Tessera: SQLite (embedded, the default) and PostgreSQL behind the
 //! [`tessera_core::store::Store`] port, and [`AnyStore`], the enum the server holds.
 //!
 //! Every backend must pass the same conformance suite (`conformance`, behind the feature
 //! of that name).
 //!
 //! - [`sqlite`]: the SQLite backend, one file per port
+//! - [`postgres`]: the PostgreSQL backend, one file per port, for several nodes
+//! - `rows`: stored rows to records, for both backends
 //! - `access_pages`: the access log's storage format (records packed in pages by owner)
 //! - `any`: [`AnyStore`], the backend chosen from the database URL
 
 mod access_pages;
 mod any;
+pub mod postgres;
 mod rows;
 pub mod sqlite;
 
@@ -43,6 +46,15 @@ fn is_unavailable(e: &sqlx::Error) -> bool {
         | sqlx::Error::PoolTimedOut
         | sqlx::Error::PoolClosed
         | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(d)
+            if d.try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+                .is_some() =>
+        {
+            // PostgreSQL's SQLSTATE classes: connection exception, insufficient
+            // resources, operator intervention (shutdown), system error.
+            d.code()
+                .is_some_and(|code| ["08", "53", "57", "58"].iter().any(|c| code.starts_with(c)))
+        }
         sqlx::Error::Database(d) => d.code().is_some_and(|code| {
             // SQLite's primary result codes (the low byte of an extended one): BUSY,
             // LOCKED, NOMEM, READONLY, IOERR, CORRUPT, FULL, CANTOPEN, PROTOCOL.
@@ -52,6 +64,10 @@ fn is_unavailable(e: &sqlx::Error) -> bool {
         _ => false,
     }
 }
+
+/// A boxed future, as the backends' transaction closures answer.
+pub(crate) type BoxFuture<'a, T> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
 
 pub(crate) fn is_unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())

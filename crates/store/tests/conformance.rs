@@ -13,6 +13,21 @@ async fn fresh_sqlite_store() -> (tessera_store::sqlite::SqliteStore, tempfile::
 
 tessera_store::conformance_tests!(fresh_sqlite_store);
 
+/// The same cases against PostgreSQL, each in a database of its own.
+mod postgres {
+    use tessera_store::conformance::TestDatabase;
+
+    async fn fresh_postgres_store() -> (tessera_store::postgres::PgStore, TestDatabase) {
+        let db = TestDatabase::create().await;
+        let store = tessera_store::postgres::PgStore::connect(&db.url)
+            .await
+            .unwrap();
+        (store, db)
+    }
+
+    tessera_store::conformance_tests!(fresh_postgres_store);
+}
+
 /// A database written before access-log pages (migration 0004) keeps its records: same
 /// ids, same order, same fields, found by token and by account (through the chains of
 /// migration 0005), and new records join those chains.

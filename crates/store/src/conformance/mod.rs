@@ -9,6 +9,7 @@ mod accounts;
 mod audit_chain;
 mod gateway;
 mod settings_and_sessions;
+mod test_database;
 mod tokens;
 
 pub use access_log::access_and_usage;
@@ -16,6 +17,7 @@ pub use accounts::accounts_and_roles;
 pub use audit_chain::audit_chain;
 pub use gateway::gateway;
 pub use settings_and_sessions::{policy, sessions};
+pub use test_database::{server_url, TestDatabase};
 pub use tokens::tokens;
 
 use chrono::Duration;

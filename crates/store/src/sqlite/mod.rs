@@ -20,7 +20,9 @@ mod sessions;
 mod settings;
 mod tokens;
 
-use crate::{access_pages, backend, from_json_text, is_unique_violation, json_text, ms, rows};
+use crate::{
+    access_pages, backend, from_json_text, is_unique_violation, json_text, ms, rows, BoxFuture,
+};
 use futures_util::TryStreamExt;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePoolOptions, SqliteRow,
@@ -114,9 +116,7 @@ impl SqliteStore {
     /// succeeds ([`Durability::Durable`]).
     async fn write<T, F>(&self, f: F) -> StoreResult<T>
     where
-        F: for<'c> FnOnce(
-            &'c mut SqliteConnection,
-        ) -> futures_core_shim::BoxFuture<'c, StoreResult<T>>,
+        F: for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, StoreResult<T>>,
     {
         self.transaction(Durability::Durable, f).await
     }
@@ -124,9 +124,7 @@ impl SqliteStore {
     /// [`SqliteStore::write`] with the given durability.
     async fn transaction<T, F>(&self, durability: Durability, f: F) -> StoreResult<T>
     where
-        F: for<'c> FnOnce(
-            &'c mut SqliteConnection,
-        ) -> futures_core_shim::BoxFuture<'c, StoreResult<T>>,
+        F: for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, StoreResult<T>>,
     {
         let mut conn = self.writer.acquire().await.map_err(backend)?;
         let result = async {
@@ -198,11 +196,6 @@ async fn set_synchronous(conn: &mut SqliteConnection, level: &str) -> StoreResul
 /// The name of the writer connection's thread (at most 15 bytes, Linux's limit), for
 /// operators reading `top -H` or a profile.
 const WRITER_THREAD: &str = "sqlite-writer";
-
-/// A boxed future type without pulling in the futures crate.
-mod futures_core_shim {
-    pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
-}
 
 fn name_conflict(e: sqlx::Error, what: &str) -> StoreError {
     if is_unique_violation(&e) {

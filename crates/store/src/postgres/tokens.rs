@@ -1,0 +1,232 @@
+//! PostgreSQL: API tokens.
+
+use super::audit_chain::append;
+use super::*;
+
+/// A token's changeable columns, in the order both INSERT and UPDATE list them
+/// (`$1`…`$13`): name, note, hash, display, prev_hash, prev_valid_until, scopes,
+/// allowed_cidrs, rate_limit_requests, rate_limit_per_seconds, disabled, updated_at,
+/// expires_at.
+const TOKEN_FIELDS: &str =
+    "name, note, hash, display, prev_hash, prev_valid_until, scopes, allowed_cidrs, \
+     rate_limit_requests, rate_limit_per_seconds, disabled, updated_at, expires_at";
+
+type PgQuery<'q> = sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>;
+
+/// Binds [`TOKEN_FIELDS`] of `t`.
+fn bind_token_fields<'q>(q: PgQuery<'q>, t: &'q TokenRecord) -> StoreResult<PgQuery<'q>> {
+    Ok(q.bind(t.name.as_str())
+        .bind(t.note.as_deref())
+        .bind(t.hash.to_hex())
+        .bind(t.display.as_str())
+        .bind(t.previous.map(|p| p.hash.to_hex()))
+        .bind(t.previous.map(|p| ms(p.valid_until)))
+        .bind(t.scopes.as_ref().map(json_text).transpose()?)
+        .bind(t.allowed_cidrs.as_ref().map(json_text).transpose()?)
+        .bind(t.rate_limit.map(|r| i64::from(r.requests)))
+        .bind(t.rate_limit.map(|r| i64::from(r.per_seconds)))
+        .bind(t.disabled)
+        .bind(ms(t.updated_at))
+        .bind(opt_ms(t.expires_at)))
+}
+
+const NAME_TAKEN: &str = "a token with this name already exists in the account";
+
+impl TokenStore for PgStore {
+    async fn insert_token(
+        &self,
+        token: &TokenRecord,
+        max_per_account: u32,
+        audit: AuditDraft,
+    ) -> StoreResult<Changed<()>> {
+        let t = token.clone();
+        self.write(move |conn| {
+            Box::pin(async move {
+                // The account's row lock: concurrent inserts into one account (on any
+                // node) count one after the other, so the limit holds.
+                sqlx::query("SELECT 1 FROM accounts WHERE id = $1 FOR UPDATE")
+                    .bind(t.account_id.as_str())
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(backend)?;
+                let (held,): (i64,) =
+                    sqlx::query_as("SELECT COUNT(*) FROM tokens WHERE account_id = $1")
+                        .bind(t.account_id.as_str())
+                        .fetch_one(&mut *conn)
+                        .await
+                        .map_err(backend)?;
+                if held >= i64::from(max_per_account) {
+                    return Err(StoreError::TokenLimitReached);
+                }
+                let sql = format!(
+                    "INSERT INTO tokens ({TOKEN_FIELDS}, id, account_id, created_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
+                );
+                bind_token_fields(sqlx::query(&sql), &t)?
+                    .bind(t.id.as_str())
+                    .bind(t.account_id.as_str())
+                    .bind(ms(t.created_at))
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(|e| name_conflict(e, NAME_TAKEN))?;
+                append(conn, audit).await?;
+                Ok(Changed::new(
+                    (),
+                    Invalidation {
+                        new_token_hashes: vec![t.hash],
+                        ..Invalidation::default()
+                    },
+                ))
+            })
+        })
+        .await
+    }
+
+    async fn get_token(&self, id: &TokenId) -> StoreResult<Option<TokenRecord>> {
+        let row = sqlx::query("SELECT * FROM tokens WHERE id = $1")
+            .bind(id.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend)?;
+        row.as_ref().map(rows::token).transpose()
+    }
+
+    async fn find_token_by_hash(&self, hash: &TokenHash) -> StoreResult<Option<TokenRecord>> {
+        let row = sqlx::query(
+            "SELECT * FROM tokens WHERE hash = $1 UNION ALL SELECT * FROM tokens WHERE prev_hash = $1 LIMIT 1",
+        )
+        .bind(hash.to_hex())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(backend)?;
+        row.as_ref().map(rows::token).transpose()
+    }
+
+    async fn list_tokens(
+        &self,
+        filter: &TokenFilter,
+        page: &Page,
+    ) -> StoreResult<Vec<TokenRecord>> {
+        let now = ms(filter.now);
+        let mut qb = QueryBuilder::new("SELECT * FROM tokens WHERE TRUE");
+        if let Some(account) = &filter.account_id {
+            qb.push(" AND account_id = ")
+                .push_bind(account.as_str().to_owned());
+        }
+        match filter.status {
+            None => {}
+            Some(TokenStatus::Disabled) => {
+                qb.push(" AND disabled");
+            }
+            Some(TokenStatus::Expired) => {
+                qb.push(" AND NOT disabled AND expires_at IS NOT NULL AND expires_at <= ")
+                    .push_bind(now);
+            }
+            Some(TokenStatus::Active) => {
+                qb.push(" AND NOT disabled AND (expires_at IS NULL OR expires_at > ")
+                    .push_bind(now)
+                    .push(")");
+            }
+        }
+        push_page_tail(&mut qb, (None, None), "id", false, page);
+        let found = qb.build().fetch_all(&self.pool).await.map_err(backend)?;
+        found.iter().map(rows::token).collect()
+    }
+
+    async fn count_tokens(&self, account_id: &AccountId) -> StoreResult<u64> {
+        let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM tokens WHERE account_id = $1")
+            .bind(account_id.as_str())
+            .fetch_one(&self.pool)
+            .await
+            .map_err(backend)?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    async fn update_token(
+        &self,
+        token: &TokenRecord,
+        audit: AuditDraft,
+    ) -> StoreResult<Changed<()>> {
+        let t = token.clone();
+        self.write(move |conn| {
+            Box::pin(async move {
+                let before = sqlx::query("SELECT * FROM tokens WHERE id = $1 FOR UPDATE")
+                    .bind(t.id.as_str())
+                    .fetch_optional(&mut *conn)
+                    .await
+                    .map_err(backend)?;
+                let before = before
+                    .as_ref()
+                    .map(rows::token)
+                    .transpose()?
+                    .ok_or(StoreError::NotFound)?;
+                let sql = format!(
+                    "UPDATE tokens SET ({TOKEN_FIELDS}) = \
+                     ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) WHERE id = $14"
+                );
+                bind_token_fields(sqlx::query(&sql), &t)?
+                    .bind(t.id.as_str())
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(|e| name_conflict(e, NAME_TAKEN))?;
+                append(conn, audit).await?;
+                let mut stale = Invalidation::token(&before);
+                if t.hash != before.hash {
+                    stale.new_token_hashes.push(t.hash);
+                }
+                Ok(Changed::new((), stale))
+            })
+        })
+        .await
+    }
+
+    async fn delete_token(
+        &self,
+        id: &TokenId,
+        audit: AuditDraft,
+    ) -> StoreResult<Changed<TokenRecord>> {
+        let id = id.clone();
+        self.write(move |conn| {
+            Box::pin(async move {
+                let row = sqlx::query("DELETE FROM tokens WHERE id = $1 RETURNING *")
+                    .bind(id.as_str())
+                    .fetch_optional(&mut *conn)
+                    .await
+                    .map_err(backend)?;
+                let token = row
+                    .as_ref()
+                    .map(rows::token)
+                    .transpose()?
+                    .ok_or(StoreError::NotFound)?;
+                append(conn, audit).await?;
+                let stale = Invalidation::token(&token);
+                Ok(Changed::new(token, stale))
+            })
+        })
+        .await
+    }
+
+    async fn delete_all_tokens(
+        &self,
+        account_id: &AccountId,
+        audit: impl FnOnce(&[TokenRecord]) -> AuditDraft + Send,
+    ) -> StoreResult<Changed<Vec<TokenRecord>>> {
+        // The audit entry is built from the rows deleted, by a closure that need not be
+        // 'static: so the transaction is spelled out here rather than in `write`.
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        let found = sqlx::query("DELETE FROM tokens WHERE account_id = $1 RETURNING *")
+            .bind(account_id.as_str())
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(backend)?;
+        let tokens = found
+            .iter()
+            .map(rows::token)
+            .collect::<StoreResult<Vec<_>>>()?;
+        append(&mut tx, audit(&tokens)).await?;
+        tx.commit().await.map_err(backend)?;
+        let mut stale = Invalidation::default();
+        tokens.iter().for_each(|t| stale.add_token(t));
+        Ok(Changed::new(tokens, stale))
+    }
+}
