@@ -7,6 +7,7 @@
 mod access_log;
 mod accounts;
 mod audit_chain;
+mod concurrency;
 mod gateway;
 mod settings_and_sessions;
 mod test_database;
@@ -15,6 +16,7 @@ mod tokens;
 pub use access_log::access_and_usage;
 pub use accounts::accounts_and_roles;
 pub use audit_chain::audit_chain;
+pub use concurrency::*;
 pub use gateway::gateway;
 pub use settings_and_sessions::{policy, sessions};
 pub use test_database::{server_url, TestDatabase};
@@ -125,7 +127,9 @@ macro_rules! conformance_tests {
     ($make:path) => {
         $crate::conformance_tests!(@cases $make;
             migrate_is_idempotent, accounts_and_roles, tokens, policy, sessions,
-            access_and_usage, gateway, audit_chain);
+            access_and_usage, gateway, audit_chain, concurrent_audit_appends_form_one_chain,
+            concurrent_token_creates_respect_the_limit, concurrent_demotions_leave_a_super_admin,
+            concurrent_usage_batches_add_up);
     };
     (@cases $make:path; $($case:ident),* $(,)?) => {
         $(
