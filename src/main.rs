@@ -277,7 +277,7 @@ fn describe_database(url: &str) -> String {
                 .unwrap_or_else(|_| path.to_owned());
             format!("{abs} (SQLite)")
         }
-        None => redact_url(url),
+        None => format!("{} (PostgreSQL)", redact_url(url)),
     }
 }
 

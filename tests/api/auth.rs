@@ -491,7 +491,7 @@ async fn a_cached_token_is_read_again_after_its_maximum_age() {
     let t = app.admin_token.clone();
     let me = || app.with(&t, Method::GET, "/api/v1/user/me");
     assert_eq!(send(me()).await.0, StatusCode::OK);
-    app.write_behind_its_back("UPDATE tokens SET disabled = 1 WHERE name = 'test-admin'")
+    app.write_behind_its_back("UPDATE tokens SET disabled = TRUE WHERE name = 'test-admin'")
         .await;
     // Still cached: the write did not go through Tessera.
     app.clock.advance(chrono::Duration::seconds(20));
@@ -511,7 +511,7 @@ async fn a_token_in_use_is_read_again_in_the_background_before_its_time_to_live(
     assert_eq!(send(me()).await.0, StatusCode::OK);
     let lookups = app.metric("tessera_token_store_lookups_total").await;
     assert_eq!(app.metric("tessera_token_cache_refreshes_total").await, 0.0);
-    app.write_behind_its_back("UPDATE tokens SET disabled = 1 WHERE name = 'test-admin'")
+    app.write_behind_its_back("UPDATE tokens SET disabled = TRUE WHERE name = 'test-admin'")
         .await;
     // Past the point where a hit starts the background read (30 to 45 s), before the
     // maximum age (300 s): this request is answered from memory.

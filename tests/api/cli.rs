@@ -576,7 +576,7 @@ async fn apply_prints_the_diff_dry_runs_and_is_idempotent() {
 #[tokio::test]
 async fn admin_commands_work_on_the_database_beside_a_running_server() {
     let app = TestApp::spawn_now().await;
-    let db = format!("sqlite://{}", app.db_path().display());
+    let db = app.database_url();
     let admin = |args: &[&str]| {
         let mut all = vec!["admin", "--database-url", db.as_str()];
         all.extend_from_slice(args);

@@ -16,12 +16,12 @@ use tessera_core::ManualClock;
 /// process may not mount (not root): the caller skips, except under CI, where that is a
 /// failure.
 struct Tmpfs {
-    dir: Arc<tempfile::TempDir>,
+    dir: Arc<Storage>,
 }
 
 impl Tmpfs {
     fn mount(size: &str) -> Option<Self> {
-        let dir = Arc::new(tempfile::tempdir().unwrap());
+        let dir = Storage::sqlite_in(tempfile::tempdir().unwrap());
         let mounted = Command::new("mount")
             .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
             .arg(dir.path())

@@ -1,15 +1,125 @@
-//! `TestApp`: a Tessera on two loopback ports over a fresh SQLite file, with a manual
+//! `TestApp`: a Tessera on two loopback ports over a fresh database, with a manual
 //! clock, an admin token, and a record of every token value it handed out, so that it
 //! can check on drop that none of them reached the database or the logs.
+//!
+//! The database is a SQLite file, or, with `TESSERA_TEST_BACKEND=postgres`, a PostgreSQL
+//! database of the test's own ([`Storage`]): the whole suite runs against either.
 
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use serde_json::{json, Value};
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 use tessera_core::{ManualClock, Timestamp};
 use tessera_server::{service::LoginLimits, App, ServerConfig};
+use tessera_store::conformance::TestDatabase;
 use tessera_store::AnyStore;
+
+/// Where a test server keeps its data, across restarts: a directory for files, and the
+/// database (a SQLite file in it, or a PostgreSQL database of its own).
+#[derive(Debug)]
+pub struct Storage {
+    dir: tempfile::TempDir,
+    postgres: Option<TestDatabase>,
+}
+
+impl Storage {
+    /// The backend `TESSERA_TEST_BACKEND` names (`sqlite`, the default, or `postgres`).
+    pub async fn new() -> Arc<Self> {
+        let dir = tempfile::tempdir().unwrap();
+        let postgres = match std::env::var("TESSERA_TEST_BACKEND").as_deref() {
+            Ok("postgres") => Some(TestDatabase::create().await),
+            Ok("sqlite") | Err(_) => None,
+            Ok(other) => panic!("TESSERA_TEST_BACKEND={other}: expected sqlite or postgres"),
+        };
+        Arc::new(Self { dir, postgres })
+    }
+
+    /// SQLite in `dir`, whatever the environment says: for tests of the file itself.
+    pub fn sqlite_in(dir: tempfile::TempDir) -> Arc<Self> {
+        Arc::new(Self {
+            dir,
+            postgres: None,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn url(&self) -> String {
+        match &self.postgres {
+            Some(db) => db.url.clone(),
+            None => format!("sqlite://{}", self.sqlite_file().display()),
+        }
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        self.postgres.is_some()
+    }
+
+    fn sqlite_file(&self) -> PathBuf {
+        self.dir.path().join("tessera.db")
+    }
+
+    /// Runs `sql` on the database directly, as another program would.
+    pub async fn execute(&self, sql: &str) {
+        if self.is_postgres() {
+            let pool = sqlx::PgPool::connect(&self.url()).await.unwrap();
+            sqlx::query(sql).execute(&pool).await.unwrap();
+            pool.close().await;
+        } else {
+            let pool = sqlx::SqlitePool::connect(&self.url()).await.unwrap();
+            sqlx::query(sql).execute(&pool).await.unwrap();
+            pool.close().await;
+        }
+    }
+
+    /// Everything stored, as bytes to search: the SQLite files, or every PostgreSQL
+    /// table's rows as text.
+    fn contents(&self) -> Vec<(String, Vec<u8>)> {
+        if self.postgres.is_none() {
+            return ["", "-wal", "-shm"]
+                .iter()
+                .filter_map(|suffix| {
+                    let p = PathBuf::from(format!("{}{suffix}", self.sqlite_file().display()));
+                    std::fs::read(&p).ok().map(|b| (p.display().to_string(), b))
+                })
+                .collect();
+        }
+        let url = self.url();
+        // Called from Drop, inside the test's runtime: a thread with a runtime of its own.
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let pool = sqlx::PgPool::connect(&url).await.unwrap();
+                let tables: Vec<(String,)> = sqlx::query_as(
+                    "SELECT table_name::text FROM information_schema.tables WHERE table_schema = 'public'",
+                )
+                .fetch_all(&pool)
+                .await
+                .unwrap();
+                let mut out = Vec::new();
+                for (table,) in tables {
+                    let rows: Vec<(String,)> =
+                        sqlx::query_as(&format!("SELECT t::text FROM \"{table}\" t"))
+                            .fetch_all(&pool)
+                            .await
+                            .unwrap();
+                    let text: Vec<u8> = rows.into_iter().flat_map(|(r,)| r.into_bytes()).collect();
+                    out.push((format!("table {table}"), text));
+                }
+                pool.close().await;
+                out
+            })
+        })
+        .join()
+        .unwrap()
+    }
+}
 
 /// Login limits no test trips over unless it means to.
 const GENEROUS: LoginLimits = LoginLimits {
@@ -59,7 +169,7 @@ pub struct TestApp {
     pub gateway_url: String,
     pub client: reqwest::Client,
     pub clock: ManualClock,
-    pub dir: Arc<tempfile::TempDir>,
+    pub dir: Arc<Storage>,
     pub admin_token: String,
     pub admin_id: String,
     secrets: Mutex<Vec<String>>,
@@ -86,7 +196,7 @@ impl TestApp {
 
     /// A server with its own configuration (timeouts, trusted proxies).
     pub async fn spawn_with_config(config: ServerConfig) -> Self {
-        let dir = Arc::new(tempfile::tempdir().unwrap());
+        let dir = Storage::new().await;
         Self::start(dir, ManualClock::new(start_time()), "test-admin", config).await
     }
 
@@ -95,24 +205,23 @@ impl TestApp {
     pub async fn spawn_now() -> Self {
         #[allow(clippy::disallowed_methods)]
         let now = chrono::Utc::now();
-        let dir = Arc::new(tempfile::tempdir().unwrap());
+        let dir = Storage::new().await;
         Self::start(dir, ManualClock::new(now), "test-admin", generous()).await
     }
 
     /// A server over the database in `dir`, which an earlier one used: a restart.
-    pub async fn spawn_in(dir: Arc<tempfile::TempDir>, clock: ManualClock) -> Self {
+    pub async fn spawn_in(dir: Arc<Storage>, clock: ManualClock) -> Self {
         Self::start(dir, clock, "test-admin-after-restart", generous()).await
     }
 
     async fn start(
-        dir: Arc<tempfile::TempDir>,
+        dir: Arc<Storage>,
         clock: ManualClock,
         admin_token_name: &str,
         config: ServerConfig,
     ) -> Self {
         captured_logs();
-        let url = format!("sqlite://{}", dir.path().join("tessera.db").display());
-        let store = AnyStore::connect(&url).await.unwrap();
+        let store = AnyStore::connect(&dir.url()).await.unwrap();
         let app = App::new(store, Arc::new(clock.clone()), config);
         app.state
             .service
@@ -161,17 +270,15 @@ impl TestApp {
         }
     }
 
-    pub fn db_path(&self) -> PathBuf {
-        self.dir.path().join("tessera.db")
+    /// The database's URL, for the CLI's `--database-url`.
+    pub fn database_url(&self) -> String {
+        self.dir.url()
     }
 
-    /// Runs `sql` on the database file directly, as another program would: a change
-    /// made behind Tessera's back, which no cache eviction follows.
+    /// Runs `sql` on the database directly, as another program would: a change made
+    /// behind Tessera's back, which no cache eviction follows.
     pub async fn write_behind_its_back(&self, sql: &str) {
-        let url = format!("sqlite://{}", self.db_path().display());
-        let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
-        sqlx::query(sql).execute(&pool).await.unwrap();
-        pool.close().await;
+        self.dir.execute(sql).await;
     }
 
     /// The `/metrics` exposition.
@@ -286,13 +393,7 @@ impl TestApp {
     pub fn assert_no_secret_leaked(&self) {
         let secrets = self.secrets.lock().unwrap().clone();
         assert!(!secrets.is_empty());
-        let mut haystacks: Vec<(String, Vec<u8>)> = Vec::new();
-        for suffix in ["", "-wal", "-shm"] {
-            let p = PathBuf::from(format!("{}{}", self.db_path().display(), suffix));
-            if let Ok(bytes) = std::fs::read(&p) {
-                haystacks.push((p.display().to_string(), bytes));
-            }
-        }
+        let mut haystacks = self.dir.contents();
         haystacks.push(("logs".into(), captured_logs().lock().unwrap().clone()));
         for (name, bytes) in &haystacks {
             for s in &secrets {

@@ -1,6 +1,7 @@
 //! [`AnyStore`]: the backend chosen at start-up from the database URL. It implements the
 //! port by delegating, so the rest of the server is written once, for one type.
 
+use crate::postgres::PgStore;
 use crate::sqlite::SqliteStore;
 use tessera_core::account::{AccountRecord, Role};
 use tessera_core::audit::{AuditDraft, AuditEntry};
@@ -15,6 +16,7 @@ use tessera_core::usage::{AccessBatch, AccessRecord, BucketWidth, UsageBucket};
 #[derive(Clone, Debug)]
 pub enum AnyStore {
     Sqlite(SqliteStore),
+    Postgres(PgStore),
 }
 
 impl AnyStore {
@@ -26,13 +28,17 @@ impl AnyStore {
         rest.split('?').next()
     }
 
-    /// Opens the database a URL names: `sqlite://path` (created if missing).
+    /// Opens the database a URL names: `sqlite://path` (created if missing) or
+    /// `postgres://user@host/database` (which must exist).
     pub async fn connect(url: &str) -> StoreResult<Self> {
         if url.starts_with("sqlite:") {
             Ok(Self::Sqlite(SqliteStore::open(url).await?))
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Self::Postgres(PgStore::connect(url).await?))
         } else {
+            // Never the part before `@`: it may hold a password.
             Err(StoreError::Backend(format!(
-                "unsupported database URL (expected sqlite://PATH): {}",
+                "unsupported database URL (expected sqlite://PATH or postgres://…): {}",
                 url.split('@').next_back().unwrap_or(url)
             )))
         }
@@ -43,6 +49,7 @@ macro_rules! delegate {
     ($self:ident . $method:ident ( $($arg:expr),* )) => {
         match $self {
             AnyStore::Sqlite(s) => s.$method($($arg),*).await,
+            AnyStore::Postgres(s) => s.$method($($arg),*).await,
         }
     };
 }

@@ -32,11 +32,11 @@ impl TestDatabase {
                  TESSERA_TEST_POSTGRES_URL to a server where this user may create databases"
             )
         });
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos());
+        // A random part (std's per-process hash keys) as well as the process id: ids
+        // are reused, and a database a killed run left behind must not be met again.
+        let random = std::hash::BuildHasher::hash_one(&std::hash::RandomState::new(), 0u8);
         let name = format!(
-            "tessera_test_{}_{}_{nanos}",
+            "tessera_test_{}_{}_{random:x}",
             std::process::id(),
             NEXT.fetch_add(1, Ordering::Relaxed)
         );
