@@ -35,6 +35,14 @@ impl Storage {
         Arc::new(Self { dir, postgres })
     }
 
+    /// PostgreSQL, whatever the environment says: for tests of several nodes.
+    pub async fn postgres() -> Arc<Self> {
+        Arc::new(Self {
+            dir: tempfile::tempdir().unwrap(),
+            postgres: Some(TestDatabase::create().await),
+        })
+    }
+
     /// SQLite in `dir`, whatever the environment says: for tests of the file itself.
     pub fn sqlite_in(dir: tempfile::TempDir) -> Arc<Self> {
         Arc::new(Self {
@@ -198,6 +206,17 @@ impl TestApp {
     pub async fn spawn_with_config(config: ServerConfig) -> Self {
         let dir = Storage::new().await;
         Self::start(dir, ManualClock::new(start_time()), "test-admin", config).await
+    }
+
+    /// A server over `storage` (a new one).
+    pub async fn spawn_on(storage: Arc<Storage>) -> Self {
+        Self::start(
+            storage,
+            ManualClock::new(start_time()),
+            "test-admin",
+            generous(),
+        )
+        .await
     }
 
     /// A server whose clock starts at the machine's time, for tests whose other side

@@ -1,29 +1,90 @@
 //! Every narrowing change takes effect on the next request, with the caches warm: a
 //! token used just before is refused just after. Each change goes through the one
 //! invalidation path (`tessera_cache_invalidations_total` counts it).
+//!
+//! The same changes made on one node of two sharing a PostgreSQL database hold on the
+//! other within a second (the contract's "Several nodes"), through the same path.
 
 use crate::gateway::upstream;
 use crate::helpers::*;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
+use std::time::{Duration, Instant};
+
+/// Where changes are made and where tokens are used: one node, or two of a deployment.
+#[derive(Clone, Copy)]
+struct Nodes<'a> {
+    changer: &'a TestApp,
+    checker: &'a TestApp,
+}
+
+impl Nodes<'_> {
+    /// How long a change may take to hold where tokens are used: at once on its own
+    /// node, within a second on another.
+    fn allowed(&self) -> Duration {
+        if std::ptr::eq(self.changer, self.checker) {
+            Duration::ZERO
+        } else {
+            Duration::from_secs(1)
+        }
+    }
+}
+
+/// Two nodes over one new PostgreSQL database.
+async fn two_nodes() -> (TestApp, TestApp) {
+    let a = TestApp::spawn_on(Storage::postgres().await).await;
+    let b = TestApp::spawn_in(a.dir.clone(), a.clock.clone()).await;
+    (a, b)
+}
+
+/// Polls `check` until it answers `want` or `within` has passed (at least once).
+async fn holds_within<T: PartialEq + std::fmt::Debug>(
+    within: Duration,
+    want: T,
+    mut check: impl AsyncFnMut() -> T,
+) -> T {
+    let started = Instant::now();
+    loop {
+        let got = check().await;
+        if got == want || started.elapsed() >= within {
+            return got;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
 
 /// The token's answer on the admin API (`GET /api/v1/tokens`, which needs `tokens:read`).
 async fn answer(app: &TestApp, token: &str) -> StatusCode {
     send(app.with(token, Method::GET, "/api/v1/tokens")).await.0
 }
 
-/// Runs `change` between two uses of `token`: allowed before, `after` once it is made,
-/// with one invalidation counted.
-async fn narrows(app: &TestApp, token: &str, after: StatusCode, change: impl AsyncFnOnce()) {
+/// Runs `change` on the changer between uses of `token` on the checker: allowed before,
+/// `after` once it is made (at once, or within a second on another node), with one
+/// invalidation counted where the token is used.
+async fn narrows(nodes: Nodes<'_>, token: &str, after: StatusCode, change: impl AsyncFnOnce()) {
+    let app = nodes.checker;
+    // Allowed (a change made just before, which widened it again, may take as long to
+    // reach another node as any), then used once more: the caches are warm.
+    let got = holds_within(nodes.allowed(), StatusCode::OK, async || {
+        answer(app, token).await
+    })
+    .await;
+    assert_eq!(got, StatusCode::OK, "before");
     assert_eq!(answer(app, token).await, StatusCode::OK, "warm, before");
     let before = app.metric("tessera_cache_invalidations_total").await;
     change().await;
-    assert_eq!(answer(app, token).await, after, "the next request");
+    let got = holds_within(nodes.allowed(), after, async || answer(app, token).await).await;
     assert_eq!(
-        app.metric("tessera_cache_invalidations_total").await,
-        before + 1.0,
-        "through the one invalidation path"
+        got,
+        after,
+        "the next request (or within {:?})",
+        nodes.allowed()
     );
+    let counted = holds_within(nodes.allowed(), before + 1.0, async || {
+        app.metric("tessera_cache_invalidations_total").await
+    })
+    .await;
+    assert_eq!(counted, before + 1.0, "through the one invalidation path");
 }
 
 /// Sends a management request as the admin and expects it to succeed.
@@ -39,6 +100,25 @@ async fn ok(app: &TestApp, method: Method, path: &str, body: Option<serde_json::
 #[tokio::test]
 async fn every_narrowing_change_reaches_the_caches_before_it_answers() {
     let app = TestApp::spawn().await;
+    every_narrowing_change(Nodes {
+        changer: &app,
+        checker: &app,
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn every_narrowing_change_on_one_node_holds_on_the_other_within_a_second() {
+    let (a, b) = two_nodes().await;
+    every_narrowing_change(Nodes {
+        changer: &a,
+        checker: &b,
+    })
+    .await;
+}
+
+async fn every_narrowing_change(nodes: Nodes<'_>) {
+    let app = nodes.changer;
     let new = |name: &'static str| {
         let app = &app;
         async move {
@@ -53,9 +133,9 @@ async fn every_narrowing_change_reaches_the_caches_before_it_answers() {
     };
 
     let (id, v) = new("disabled").await;
-    narrows(&app, &v, StatusCode::UNAUTHORIZED, async || {
+    narrows(nodes, &v, StatusCode::UNAUTHORIZED, async || {
         ok(
-            &app,
+            app,
             Method::POST,
             &format!("/api/v1/tokens/{id}/disable"),
             None,
@@ -65,15 +145,15 @@ async fn every_narrowing_change_reaches_the_caches_before_it_answers() {
     .await;
 
     let (id, v) = new("deleted").await;
-    narrows(&app, &v, StatusCode::UNAUTHORIZED, async || {
-        ok(&app, Method::DELETE, &format!("/api/v1/tokens/{id}"), None).await
+    narrows(nodes, &v, StatusCode::UNAUTHORIZED, async || {
+        ok(app, Method::DELETE, &format!("/api/v1/tokens/{id}"), None).await
     })
     .await;
 
     let (id, v) = new("regenerated").await;
-    narrows(&app, &v, StatusCode::UNAUTHORIZED, async || {
+    narrows(nodes, &v, StatusCode::UNAUTHORIZED, async || {
         ok(
-            &app,
+            app,
             Method::POST,
             &format!("/api/v1/tokens/{id}/regenerate"),
             Some(json!({})),
@@ -83,10 +163,10 @@ async fn every_narrowing_change_reaches_the_caches_before_it_answers() {
     .await;
 
     let (id, v) = new("narrowed").await;
-    narrows(&app, &v, StatusCode::FORBIDDEN, async || {
+    narrows(nodes, &v, StatusCode::FORBIDDEN, async || {
         let body = json!({"scopes": ["audit:read"]});
         ok(
-            &app,
+            app,
             Method::PATCH,
             &format!("/api/v1/tokens/{id}"),
             Some(body),
@@ -98,32 +178,32 @@ async fn every_narrowing_change_reaches_the_caches_before_it_answers() {
     // An account's changes: its role's permissions, its roles, its state, its tokens
     // all at once, the account itself.
     let role = json!({"name": "lister", "permissions": ["tokens:read", "tokens:write"]});
-    ok(&app, Method::POST, "/api/v1/roles", Some(role)).await;
+    ok(app, Method::POST, "/api/v1/roles", Some(role)).await;
     let (acct, v) = app
         .account_with_token("dora", &["lister"], json!({"name": "d"}))
         .await;
     let account = format!("/api/v1/accounts/{acct}");
-    narrows(&app, &v, StatusCode::FORBIDDEN, async || {
+    narrows(nodes, &v, StatusCode::FORBIDDEN, async || {
         let body = json!({"permissions": ["audit:read"]});
-        ok(&app, Method::PUT, "/api/v1/roles/lister", Some(body)).await
+        ok(app, Method::PUT, "/api/v1/roles/lister", Some(body)).await
     })
     .await;
     let body = json!({"permissions": ["tokens:read", "tokens:write"]});
-    ok(&app, Method::PUT, "/api/v1/roles/lister", Some(body)).await;
-    narrows(&app, &v, StatusCode::FORBIDDEN, async || {
-        ok(&app, Method::PATCH, &account, Some(json!({"roles": []}))).await
+    ok(app, Method::PUT, "/api/v1/roles/lister", Some(body)).await;
+    narrows(nodes, &v, StatusCode::FORBIDDEN, async || {
+        ok(app, Method::PATCH, &account, Some(json!({"roles": []}))).await
     })
     .await;
     ok(
-        &app,
+        app,
         Method::PATCH,
         &account,
         Some(json!({"roles": ["lister"]})),
     )
     .await;
-    narrows(&app, &v, StatusCode::UNAUTHORIZED, async || {
+    narrows(nodes, &v, StatusCode::UNAUTHORIZED, async || {
         ok(
-            &app,
+            app,
             Method::PATCH,
             &account,
             Some(json!({"disabled": true})),
@@ -132,13 +212,13 @@ async fn every_narrowing_change_reaches_the_caches_before_it_answers() {
     })
     .await;
     ok(
-        &app,
+        app,
         Method::PATCH,
         &account,
         Some(json!({"disabled": false})),
     )
     .await;
-    narrows(&app, &v, StatusCode::UNAUTHORIZED, async || {
+    narrows(nodes, &v, StatusCode::UNAUTHORIZED, async || {
         let (s, _) = send(app.with(&v, Method::DELETE, "/api/v1/tokens?confirm=true")).await;
         assert_eq!(s, StatusCode::OK);
     })
@@ -151,8 +231,8 @@ async fn every_narrowing_change_reaches_the_caches_before_it_answers() {
     .await;
     assert_eq!(s, StatusCode::CREATED, "{t}");
     let v = app.remember(&t);
-    narrows(&app, &v, StatusCode::UNAUTHORIZED, async || {
-        ok(&app, Method::DELETE, &account, None).await
+    narrows(nodes, &v, StatusCode::UNAUTHORIZED, async || {
+        ok(app, Method::DELETE, &account, None).await
     })
     .await;
 }
@@ -161,6 +241,25 @@ async fn every_narrowing_change_reaches_the_caches_before_it_answers() {
 #[tokio::test]
 async fn a_route_change_holds_on_the_next_gateway_request() {
     let app = TestApp::spawn().await;
+    a_route_change_holds(Nodes {
+        changer: &app,
+        checker: &app,
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_route_change_on_one_node_holds_on_the_other_within_a_second() {
+    let (a, b) = two_nodes().await;
+    a_route_change_holds(Nodes {
+        changer: &a,
+        checker: &b,
+    })
+    .await;
+}
+
+async fn a_route_change_holds(nodes: Nodes<'_>) {
+    let app = nodes.changer;
     let up = upstream("a").await;
     let config = |scopes: serde_json::Value| {
         json!({
@@ -176,20 +275,72 @@ async fn a_route_change_holds_on_the_next_gateway_request() {
         )
         .await;
     let reader = reader["token"].as_str().unwrap();
-    let through = || async {
-        app.gw(Method::GET, "/r/x")
+    let through = async || {
+        nodes
+            .checker
+            .gw(Method::GET, "/r/x")
             .header("X-API-KEY", reader)
             .send()
             .await
             .unwrap()
             .status()
     };
-    assert_eq!(through().await, StatusCode::OK);
-    let before = app.metric("tessera_cache_invalidations_total").await;
+    let got = holds_within(nodes.allowed(), StatusCode::OK, through).await;
+    assert_eq!(got, StatusCode::OK, "the route, on the checker too");
+    let before = nodes
+        .checker
+        .metric("tessera_cache_invalidations_total")
+        .await;
     app.apply(config(json!(["orders:write"])), false).await;
-    assert_eq!(through().await, StatusCode::FORBIDDEN);
+    let got = holds_within(nodes.allowed(), StatusCode::FORBIDDEN, through).await;
+    assert_eq!(got, StatusCode::FORBIDDEN);
+    let counted = holds_within(nodes.allowed(), before + 1.0, async || {
+        nodes
+            .checker
+            .metric("tessera_cache_invalidations_total")
+            .await
+    })
+    .await;
+    assert_eq!(counted, before + 1.0);
+}
+
+/// A node that lost the feed of other nodes' changes does not trust what it cached
+/// meanwhile: once the feed is back it starts from empty caches, so a change it never
+/// heard of (here one made behind every node's back) holds there too.
+#[tokio::test]
+async fn a_node_whose_feed_broke_forgets_its_caches_when_it_is_back() {
+    let (a, b) = two_nodes().await;
+    let t = a.create_token(&a.admin_token, json!({"name": "t"})).await;
+    let (id, v) = (t["id"].as_str().unwrap(), t["token"].as_str().unwrap());
+    assert_eq!(answer(&b, v).await, StatusCode::OK);
+    a.write_behind_its_back(&format!(
+        "UPDATE tokens SET disabled = TRUE WHERE id = '{id}'"
+    ))
+    .await;
     assert_eq!(
-        app.metric("tessera_cache_invalidations_total").await,
-        before + 1.0
+        answer(&b, v).await,
+        StatusCode::OK,
+        "cached: no node heard of it"
     );
+    a.write_behind_its_back(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE query LIKE 'LISTEN%' AND pid <> pg_backend_pid()",
+    )
+    .await;
+    let got = holds_within(
+        Duration::from_secs(3),
+        StatusCode::UNAUTHORIZED,
+        async || answer(&b, v).await,
+    )
+    .await;
+    assert_eq!(
+        got,
+        StatusCode::UNAUTHORIZED,
+        "read again once the feed is back"
+    );
+    let connected = holds_within(Duration::from_secs(3), 1.0, async || {
+        b.metric("tessera_change_feed_connected").await
+    })
+    .await;
+    assert_eq!(connected, 1.0);
 }

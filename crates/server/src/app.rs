@@ -97,6 +97,12 @@ pub async fn serve(
         .await
         .map_err(|e| std::io::Error::other(e.to_string()))?;
     let poller = app.routing.spawn_poller();
+    // With a database that several nodes share, their changes reach this node's caches
+    // through the feed; until it is connected, verifications read the database.
+    let feed = app.state.service.store().change_feed().map(|feed| {
+        app.state.verifier.trust_caches(false);
+        tokio::spawn(app.state.service.caches().clone().follow(feed))
+    });
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         shutdown.await;
@@ -123,6 +129,9 @@ pub async fn serve(
         ),
     );
     poller.abort();
+    if let Some(feed) = feed {
+        feed.abort();
+    }
     app.recorder.flush_and_stop().await;
     Ok(())
 }

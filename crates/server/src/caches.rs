@@ -9,6 +9,7 @@ use crate::proxy::Routing;
 use crate::verifier::Verifier;
 use std::sync::Arc;
 use tessera_core::store::{Invalidate, Invalidation, StoreError};
+use tessera_store::postgres::{ChangeFeed, FeedEvent};
 
 /// Every cache of stored state: the verifier's (tokens, accounts, negative entries) and
 /// the gateway's routing table.
@@ -21,6 +22,52 @@ pub struct Caches {
 impl Caches {
     pub fn new(verifier: Arc<Verifier>, routing: Arc<Routing>) -> Self {
         Self { verifier, routing }
+    }
+}
+
+impl Caches {
+    /// Applies the changes every node commits (`feed`) until the task is stopped. While
+    /// the feed is down the verifier reads the store on every request instead of trusting
+    /// its caches, and it starts from empty caches once the feed is back.
+    pub async fn follow(self, mut feed: ChangeFeed) {
+        let metrics = self.verifier.metrics().clone();
+        let mut connected = false;
+        loop {
+            match feed.next().await {
+                FeedEvent::Connected => {
+                    self.verifier.trust_caches(true);
+                    if let Err(e) = self.routing.reload().await {
+                        tracing::warn!(error = %e, "could not reload the gateway configuration");
+                    }
+                    metrics.change_feed_connected.set(1);
+                    if !connected {
+                        tracing::info!("following other nodes' changes");
+                    }
+                    connected = true;
+                }
+                FeedEvent::Changed(what) => {
+                    metrics.change_feed_changes.inc();
+                    if let Err(e) = self.invalidate(what).await {
+                        tracing::warn!(error = %e, "could not apply another node's change");
+                    }
+                }
+                FeedEvent::Everything => {
+                    metrics.change_feed_changes.inc();
+                    self.verifier.forget_everything();
+                    if let Err(e) = self.routing.reload().await {
+                        tracing::warn!(error = %e, "could not reload the gateway configuration");
+                    }
+                }
+                FeedEvent::Lost(e) => {
+                    self.verifier.trust_caches(false);
+                    metrics.change_feed_connected.set(0);
+                    if connected {
+                        tracing::error!(error = %e, "lost the feed of other nodes' changes; verifying from the database until it is back");
+                    }
+                    connected = false;
+                }
+            }
+        }
     }
 }
 

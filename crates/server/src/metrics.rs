@@ -45,6 +45,9 @@ pub struct Metrics {
     /// Handles into the families above for the hot path's common cases, so that
     /// counting them needs no label lookup.
     pub verified_ok: Counter,
+    /// 1 while this node hears the changes other nodes commit (PostgreSQL), else 0.
+    pub change_feed_connected: Gauge,
+    pub change_feed_changes: Counter,
     pub admin_request_seconds: Histogram,
     pub gateway_request_seconds: Histogram,
     cache_hit: Counter,
@@ -127,6 +130,18 @@ impl Default for Metrics {
             "Uses by credentials that matched no token, counted here only: the access log keeps 10 a minute per client address",
             access_unmatched_not_logged.clone(),
         );
+        let change_feed_connected = Gauge::default();
+        registry.register(
+            "change_feed_connected",
+            "1 while this node hears the changes every node commits (PostgreSQL only); 0 while it verifies from the database instead",
+            change_feed_connected.clone(),
+        );
+        let change_feed_changes = Counter::default();
+        registry.register(
+            "change_feed_changes",
+            "Changes other nodes committed, heard on the feed and applied to the caches",
+            change_feed_changes.clone(),
+        );
         let verified_ok = verifications
             .get_or_create(&OutcomeLabel { outcome: "ok" })
             .clone();
@@ -146,6 +161,8 @@ impl Default for Metrics {
             admin_request_seconds: per_listener("admin"),
             gateway_request_seconds: per_listener("gateway"),
             verified_ok,
+            change_feed_connected,
+            change_feed_changes,
             cache_hit,
             cache_negative_hit,
             cache_miss,

@@ -28,6 +28,14 @@ impl AnyStore {
         rest.split('?').next()
     }
 
+    /// The changes other nodes commit, for a backend that several nodes share.
+    pub fn change_feed(&self) -> Option<crate::postgres::ChangeFeed> {
+        match self {
+            Self::Sqlite(_) => None,
+            Self::Postgres(s) => Some(s.change_feed()),
+        }
+    }
+
     /// Opens the database a URL names: `sqlite://path` (created if missing) or
     /// `postgres://user@host/database` (which must exist).
     pub async fn connect(url: &str) -> StoreResult<Self> {

@@ -263,6 +263,11 @@ impl Service {
         }
     }
 
+    /// The caches of stored state, for the feed of other nodes' changes.
+    pub fn caches(&self) -> &Caches {
+        &self.caches
+    }
+
     pub fn store(&self) -> &AnyStore {
         &self.store
     }

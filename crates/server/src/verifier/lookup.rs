@@ -19,6 +19,9 @@ impl Verifier {
         fingerprint: Fingerprint,
         now: Timestamp,
     ) -> Option<KnownCredential> {
+        if self.uncached.load(Ordering::Relaxed) {
+            return None;
+        }
         let known = self.known.get(fingerprint)?;
         if known.epoch != self.epoch.load(Ordering::SeqCst) || now >= known.token.refresh_from {
             // Stale: a revoked token's entry is not kept in memory for nothing.
@@ -55,6 +58,9 @@ impl Verifier {
     /// The cached token whose current or previous value has `hash`, unless it is past
     /// its time to live; a hit past its refresh point starts a background read.
     pub(super) fn cached_token(&self, hash: &TokenHash, now: Timestamp) -> Option<Arc<TokenEntry>> {
+        if self.uncached.load(Ordering::Relaxed) {
+            return None;
+        }
         let t = self.tokens.get(hash).filter(|t| now < t.cached_until)?;
         self.metrics.cache_hit();
         // The plain load first: an entry whose read is under way (or failed) is hit
@@ -84,7 +90,7 @@ impl Verifier {
         hash: &TokenHash,
         now: Timestamp,
     ) -> Result<Option<Arc<TokenEntry>>, Denial> {
-        if self.unknown.contains_key(hash) {
+        if !self.uncached.load(Ordering::Relaxed) && self.unknown.contains_key(hash) {
             self.metrics.cache_negative_hit();
             return Ok(None);
         }
@@ -187,6 +193,9 @@ impl Verifier {
         token: &TokenEntry,
         epoch: u64,
     ) -> Option<Arc<AccountSnapshot>> {
+        if self.uncached.load(Ordering::Relaxed) {
+            return None;
+        }
         token
             .account
             .lock()
@@ -198,7 +207,11 @@ impl Verifier {
 
     /// The account's state and resolved permissions, from memory when possible.
     pub async fn account(&self, id: &AccountId) -> Result<Option<Arc<AccountSnapshot>>, Denial> {
-        if let Some(a) = self.accounts.get(id) {
+        if let Some(a) = self
+            .accounts
+            .get(id)
+            .filter(|_| !self.uncached.load(Ordering::Relaxed))
+        {
             return Ok(Some(a));
         }
         let epoch = self.epoch.load(Ordering::SeqCst);
@@ -223,6 +236,26 @@ impl Verifier {
         self.epoch.fetch_add(1, Ordering::SeqCst);
         remove();
         self.epoch.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Whether verifications may use the caches. While changes may be missed (a node's
+    /// feed of other nodes' changes is down) they may not: each reads the store, and a
+    /// revocation made elsewhere holds at once. Trusting them again starts from empty
+    /// caches: what changed meanwhile is unknown.
+    pub fn trust_caches(&self, trust: bool) {
+        if trust {
+            self.forget_everything();
+        }
+        self.uncached.store(!trust, Ordering::SeqCst);
+    }
+
+    /// Evicts every cached token, account and unknown digest.
+    pub fn forget_everything(&self) {
+        self.evicting(|| {
+            self.tokens.clear();
+            self.unknown.invalidate_all();
+            self.accounts.invalidate_all();
+        });
     }
 
     /// Evicts what a committed change made stale ([`crate::caches`] is its one caller).

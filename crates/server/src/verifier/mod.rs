@@ -176,6 +176,9 @@ pub struct Verifier {
     /// Failed token authentications by client address: past the limit, a credential
     /// that is not known already is refused without a lookup (429).
     failed: FailureWindows<IpAddr>,
+    /// Set while changes made elsewhere may be missed (another node's feed is down):
+    /// every verification then reads the store, not the caches ([`Self::trust_caches`]).
+    uncached: AtomicBool,
     /// Credentials (by [`Fingerprint`]) that opened a real token lately (the last
     /// [`VOUCHED`] of them): what "known to the server" means to [`Self::failed`].
     /// Unlike the caches, it is not emptied by evictions (a role change empties those),
@@ -252,6 +255,7 @@ impl Verifier {
                 .time_to_idle(Duration::from_secs(86_400))
                 .build(),
             epoch: AtomicU64::new(0),
+            uncached: AtomicBool::new(false),
             recorder,
             this: this.clone(),
             refreshes: AtomicUsize::new(0),

@@ -143,7 +143,7 @@ impl AccountStore for PgStore {
                 set_account_roles(conn, &account).await?;
                 ensure_a_super_admin_remains(conn).await?;
                 append(conn, audit).await?;
-                Ok(Changed::new((), Invalidation::account(&account.id)))
+                changed(conn, (), Invalidation::account(&account.id)).await
             })
         })
         .await
@@ -179,7 +179,7 @@ impl AccountStore for PgStore {
                 append(conn, audit).await?;
                 let mut stale = Invalidation::account(&id);
                 tokens.iter().for_each(|t| stale.add_token(t));
-                Ok(Changed::new(tokens, stale))
+                changed(conn, tokens, stale).await
             })
         })
         .await
@@ -219,7 +219,7 @@ impl AccountStore for PgStore {
                 .await
                 .map_err(|e| name_conflict(e, "a role with this name already exists"))?;
                 append(conn, audit).await?;
-                Ok(Changed::new((), Invalidation::roles()))
+                changed(conn, (), Invalidation::roles()).await
             })
         })
         .await
@@ -241,7 +241,7 @@ impl AccountStore for PgStore {
                     return Err(StoreError::NotFound);
                 }
                 append(conn, audit).await?;
-                Ok(Changed::new((), Invalidation::roles()))
+                changed(conn, (), Invalidation::roles()).await
             })
         })
         .await
@@ -274,7 +274,7 @@ impl AccountStore for PgStore {
                     return Err(StoreError::NotFound);
                 }
                 append(conn, audit).await?;
-                Ok(Changed::new((), Invalidation::roles()))
+                changed(conn, (), Invalidation::roles()).await
             })
         })
         .await

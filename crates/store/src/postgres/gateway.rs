@@ -121,7 +121,7 @@ impl GatewayStore for PgStore {
                 for audit in audits {
                     append(conn, audit).await?;
                 }
-                Ok(Changed::new((), Invalidation::gateway()))
+                changed(conn, (), Invalidation::gateway()).await
             })
         })
         .await

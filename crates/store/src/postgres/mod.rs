@@ -13,18 +13,22 @@
 //! - `gateway`: services and routes ([`GatewayStore`])
 //! - `audit_chain`: the audit chain ([`AuditStore`]), appended to inside other writes
 //! - `access`: the access log, an ordinary table, and usage counters ([`AccessLogStore`])
+//! - `feed`: changes announced to every node ([`ChangeFeed`])
 
 mod access;
 mod accounts;
 mod audit_chain;
+mod feed;
 mod gateway;
 mod sessions;
 mod settings;
 mod tokens;
 
 use crate::{backend, from_json_text, is_unique_violation, json_text, ms, rows, BoxFuture};
-use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 use sqlx::{Postgres, QueryBuilder};
+use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 use tessera_core::account::{AccountRecord, Role, SUPER_ADMIN};
 use tessera_core::audit::{AuditDraft, AuditEntry};
@@ -36,11 +40,18 @@ use tessera_core::store::*;
 use tessera_core::token::{TokenHash, TokenRecord, TokenStatus};
 use tessera_core::usage::{AccessBatch, AccessRecord, BucketWidth, Listener, UsageBucket};
 
+use feed::changed;
+pub use feed::{ChangeFeed, FeedEvent};
+
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
 #[derive(Clone, Debug)]
 pub struct PgStore {
     pool: PgPool,
+    /// This store's name among the nodes, random: its connections' `application_name`,
+    /// which its announcements carry, so that its feed can tell its own changes (applied
+    /// already) from other nodes'.
+    node: Arc<str>,
 }
 
 /// Transaction-scoped advisory locks (`pg_advisory_xact_lock`): held until the
@@ -74,13 +85,18 @@ fn opt_ms(t: Option<Timestamp>) -> Option<i64> {
 impl PgStore {
     /// Connects to the database a `postgres://` URL names (which must exist).
     pub async fn connect(url: &str) -> StoreResult<Self> {
+        let random = std::hash::BuildHasher::hash_one(&std::hash::RandomState::new(), 0u8);
+        let node: Arc<str> = format!("tessera-{random:016x}").into();
+        let options = PgConnectOptions::from_str(url)
+            .map_err(backend)?
+            .application_name(&node);
         let pool = PgPoolOptions::new()
             .max_connections(16)
             .acquire_timeout(Duration::from_secs(5))
-            .connect(url)
+            .connect_with(options)
             .await
             .map_err(backend)?;
-        Ok(Self { pool })
+        Ok(Self { pool, node })
     }
 
     /// Runs `f` in a transaction, committed when it succeeds and rolled back otherwise.

@@ -70,13 +70,11 @@ impl TokenStore for PgStore {
                     .await
                     .map_err(|e| name_conflict(e, NAME_TAKEN))?;
                 append(conn, audit).await?;
-                Ok(Changed::new(
-                    (),
-                    Invalidation {
-                        new_token_hashes: vec![t.hash],
-                        ..Invalidation::default()
-                    },
-                ))
+                let stale = Invalidation {
+                    new_token_hashes: vec![t.hash],
+                    ..Invalidation::default()
+                };
+                changed(conn, (), stale).await
             })
         })
         .await
@@ -174,7 +172,7 @@ impl TokenStore for PgStore {
                 if t.hash != before.hash {
                     stale.new_token_hashes.push(t.hash);
                 }
-                Ok(Changed::new((), stale))
+                changed(conn, (), stale).await
             })
         })
         .await
@@ -200,7 +198,7 @@ impl TokenStore for PgStore {
                     .ok_or(StoreError::NotFound)?;
                 append(conn, audit).await?;
                 let stale = Invalidation::token(&token);
-                Ok(Changed::new(token, stale))
+                changed(conn, token, stale).await
             })
         })
         .await
@@ -224,9 +222,10 @@ impl TokenStore for PgStore {
             .map(rows::token)
             .collect::<StoreResult<Vec<_>>>()?;
         append(&mut tx, audit(&tokens)).await?;
-        tx.commit().await.map_err(backend)?;
         let mut stale = Invalidation::default();
         tokens.iter().for_each(|t| stale.add_token(t));
-        Ok(Changed::new(tokens, stale))
+        let done = changed(&mut tx, tokens, stale).await?;
+        tx.commit().await.map_err(backend)?;
+        Ok(done)
     }
 }
