@@ -277,3 +277,47 @@ async fn kill_9_under_load_loses_no_acknowledged_write() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// PostgreSQL out of reach (a node's connections closed, new ones refused): the node
+/// answers 503 `unavailable` to what needs the database, which, with its feed of other
+/// nodes' changes gone too, includes every token verification (it cannot know whether a
+/// token was revoked elsewhere); `/readyz` says so. Once the database is back the node
+/// recovers by itself.
+#[tokio::test]
+async fn a_node_cut_off_from_postgres_answers_503_and_recovers() {
+    let app = TestApp::spawn_on(Storage::postgres().await).await;
+    let db = app.dir.database().unwrap();
+    let t = app
+        .create_token(&app.admin_token, json!({"name": "t"}))
+        .await;
+    let v = t["token"].as_str().unwrap().to_owned();
+    let uses = async || send(app.with(&v, Method::GET, "/api/v1/tokens")).await;
+    assert_eq!(uses().await.0, StatusCode::OK);
+
+    db.cut_off(true).await;
+    let started = std::time::Instant::now();
+    let (s, body) = loop {
+        let (s, body) = uses().await;
+        if s != StatusCode::OK || started.elapsed() > Duration::from_secs(10) {
+            break (s, body);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["error"]["code"], "unavailable", "{body}");
+    let ready = app.req(Method::GET, "/readyz").send().await.unwrap();
+    assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(app.metric("tessera_change_feed_connected").await, 0.0);
+
+    db.cut_off(false).await;
+    let started = std::time::Instant::now();
+    while uses().await.0 != StatusCode::OK {
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "recovers once the database is back"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let ready = app.req(Method::GET, "/readyz").send().await.unwrap();
+    assert_eq!(ready.status(), StatusCode::OK);
+}

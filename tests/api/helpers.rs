@@ -51,6 +51,11 @@ impl Storage {
         })
     }
 
+    /// The PostgreSQL database, for tests that need it.
+    pub fn database(&self) -> Option<&TestDatabase> {
+        self.postgres.as_ref()
+    }
+
     pub fn path(&self) -> &Path {
         self.dir.path()
     }

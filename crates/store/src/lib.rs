@@ -51,9 +51,14 @@ fn is_unavailable(e: &sqlx::Error) -> bool {
                 .is_some() =>
         {
             // PostgreSQL's SQLSTATE classes: connection exception, insufficient
-            // resources, operator intervention (shutdown), system error.
-            d.code()
-                .is_some_and(|code| ["08", "53", "57", "58"].iter().any(|c| code.starts_with(c)))
+            // resources, object not in prerequisite state (a database not accepting
+            // connections, a lock not available), operator intervention (shutdown),
+            // system error.
+            d.code().is_some_and(|code| {
+                ["08", "53", "55", "57", "58"]
+                    .iter()
+                    .any(|c| code.starts_with(c))
+            })
         }
         sqlx::Error::Database(d) => d.code().is_some_and(|code| {
             // SQLite's primary result codes (the low byte of an extended one): BUSY,

@@ -50,6 +50,28 @@ impl TestDatabase {
     }
 }
 
+impl TestDatabase {
+    /// Makes the database unreachable (`cut = true`: its connections are closed and new
+    /// ones refused), as a network partition or a stopped server would, or reachable again.
+    pub async fn cut_off(&self, cut: bool) {
+        let mut conn = PgConnection::connect(&self.server).await.unwrap();
+        conn.execute(format!("ALTER DATABASE {} ALLOW_CONNECTIONS {}", self.name, !cut).as_str())
+            .await
+            .unwrap();
+        if cut {
+            conn.execute(
+                format!(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{}'",
+                    self.name
+                )
+                .as_str(),
+            )
+            .await
+            .unwrap();
+        }
+    }
+}
+
 impl Drop for TestDatabase {
     fn drop(&mut self) {
         let (server, name) = (self.server.clone(), self.name.clone());
