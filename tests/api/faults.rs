@@ -293,21 +293,36 @@ async fn a_node_cut_off_from_postgres_answers_503_and_recovers() {
     let v = t["token"].as_str().unwrap().to_owned();
     let uses = async || send(app.with(&v, Method::GET, "/api/v1/tokens")).await;
     assert_eq!(uses().await.0, StatusCode::OK);
+    let up = crate::gateway::upstream("up").await;
+    app.apply(
+        json!({"services": [{"name": "s", "upstreams": [up]}],
+               "routes": [{"name": "r", "service": "s", "path_prefix": "/r"}]}),
+        false,
+    )
+    .await;
+    let through = async || {
+        let rb = app.gw(Method::GET, "/r/x").header("X-API-KEY", &v);
+        rb.send().await.unwrap().status()
+    };
+    assert_eq!(through().await, StatusCode::OK);
 
     db.cut_off(true).await;
+    // The node notices when its feed's connection is gone (at once, here).
     let started = std::time::Instant::now();
-    let (s, body) = loop {
-        let (s, body) = uses().await;
-        if s != StatusCode::OK || started.elapsed() > Duration::from_secs(10) {
-            break (s, body);
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    while app.metric("tessera_change_feed_connected").await != 0.0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the feed is lost"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // From then on the token, cached a moment ago, is verified against the database.
+    let (s, body) = uses().await;
     assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{body}");
     assert_eq!(body["error"]["code"], "unavailable", "{body}");
+    assert_eq!(through().await, StatusCode::SERVICE_UNAVAILABLE);
     let ready = app.req(Method::GET, "/readyz").send().await.unwrap();
     assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(app.metric("tessera_change_feed_connected").await, 0.0);
 
     db.cut_off(false).await;
     let started = std::time::Instant::now();
@@ -318,6 +333,7 @@ async fn a_node_cut_off_from_postgres_answers_503_and_recovers() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    assert_eq!(through().await, StatusCode::OK);
     let ready = app.req(Method::GET, "/readyz").send().await.unwrap();
     assert_eq!(ready.status(), StatusCode::OK);
 }
