@@ -77,7 +77,7 @@ struct ServeArgs {
     /// Address of the gateway.
     #[arg(long, env = "TESSERA_GATEWAY_ADDR", default_value = "127.0.0.1:8000")]
     gateway_addr: SocketAddr,
-    /// `sqlite://PATH` (created if missing).
+    /// `sqlite://PATH` (created if missing) or `postgres://USER:PASSWORD@HOST/DATABASE`.
     #[arg(
         long,
         env = "TESSERA_DATABASE_URL",
@@ -95,6 +95,9 @@ struct ServeArgs {
     tls_key: Option<std::path::PathBuf>,
     #[arg(long, env = "TESSERA_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
+    /// How long access-log records are kept (`30d`, `12h`; `0` keeps them all).
+    #[arg(long, env = "TESSERA_ACCESS_LOG_RETENTION", default_value = "30d", value_parser = humantime::parse_duration)]
+    access_log_retention: std::time::Duration,
 }
 
 fn main() -> std::process::ExitCode {
@@ -226,6 +229,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = ServerConfig {
         trusted_proxies: args.trusted_proxies,
         tls,
+        access_log_retention: Some(args.access_log_retention).filter(|d| !d.is_zero()),
         ..Default::default()
     };
     let scheme = if config.is_tls() { "https" } else { "http" };

@@ -235,7 +235,16 @@ impl TestApp {
 
     /// A server over the database in `dir`, which an earlier one used: a restart.
     pub async fn spawn_in(dir: Arc<Storage>, clock: ManualClock) -> Self {
-        Self::start(dir, clock, "test-admin-after-restart", generous()).await
+        Self::spawn_in_with_config(dir, clock, generous()).await
+    }
+
+    /// [`Self::spawn_in`] with a configuration of its own.
+    pub async fn spawn_in_with_config(
+        dir: Arc<Storage>,
+        clock: ManualClock,
+        config: ServerConfig,
+    ) -> Self {
+        Self::start(dir, clock, "test-admin-after-restart", config).await
     }
 
     async fn start(

@@ -68,3 +68,46 @@ async fn state_survives_a_restart() {
         "no second admin on restart"
     );
 }
+
+/// `--access-log-retention`: records older than it are deleted (at start, then hourly);
+/// newer ones and the usage counters stay.
+#[tokio::test]
+async fn access_log_records_past_their_retention_are_deleted() {
+    let keep_a_day = || tessera_server::ServerConfig {
+        access_log_retention: Some(std::time::Duration::from_secs(86_400)),
+        ..Default::default()
+    };
+    let mut app = TestApp::spawn_with_config(keep_a_day()).await;
+    let t = app
+        .create_token(&app.admin_token, json!({"name": "old"}))
+        .await;
+    let (id, v) = (t["id"].as_str().unwrap(), t["token"].as_str().unwrap());
+    for _ in 0..3 {
+        assert_eq!(
+            send(app.with(v, Method::GET, "/api/v1/tokens")).await.0,
+            200
+        );
+    }
+    let logged = |app: &TestApp| {
+        let rb = app.admin(Method::GET, &format!("/api/v1/access-logs?token_id={id}"));
+        async move { send(rb).await.1["items"].as_array().unwrap().len() }
+    };
+    app.settle().await;
+    assert_eq!(logged(&app).await, 3);
+    app.stop().await;
+
+    // A day and a half later: a restart prunes at once.
+    app.clock.advance(chrono::Duration::hours(36));
+    let app2 =
+        TestApp::spawn_in_with_config(app.dir.clone(), app.clock.clone(), keep_a_day()).await;
+    let started = std::time::Instant::now();
+    while logged(&app2).await != 0 {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(5),
+            "pruned"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let (_, shown) = send(app2.admin(Method::GET, &format!("/api/v1/tokens/{id}"))).await;
+    assert_eq!(shown["usage"]["allowed"], 3, "the counters stay");
+}

@@ -475,4 +475,11 @@ pub trait AccessLogStore: Send + Sync {
         until: Timestamp,
         width: BucketWidth,
     ) -> impl Future<Output = StoreResult<Vec<UsageBucket>>> + Send;
+    /// Deletes the access-log records made before `cutoff` (retention). A backend that
+    /// stores records in pages deletes whole pages: a record may outlive the cutoff by
+    /// the length of its page (a second). Usage counters are not touched.
+    fn delete_access_before(
+        &self,
+        cutoff: Timestamp,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
 }

@@ -74,6 +74,27 @@ impl App {
     }
 }
 
+/// How often access-log records past their retention are deleted.
+const PRUNE_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Deletes access-log records older than `keep`, at start and every [`PRUNE_EVERY`]
+/// (on the service's clock). Every node does it; it is the same delete on any of them.
+async fn prune_access_log(state: AppState, keep: std::time::Duration) {
+    use tessera_core::store::AccessLogStore;
+    let keep = chrono::TimeDelta::from_std(keep).unwrap_or(chrono::TimeDelta::MAX);
+    let mut ticker = tokio::time::interval(PRUNE_EVERY);
+    loop {
+        ticker.tick().await;
+        // A retention longer than the calendar keeps everything.
+        let Some(cutoff) = state.verifier.clock().now().checked_sub_signed(keep) else {
+            continue;
+        };
+        if let Err(e) = state.service.store().delete_access_before(cutoff).await {
+            tracing::warn!(error = %e, "could not delete old access-log records");
+        }
+    }
+}
+
 /// Runs the admin and gateway listeners until `shutdown` resolves; then lets in-flight
 /// requests finish and writes every buffered access-log record before returning.
 /// With TLS in the app's [`ServerConfig`], both listeners speak HTTPS.
@@ -103,6 +124,11 @@ pub async fn serve(
         app.state.verifier.trust_caches(false);
         tokio::spawn(app.state.service.caches().clone().follow(feed))
     });
+    let retention = app
+        .state
+        .config
+        .access_log_retention
+        .map(|keep| tokio::spawn(prune_access_log(app.state.clone(), keep)));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         shutdown.await;
@@ -129,8 +155,8 @@ pub async fn serve(
         ),
     );
     poller.abort();
-    if let Some(feed) = feed {
-        feed.abort();
+    for task in [feed, retention].into_iter().flatten() {
+        task.abort();
     }
     app.recorder.flush_and_stop().await;
     Ok(())

@@ -227,4 +227,7 @@ impl AccessLogStore for AnyStore {
     ) -> StoreResult<Vec<UsageBucket>> {
         delegate!(self.usage_buckets(t, since, until, w))
     }
+    async fn delete_access_before(&self, cutoff: Timestamp) -> StoreResult<()> {
+        delegate!(self.delete_access_before(cutoff))
+    }
 }

@@ -44,6 +44,8 @@ pub struct ServerConfig {
     pub tls: Option<listen::Tls>,
     pub login_limits: LoginLimits,
     pub timeouts: listen::Timeouts,
+    /// How long access-log records are kept; `None`: all of them.
+    pub access_log_retention: Option<std::time::Duration>,
 }
 
 impl ServerConfig {

@@ -238,3 +238,70 @@ async fn access_paged<S: Store>(
     }
     all
 }
+
+/// Retention: records before the cutoff go, later ones stay and stay findable by token
+/// and account, and the log goes on (a token whose records all went gets new ones).
+pub async fn access_log_retention<S: Store>(store: &S) {
+    let acct = account("kept", &["developer"]);
+    store
+        .insert_account(&acct, draft(AuditAction::AccountCreate, "kept"))
+        .await
+        .unwrap();
+    let (_, tok) = token(&acct.id, "aged");
+    applied(
+        store
+            .insert_token(&tok, 50, draft(AuditAction::TokenCreate, "aged"))
+            .await
+            .unwrap(),
+    )
+    .await;
+    let base = Timestamp::from_timestamp(1_800_000_000, 0).unwrap();
+    let at = |days: i64| AccessRecord {
+        time: base + Duration::days(days),
+        token_id: Some(tok.id.clone()),
+        account_id: Some(acct.id.clone()),
+        listener: Listener::Gateway,
+        method: "GET".into(),
+        path: format!("/day/{days}"),
+        status: 200,
+        code: "ok".into(),
+        ip: "10.0.0.1".into(),
+        latency_ms: 1.0,
+    };
+    // One batch a day, as the writer would make them.
+    for day in [0, 1, 40, 41] {
+        let batch = AccessBatch::from_records(vec![at(day)]);
+        store.record_access(batch, Vec::new()).await.unwrap();
+    }
+    let days = |filter: AccessFilter| async move {
+        let listed = store.list_access(&filter, &page(100)).await.unwrap();
+        listed.into_iter().map(|(_, r)| r.path).collect::<Vec<_>>()
+    };
+    let by_token = AccessFilter {
+        token_id: Some(tok.id.clone()),
+        ..Default::default()
+    };
+    let by_account = AccessFilter {
+        account_id: Some(acct.id.clone()),
+        ..Default::default()
+    };
+    assert_eq!(days(by_token.clone()).await.len(), 4);
+
+    store
+        .delete_access_before(base + Duration::days(30))
+        .await
+        .unwrap();
+    assert_eq!(days(by_token.clone()).await, ["/day/41", "/day/40"]);
+    assert_eq!(days(by_account.clone()).await, ["/day/41", "/day/40"]);
+    assert_eq!(days(AccessFilter::default()).await, ["/day/41", "/day/40"]);
+
+    store
+        .delete_access_before(base + Duration::days(50))
+        .await
+        .unwrap();
+    assert!(days(by_token.clone()).await.is_empty());
+    let batch = AccessBatch::from_records(vec![at(60)]);
+    store.record_access(batch, Vec::new()).await.unwrap();
+    assert_eq!(days(by_token).await, ["/day/60"]);
+    assert_eq!(days(by_account).await, ["/day/60"]);
+}

@@ -13,7 +13,7 @@ mod settings_and_sessions;
 mod test_database;
 mod tokens;
 
-pub use access_log::access_and_usage;
+pub use access_log::{access_and_usage, access_log_retention};
 pub use accounts::accounts_and_roles;
 pub use audit_chain::audit_chain;
 pub use concurrency::*;
@@ -127,7 +127,8 @@ macro_rules! conformance_tests {
     ($make:path) => {
         $crate::conformance_tests!(@cases $make;
             migrate_is_idempotent, accounts_and_roles, tokens, policy, sessions,
-            access_and_usage, gateway, audit_chain, concurrent_audit_appends_form_one_chain,
+            access_and_usage, access_log_retention, gateway, audit_chain,
+            concurrent_audit_appends_form_one_chain,
             concurrent_token_creates_respect_the_limit, concurrent_demotions_leave_a_super_admin,
             concurrent_usage_batches_add_up);
     };

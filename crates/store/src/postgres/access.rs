@@ -167,6 +167,23 @@ impl AccessLogStore for PgStore {
         found.iter().map(record_of).collect()
     }
 
+    async fn delete_access_before(&self, cutoff: Timestamp) -> StoreResult<()> {
+        // Ten thousand rows a statement: no long transaction, no long lock.
+        loop {
+            let done = sqlx::query(
+                "DELETE FROM access_log WHERE id IN \
+                 (SELECT id FROM access_log WHERE time < $1 ORDER BY id LIMIT 10000)",
+            )
+            .bind(ms(cutoff))
+            .execute(&self.pool)
+            .await
+            .map_err(backend)?;
+            if done.rows_affected() == 0 {
+                return Ok(());
+            }
+        }
+    }
+
     async fn usage_buckets(
         &self,
         token_id: &TokenId,

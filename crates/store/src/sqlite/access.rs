@@ -217,6 +217,40 @@ impl AccessLogStore for SqliteStore {
         Ok(out)
     }
 
+    async fn delete_access_before(&self, cutoff: Timestamp) -> StoreResult<()> {
+        // Pages are appended in time order: the old ones are a prefix of the table.
+        // A thousand a transaction, so that management writes wait for one at most.
+        loop {
+            let deleted = self
+                .transaction(Durability::Batched, move |conn| {
+                    Box::pin(async move {
+                        let done = sqlx::query(
+                            "DELETE FROM access_pages WHERE last_id IN \
+                             (SELECT last_id FROM access_pages WHERE max_time < ? ORDER BY last_id LIMIT 1000)",
+                        )
+                        .bind(ms(cutoff))
+                        .execute(&mut *conn)
+                        .await
+                        .map_err(backend)?;
+                        // A chain whose newest page is gone has no pages left.
+                        sqlx::query(
+                            "DELETE FROM access_heads WHERE NOT EXISTS \
+                             (SELECT 1 FROM access_pages p WHERE p.last_id = access_heads.last_id)",
+                        )
+                        .execute(&mut *conn)
+                        .await
+                        .map_err(backend)?;
+                        Ok(done.rows_affected())
+                    })
+                })
+                .await?;
+            if deleted == 0 {
+                return Ok(());
+            }
+            tokio::task::yield_now().await;
+        }
+    }
+
     async fn usage_buckets(
         &self,
         token_id: &TokenId,
