@@ -50,13 +50,31 @@ pub enum AdminCommand {
         #[arg(long)]
         password_stdin: bool,
     },
+    /// Copy a SQLite database into a new PostgreSQL database: accounts, tokens, settings,
+    /// the gateway's configuration, the access log and the audit chain (verified on the
+    /// way), as they are. The target must be empty; the source is left as it was. Stop
+    /// the server first.
+    MigrateDb {
+        /// The SQLite database (`sqlite://PATH`).
+        #[arg(long)]
+        from: String,
+        /// The PostgreSQL database (`postgres://USER:PASSWORD@HOST/DATABASE`), existing.
+        #[arg(long)]
+        to: String,
+    },
 }
 
 pub async fn run(args: AdminArgs, json: bool) -> CliResult {
-    let app = open(&args.database_url).await?;
-    let service = &app.state.service;
-    match args.command {
-        AdminCommand::CreateToken { account, token } => {
+    // Every command but migrate-db works through the service on --database-url.
+    let app = match &args.command {
+        AdminCommand::MigrateDb { .. } => None,
+        _ => Some(open(&args.database_url).await?),
+    };
+    let service = app.as_ref().map(|app| &app.state.service);
+    match (args.command, service) {
+        (AdminCommand::MigrateDb { from, to }, _) => migrate_db(&from, &to, json).await?,
+        (_, None) => {}
+        (AdminCommand::CreateToken { account, token }, Some(service)) => {
             let caller = service.local_caller(&account).await.map_err(refused)?;
             let req: CreateTokenRequest =
                 serde_json::from_value(token.body()).map_err(|e| CliError::Usage(e.to_string()))?;
@@ -66,10 +84,13 @@ pub async fn run(args: AdminArgs, json: bool) -> CliResult {
                 .map_err(|e| CliError::Refused(format!("cannot show the token: {e}")))?;
             reveal(json, created_now(&value, service.now()), &value, "Created");
         }
-        AdminCommand::ResetPassword {
-            username,
-            password_stdin,
-        } => {
+        (
+            AdminCommand::ResetPassword {
+                username,
+                password_stdin,
+            },
+            Some(service),
+        ) => {
             let given = match password_stdin {
                 true => Some(read_password()?),
                 false => None,
@@ -95,6 +116,63 @@ pub async fn run(args: AdminArgs, json: bool) -> CliResult {
                 }
             }
         }
+    }
+    Ok(())
+}
+
+/// `tessera admin migrate-db`: SQLite to PostgreSQL.
+async fn migrate_db(from: &str, to: &str, json: bool) -> CliResult {
+    use tessera_store::postgres::PgStore;
+    use tessera_store::sqlite::SqliteStore;
+    let unavailable = |what: &str, e: tessera_store::StoreError| {
+        CliError::Unavailable(format!("cannot open {what}: {e}"))
+    };
+    let Some(path) = AnyStore::sqlite_path(from) else {
+        return Err(CliError::Usage("--from takes a sqlite://PATH URL".into()));
+    };
+    if !std::path::Path::new(path).exists() {
+        return Err(CliError::Unavailable(format!("no database at {path}")));
+    }
+    if !(to.starts_with("postgres://") || to.starts_with("postgresql://")) {
+        return Err(CliError::Usage("--to takes a postgres://… URL".into()));
+    }
+    let roles = tessera_core::account::builtin_roles();
+    let source = SqliteStore::open(from)
+        .await
+        .map_err(|e| unavailable("the SQLite database", e))?;
+    source
+        .migrate(&roles)
+        .await
+        .map_err(|e| unavailable("the SQLite database", e))?;
+    let target = PgStore::connect(to)
+        .await
+        .map_err(|e| unavailable("the PostgreSQL database", e))?;
+    target
+        .migrate(&roles)
+        .await
+        .map_err(|e| unavailable("the PostgreSQL database", e))?;
+    let done = target.import_sqlite(&source).await.map_err(|e| match e {
+        tessera_store::StoreError::Conflict(m) => CliError::Refused(m),
+        e => CliError::Unavailable(format!("the copy failed and was rolled back: {e}")),
+    })?;
+    if json {
+        outln!(
+            "{}",
+            pretty(&serde_json::json!({
+                "accounts": done.accounts,
+                "tokens": done.tokens,
+                "audit_entries": done.audit_entries,
+                "access_records": done.access_records,
+                "routes": done.routes,
+            }))
+        );
+    } else {
+        eprintln!(
+            "Copied {} accounts, {} tokens, {} routes, {} access-log records and the audit \
+             chain ({} entries, verified). Start tessera serve with --database-url on the \
+             PostgreSQL database.",
+            done.accounts, done.tokens, done.routes, done.access_records, done.audit_entries
+        );
     }
     Ok(())
 }

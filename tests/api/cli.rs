@@ -685,3 +685,56 @@ async fn admin_commands_work_on_the_database_beside_a_running_server() {
     assert!(run.stderr.contains("no database"), "{}", run.stderr);
     assert!(!missing.exists());
 }
+
+/// `tessera admin migrate-db`: a SQLite deployment moves to PostgreSQL whole. A node on
+/// the new database accepts the same tokens, keeps their usage, and verifies the same
+/// audit chain; a second copy into it is refused.
+#[tokio::test]
+async fn admin_migrate_db_moves_a_sqlite_deployment_to_postgres() {
+    let mut old = TestApp::spawn_on(Storage::sqlite_in(tempfile::tempdir().unwrap())).await;
+    let t = old
+        .create_token(&old.admin_token, json!({"name": "moved"}))
+        .await;
+    let (id, v) = (
+        t["id"].as_str().unwrap().to_owned(),
+        t["token"].as_str().unwrap().to_owned(),
+    );
+    assert_eq!(
+        send(old.with(&v, Method::GET, "/api/v1/tokens")).await.0,
+        200
+    );
+    let (_, chain) = send(old.admin(Method::GET, "/api/v1/audit-logs/verify")).await;
+    old.stop().await;
+
+    let new = Storage::postgres().await;
+    let migrate = [
+        "admin",
+        "migrate-db",
+        "--from",
+        &old.database_url(),
+        "--to",
+        &new.url(),
+    ];
+    let run = tessera_at(&old.url, None, &migrate, None).await.expect(0);
+    assert!(run.stderr.contains("verified"), "{}", run.stderr);
+    assert!(
+        !run.stderr.contains("postgres:postgres"),
+        "no password shown"
+    );
+
+    let node = TestApp::spawn_in(new.clone(), old.clock.clone()).await;
+    let (s, shown) = send(node.with(&v, Method::GET, &format!("/api/v1/tokens/{id}"))).await;
+    assert_eq!(s, StatusCode::OK, "{shown}");
+    assert_eq!(shown["usage"]["allowed"], 1, "usage came along");
+    let (s, verified) = send(node.admin(Method::GET, "/api/v1/audit-logs/verify")).await;
+    assert_eq!(s, StatusCode::OK, "{verified}");
+    assert_eq!(verified["ok"], true, "{verified}");
+    assert!(
+        verified["entries"].as_i64().unwrap() > chain["entries"].as_i64().unwrap(),
+        "the old chain and the new node's own entries: {chain} {verified}"
+    );
+
+    let again = tessera_at(&old.url, None, &migrate, None).await;
+    assert_ne!(again.code, 0, "a second copy is refused");
+    assert!(again.stderr.contains("not empty"), "{}", again.stderr);
+}

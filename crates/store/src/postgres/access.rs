@@ -54,6 +54,50 @@ impl<'a> Columns<'a> {
     }
 }
 
+/// Writes records as they are, with their ids (copying a database).
+pub(super) async fn insert_with_ids(
+    conn: &mut PgConnection,
+    records: &[(i64, AccessRecord)],
+) -> StoreResult<()> {
+    let ids: Vec<i64> = records.iter().map(|(id, _)| *id).collect();
+    let time: Vec<i64> = records.iter().map(|(_, r)| ms(r.time)).collect();
+    let token_id: Vec<Option<&str>> = records
+        .iter()
+        .map(|(_, r)| r.token_id.as_ref().map(TokenId::as_str))
+        .collect();
+    let account_id: Vec<Option<&str>> = records
+        .iter()
+        .map(|(_, r)| r.account_id.as_ref().map(AccountId::as_str))
+        .collect();
+    let listener: Vec<&str> = records.iter().map(|(_, r)| r.listener.as_str()).collect();
+    let method: Vec<&str> = records.iter().map(|(_, r)| &*r.method).collect();
+    let path: Vec<&str> = records.iter().map(|(_, r)| r.path.as_str()).collect();
+    let status: Vec<i32> = records.iter().map(|(_, r)| i32::from(r.status)).collect();
+    let code: Vec<&str> = records.iter().map(|(_, r)| &*r.code).collect();
+    let ip: Vec<&str> = records.iter().map(|(_, r)| r.ip.as_str()).collect();
+    let latency: Vec<f64> = records.iter().map(|(_, r)| r.latency_ms).collect();
+    sqlx::query(
+        "INSERT INTO access_log (id, time, token_id, account_id, listener, method, path, status, code, ip, latency_ms) \
+         OVERRIDING SYSTEM VALUE SELECT * FROM UNNEST($1::bigint[], $2::bigint[], $3::text[], $4::text[], \
+         $5::text[], $6::text[], $7::text[], $8::int[], $9::text[], $10::text[], $11::float8[])",
+    )
+    .bind(&ids)
+    .bind(&time)
+    .bind(&token_id)
+    .bind(&account_id)
+    .bind(&listener)
+    .bind(&method)
+    .bind(&path)
+    .bind(&status)
+    .bind(&code)
+    .bind(&ip)
+    .bind(&latency)
+    .execute(&mut *conn)
+    .await
+    .map_err(backend)?;
+    Ok(())
+}
+
 fn record_of(row: &sqlx::postgres::PgRow) -> StoreResult<(i64, AccessRecord)> {
     use sqlx::Row;
     let get = |e: sqlx::Error| backend(e);

@@ -14,6 +14,12 @@ pub(super) async fn append(conn: &mut PgConnection, draft: AuditDraft) -> StoreR
             .map_err(backend)?;
     let (prev_seq, prev_hash) = last.unwrap_or((0, tessera_core::audit::GENESIS_HASH.to_owned()));
     let entry = tessera_core::audit::seal(&prev_hash, prev_seq + 1, draft);
+    insert(conn, &entry).await?;
+    Ok(entry)
+}
+
+/// Writes a sealed entry as it is (its `seq` and hash too).
+pub(super) async fn insert(conn: &mut PgConnection, entry: &AuditEntry) -> StoreResult<()> {
     let d = &entry.draft;
     let target = d.target.as_ref();
     sqlx::query(
@@ -38,7 +44,7 @@ pub(super) async fn append(conn: &mut PgConnection, draft: AuditDraft) -> StoreR
     .execute(&mut *conn)
     .await
     .map_err(backend)?;
-    Ok(entry)
+    Ok(())
 }
 
 impl AuditStore for PgStore {

@@ -14,12 +14,14 @@
 //! - `audit_chain`: the audit chain ([`AuditStore`]), appended to inside other writes
 //! - `access`: the access log, an ordinary table, and usage counters ([`AccessLogStore`])
 //! - `feed`: changes announced to every node ([`ChangeFeed`])
+//! - `import`: taking over a SQLite database ([`PgStore::import_sqlite`])
 
 mod access;
 mod accounts;
 mod audit_chain;
 mod feed;
 mod gateway;
+mod import;
 mod sessions;
 mod settings;
 mod tokens;
@@ -42,6 +44,7 @@ use tessera_core::usage::{AccessBatch, AccessRecord, BucketWidth, Listener, Usag
 
 use feed::changed;
 pub use feed::{ChangeFeed, FeedEvent};
+pub use import::Imported;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 

@@ -30,6 +30,27 @@ fn bind_token_fields<'q>(q: PgQuery<'q>, t: &'q TokenRecord) -> StoreResult<PgQu
         .bind(opt_ms(t.expires_at)))
 }
 
+/// Writes a whole token as it is, usage included (copying a database).
+pub(super) async fn insert_whole(conn: &mut PgConnection, t: &TokenRecord) -> StoreResult<()> {
+    let sql = format!(
+        "INSERT INTO tokens ({TOKEN_FIELDS}, id, account_id, created_at, last_used_at, last_used_ip, \
+         usage_allowed, usage_denied) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, \
+         $14, $15, $16, $17, $18, $19, $20)"
+    );
+    bind_token_fields(sqlx::query(&sql), t)?
+        .bind(t.id.as_str())
+        .bind(t.account_id.as_str())
+        .bind(ms(t.created_at))
+        .bind(opt_ms(t.last_used_at))
+        .bind(t.last_used_ip.as_deref())
+        .bind(i64::try_from(t.usage_allowed).unwrap_or(i64::MAX))
+        .bind(i64::try_from(t.usage_denied).unwrap_or(i64::MAX))
+        .execute(&mut *conn)
+        .await
+        .map_err(backend)?;
+    Ok(())
+}
+
 const NAME_TAKEN: &str = "a token with this name already exists in the account";
 
 impl TokenStore for PgStore {

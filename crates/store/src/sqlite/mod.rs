@@ -112,6 +112,11 @@ impl SqliteStore {
         })
     }
 
+    /// The read-only pool, for copying the database elsewhere ([`crate::postgres`]).
+    pub(crate) fn reader(&self) -> &SqlitePool {
+        &self.reader
+    }
+
     /// Runs `f` in an IMMEDIATE transaction on the writer, durably committed when it
     /// succeeds ([`Durability::Durable`]).
     async fn write<T, F>(&self, f: F) -> StoreResult<T>
