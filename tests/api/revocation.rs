@@ -344,3 +344,39 @@ async fn a_node_whose_feed_broke_forgets_its_caches_when_it_is_back() {
     .await;
     assert_eq!(connected, 1.0);
 }
+
+/// Management writes through two nodes at once form one audit chain: fifty writes (token
+/// creates on one node, account creates on the other), all at once, and the chain
+/// verifies with each entry once.
+#[tokio::test]
+async fn concurrent_writes_through_two_nodes_form_one_audit_chain() {
+    let (a, b) = two_nodes().await;
+    let (_, before) = send(a.admin(Method::GET, "/api/v1/audit-logs/verify")).await;
+    let creates = (0..50).map(|i| {
+        if i % 2 == 0 {
+            a.admin(Method::POST, "/api/v1/tokens")
+                .json(&json!({"name": format!("c{i}")}))
+        } else {
+            b.admin(Method::POST, "/api/v1/accounts").json(&json!({
+                "username": format!("user{i}"), "password": ADMIN_PASSWORD, "roles": ["viewer"]
+            }))
+        }
+    });
+    let answers = futures_util::future::join_all(creates.map(send)).await;
+    for (i, (s, body)) in answers.iter().enumerate() {
+        assert_eq!(*s, StatusCode::CREATED, "{body}");
+        if i % 2 == 0 {
+            a.remember(body);
+        }
+    }
+    for node in [&a, &b] {
+        let (s, verified) = send(node.admin(Method::GET, "/api/v1/audit-logs/verify")).await;
+        assert_eq!(s, StatusCode::OK);
+        assert_eq!(verified["ok"], true, "{verified}");
+        assert_eq!(
+            verified["entries"].as_i64().unwrap(),
+            before["entries"].as_i64().unwrap() + 50,
+            "each write once"
+        );
+    }
+}
