@@ -22,9 +22,9 @@ command -v wrk >/dev/null || { echo "wrk is missing: apt-get install wrk" >&2; e
 cargo build --release --quiet --bin tessera --example seed_tokens --example bench_upstream --example propagation
 BIN=target/release/tessera
 wait_port() { for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; exit 1; }
-serve() { # $1 = database URL, $2 = admin port, $3 = gateway port; appends the pid to PIDS
+serve() { # $1 = database URL, $2 = admin port, $3 = gateway port, $4… more flags; appends the pid to PIDS
   TESSERA_ADMIN_PASSWORD=benchmark-password taskset -c 0 $BIN serve --database-url "$1" \
-    --admin-addr 127.0.0.1:$2 --gateway-addr 127.0.0.1:$3 2>>"$W/log" & PIDS+=($!)
+    --admin-addr 127.0.0.1:$2 --gateway-addr 127.0.0.1:$3 "${@:4}" 2>>"$W/log" & PIDS+=($!)
   wait_port $2; wait_port $3
 }
 
@@ -41,7 +41,8 @@ target/release/examples/seed_tokens "$W/t.db" 1000 "$W/keys.txt" 1000 2>>"$W/log
 psql -q "$PGURL/postgres" -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" -c "CREATE DATABASE $DB"
 $BIN admin migrate-db --from "sqlite://$W/t.db" --to "$PGURL/$DB" 2>>"$W/log"
 serve "$PGURL/$DB" 29180 29100
-serve "$PGURL/$DB" 29181 29101
+# B believes the propagation client's X-Forwarded-For (see examples/propagation.rs).
+serve "$PGURL/$DB" 29181 29101 --trusted-proxies 127.0.0.1/32
 
 echo "== propagation of a revocation, node A to node B ($N revocations)"
 read -r n p50 p99 max < <(target/release/examples/propagation http://127.0.0.1:29180 http://127.0.0.1:29181 benchmark-password "$N")

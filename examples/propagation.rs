@@ -3,7 +3,8 @@
 //! the changer, used on the checker until it is accepted and cached there, deleted on the
 //! changer; then the checker is asked again and again until it refuses the token. The
 //! delay is from the delete's answer to the first refusal. Prints p50, p99 and the
-//! maximum, in milliseconds. Benchmark use only.
+//! maximum, in milliseconds. The checker must trust this client as a proxy
+//! (`--trusted-proxies 127.0.0.1/32`). Benchmark use only.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use reqwest::StatusCode;
@@ -20,7 +21,18 @@ async fn main() {
     let (changer, checker, password) = (&args[1], &args[2], &args[3]);
     let n: usize = args.get(4).map_or(500, |n| n.parse().unwrap());
     let client = reqwest::Client::new();
-    // A token of the admin's for the changes (its session cookie would need CSRF care).
+    // An account of its own (the admin's may hold its 50 tokens already), and a token of
+    // that account's for the changes (a session cookie would need CSRF care).
+    let (session, _) = login(&client, changer, "admin", password).await;
+    let made = client
+        .post(format!("{changer}/api/v1/accounts"))
+        .header("Cookie", session)
+        .header("Origin", changer)
+        .json(&json!({"username": "propagation", "password": password, "roles": ["developer"]}))
+        .send()
+        .await
+        .unwrap();
+    assert!(made.status().is_success(), "{}", made.text().await.unwrap());
     let admin = create(&client, changer, None, "propagation-admin", password).await;
     let mut delays = Vec::with_capacity(n);
     for i in 0..n {
@@ -29,14 +41,29 @@ async fn main() {
             .split_once(' ')
             .map(|(a, b)| (a.to_owned(), b.to_owned()))
             .unwrap();
+        // Each revocation's refusals from an address of their own: the checker, which
+        // trusts this loopback proxy, would otherwise throttle the address after 100
+        // failed authentications a minute.
+        let address = format!("10.{}.{}.1", i / 250, i % 250);
         let uses = |token: &str| {
             client
                 .get(format!("{checker}/api/v1/user/me"))
                 .header("X-API-KEY", token)
+                .header("X-Forwarded-For", &address)
                 .send()
         };
         // Accepted (once the creation is known there), then once more: cached.
-        while uses(&value).await.unwrap().status() != StatusCode::OK {}
+        let created = Instant::now();
+        loop {
+            let status = uses(&value).await.unwrap().status();
+            if status == StatusCode::OK {
+                break;
+            }
+            assert!(
+                created.elapsed() < Duration::from_secs(10),
+                "checker answers {status}"
+            );
+        }
         assert_eq!(uses(&value).await.unwrap().status(), StatusCode::OK);
         let deleted = client
             .delete(format!("{changer}/api/v1/tokens/{id}"))
@@ -52,12 +79,16 @@ async fn main() {
                 break;
             }
             assert_eq!(status, StatusCode::OK);
-            assert!(answered.elapsed() < Duration::from_secs(10), "never refused");
+            assert!(
+                answered.elapsed() < Duration::from_secs(10),
+                "never refused"
+            );
         }
         delays.push(answered.elapsed());
     }
     delays.sort();
-    let at = |q: f64| delays[((delays.len() as f64 * q).ceil() as usize).clamp(1, delays.len()) - 1];
+    let at =
+        |q: f64| delays[((delays.len() as f64 * q).ceil() as usize).clamp(1, delays.len()) - 1];
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     println!(
         "{} {:.2} {:.2} {:.2}",
@@ -68,7 +99,26 @@ async fn main() {
     );
 }
 
-/// Creates a token named `name` on `url` (with `admin`'s token, or a fresh session);
+/// Signs in; answers the session cookie (`name=value`) and the answer's body.
+async fn login(
+    client: &reqwest::Client,
+    url: &str,
+    username: &str,
+    password: &str,
+) -> (String, Value) {
+    let answer = client
+        .post(format!("{url}/api/v1/login"))
+        .json(&json!({"username": username, "password": password}))
+        .send()
+        .await
+        .unwrap();
+    let cookie = answer.headers()["set-cookie"].to_str().unwrap();
+    let cookie = cookie.split(';').next().unwrap().to_owned();
+    (cookie, answer.json().await.unwrap())
+}
+
+/// Creates a token named `name` on `url` as the `propagation` account (with its token
+/// `admin`, or a fresh session);
 /// answers "ID VALUE".
 async fn create(
     client: &reqwest::Client,
@@ -83,21 +133,16 @@ async fn create(
     let request = match admin {
         Some(a) => request.header("X-API-KEY", a.split_once(' ').unwrap().1),
         None => {
-            let session = client
-                .post(format!("{url}/api/v1/login"))
-                .json(&json!({"username": "admin", "password": password}))
-                .send()
-                .await
-                .unwrap();
-            let cookie = session.headers()["set-cookie"].to_str().unwrap();
-            let cookie = cookie.split(';').next().unwrap().to_owned();
+            let (cookie, _) = login(client, url, "propagation", password).await;
             request.header("Cookie", cookie).header("Origin", url)
         }
     };
     let created: Value = request.send().await.unwrap().json().await.unwrap();
     format!(
         "{} {}",
-        created["id"].as_str().unwrap_or_else(|| panic!("{created}")),
+        created["id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{created}")),
         created["token"].as_str().unwrap()
     )
 }

@@ -380,3 +380,44 @@ async fn concurrent_writes_through_two_nodes_form_one_audit_chain() {
         );
     }
 }
+
+/// The feed cut (its connections terminated) and a token revoked on the other node: once
+/// the cut node has seen its connection go (milliseconds: until then a change announced
+/// on the dying connection can be missed, see docs/operations.md), it never lets the
+/// token through after the revocation's answer, whether or not its feed is back by then.
+#[tokio::test]
+async fn a_token_revoked_while_the_feed_is_cut_is_never_let_through() {
+    let (a, b) = two_nodes().await;
+    for round in 0..5 {
+        let t = a
+            .create_token(&a.admin_token, json!({"name": format!("cut{round}")}))
+            .await;
+        let (id, v) = (t["id"].as_str().unwrap(), t["token"].as_str().unwrap());
+        let got = holds_within(Duration::from_secs(1), StatusCode::OK, async || {
+            answer(&b, v).await
+        })
+        .await;
+        assert_eq!(got, StatusCode::OK, "known on the other node");
+        assert_eq!(answer(&b, v).await, StatusCode::OK, "and cached there");
+        let losses = b.metric("tessera_change_feed_losses_total").await;
+        a.write_behind_its_back(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE query LIKE 'LISTEN%' AND pid <> pg_backend_pid()",
+        )
+        .await;
+        let seen = holds_within(Duration::from_secs(3), losses + 1.0, async || {
+            b.metric("tessera_change_feed_losses_total").await
+        })
+        .await;
+        assert_eq!(seen, losses + 1.0, "the cut node sees its feed go");
+        let (s, _) = send(a.admin(Method::DELETE, &format!("/api/v1/tokens/{id}"))).await;
+        assert_eq!(s, StatusCode::NO_CONTENT);
+        for _ in 0..20 {
+            assert_eq!(
+                answer(&b, v).await,
+                StatusCode::UNAUTHORIZED,
+                "round {round}"
+            );
+        }
+    }
+}

@@ -62,6 +62,7 @@ impl Caches {
                     self.verifier.trust_caches(false);
                     metrics.change_feed_connected.set(0);
                     if connected {
+                        metrics.change_feed_losses.inc();
                         tracing::error!(error = %e, "lost the feed of other nodes' changes; verifying from the database until it is back");
                     }
                     connected = false;

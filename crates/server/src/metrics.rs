@@ -48,6 +48,7 @@ pub struct Metrics {
     /// 1 while this node hears the changes other nodes commit (PostgreSQL), else 0.
     pub change_feed_connected: Gauge,
     pub change_feed_changes: Counter,
+    pub change_feed_losses: Counter,
     pub admin_request_seconds: Histogram,
     pub gateway_request_seconds: Histogram,
     cache_hit: Counter,
@@ -142,6 +143,12 @@ impl Default for Metrics {
             "Changes other nodes committed, heard on the feed and applied to the caches",
             change_feed_changes.clone(),
         );
+        let change_feed_losses = Counter::default();
+        registry.register(
+            "change_feed_losses",
+            "Times this node found its feed of other nodes' changes gone (it verifies from the database until the feed is back)",
+            change_feed_losses.clone(),
+        );
         let verified_ok = verifications
             .get_or_create(&OutcomeLabel { outcome: "ok" })
             .clone();
@@ -163,6 +170,7 @@ impl Default for Metrics {
             verified_ok,
             change_feed_connected,
             change_feed_changes,
+            change_feed_losses,
             cache_hit,
             cache_negative_hit,
             cache_miss,
