@@ -5,7 +5,7 @@
 //! delay is from the delete's answer to the first refusal. Prints p50, p99 and the
 //! maximum, in milliseconds. The checker must trust this client as a proxy
 //! (`--trusted-proxies 127.0.0.1/32`). Benchmark use only.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use reqwest::StatusCode;
 use serde_json::{json, Value};
