@@ -324,7 +324,7 @@ async fn a_node_whose_feed_broke_forgets_its_caches_when_it_is_back() {
     );
     a.write_behind_its_back(
         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-         WHERE query LIKE 'LISTEN%' AND pid <> pg_backend_pid()",
+         WHERE query LIKE 'LISTEN%' AND datname = current_database() AND pid <> pg_backend_pid()",
     )
     .await;
     let got = holds_within(
@@ -402,7 +402,7 @@ async fn a_token_revoked_while_the_feed_is_cut_is_never_let_through() {
         let losses = b.metric("tessera_change_feed_losses_total").await;
         a.write_behind_its_back(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-             WHERE query LIKE 'LISTEN%' AND pid <> pg_backend_pid()",
+             WHERE query LIKE 'LISTEN%' AND datname = current_database() AND pid <> pg_backend_pid()",
         )
         .await;
         let seen = holds_within(Duration::from_secs(3), losses + 1.0, async || {
