@@ -52,8 +52,8 @@ pub enum AdminCommand {
     },
     /// Copy a SQLite database into a new PostgreSQL database: accounts, tokens, settings,
     /// the gateway's configuration, the access log and the audit chain (verified on the
-    /// way), as they are. The target must be empty; the source is left as it was. Stop
-    /// the server first.
+    /// way), as they are. The target must be empty; the source is only brought to this
+    /// version's schema, as `serve` would. Stop the server first.
     MigrateDb {
         /// The SQLite database (`sqlite://PATH`).
         #[arg(long)]

@@ -86,7 +86,7 @@ async fn prune_access_log(state: AppState, keep: std::time::Duration) {
     loop {
         ticker.tick().await;
         // A retention longer than the calendar keeps everything.
-        let Some(cutoff) = state.verifier.clock().now().checked_sub_signed(keep) else {
+        let Some(cutoff) = state.service.now().checked_sub_signed(keep) else {
             continue;
         };
         if let Err(e) = state.service.store().delete_access_before(cutoff).await {

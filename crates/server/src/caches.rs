@@ -36,9 +36,7 @@ impl Caches {
             match feed.next().await {
                 FeedEvent::Connected => {
                     self.verifier.trust_caches(true);
-                    if let Err(e) = self.routing.reload().await {
-                        tracing::warn!(error = %e, "could not reload the gateway configuration");
-                    }
+                    self.reload_routing().await;
                     metrics.change_feed_connected.set(1);
                     if !connected {
                         tracing::info!("following other nodes' changes");
@@ -54,9 +52,7 @@ impl Caches {
                 FeedEvent::Everything => {
                     metrics.change_feed_changes.inc();
                     self.verifier.forget_everything();
-                    if let Err(e) = self.routing.reload().await {
-                        tracing::warn!(error = %e, "could not reload the gateway configuration");
-                    }
+                    self.reload_routing().await;
                 }
                 FeedEvent::Lost(e) => {
                     self.verifier.trust_caches(false);
@@ -68,6 +64,16 @@ impl Caches {
                     connected = false;
                 }
             }
+        }
+    }
+}
+
+impl Caches {
+    /// Reads the gateway's configuration again after the feed said anything may have
+    /// changed; a failure leaves the table as it was (the poller retries).
+    async fn reload_routing(&self) {
+        if let Err(e) = self.routing.reload().await {
+            tracing::warn!(error = %e, "could not reload the gateway configuration");
         }
     }
 }

@@ -19,7 +19,7 @@ pub use audit_chain::audit_chain;
 pub use concurrency::*;
 pub use gateway::gateway;
 pub use settings_and_sessions::{policy, sessions};
-pub use test_database::{server_url, TestDatabase};
+pub use test_database::TestDatabase;
 pub use tokens::tokens;
 
 use chrono::Duration;

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 /// Where tests find PostgreSQL: `TESSERA_TEST_POSTGRES_URL`, by default the local server
 /// with trust authentication. Any database on it will do: each test creates its own.
-pub fn server_url() -> String {
+fn server_url() -> String {
     std::env::var("TESSERA_TEST_POSTGRES_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
 }
