@@ -30,10 +30,19 @@ impl Nodes<'_> {
     }
 }
 
-/// Two nodes over one new PostgreSQL database.
+/// Two nodes over one new PostgreSQL database, each following the other's changes (until
+/// its feed is connected a node serves from the database, which would hide what a test
+/// of its caches looks for).
 async fn two_nodes() -> (TestApp, TestApp) {
     let a = TestApp::spawn_on(Storage::postgres().await).await;
     let b = TestApp::spawn_in(a.dir.clone(), a.clock.clone()).await;
+    for node in [&a, &b] {
+        let connected = holds_within(Duration::from_secs(10), 1.0, async || {
+            node.metric("tessera_change_feed_connected").await
+        })
+        .await;
+        assert_eq!(connected, 1.0, "the node follows the change feed");
+    }
     (a, b)
 }
 
