@@ -98,6 +98,10 @@ struct ServeArgs {
     /// How long access-log records are kept (`30d`, `12h`; `0` keeps them all).
     #[arg(long, env = "TESSERA_ACCESS_LOG_RETENTION", default_value = "30d", value_parser = humantime::parse_duration)]
     access_log_retention: std::time::Duration,
+    /// Redis that keeps rate limits for every node together (`redis://host:6379`);
+    /// without it each node limits on its own.
+    #[arg(long, env = "TESSERA_REDIS_URL", value_parser = tessera_server::limits::parse_redis_url)]
+    redis_url: Option<tessera_server::limits::ConnectionInfo>,
 }
 
 fn main() -> std::process::ExitCode {
@@ -230,6 +234,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         trusted_proxies: args.trusted_proxies,
         tls,
         access_log_retention: Some(args.access_log_retention).filter(|d| !d.is_zero()),
+        redis: args.redis_url,
         ..Default::default()
     };
     let scheme = if config.is_tls() { "https" } else { "http" };

@@ -10,6 +10,7 @@ use serde_json::{json, Value};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
 use tessera_core::{ManualClock, Timestamp};
 use tessera_server::{service::LoginLimits, App, ServerConfig};
 use tessera_store::conformance::TestDatabase;
@@ -142,7 +143,7 @@ const GENEROUS: LoginLimits = LoginLimits {
 };
 
 /// The configuration of most test servers: defaults, with [`GENEROUS`] login limits.
-fn generous() -> ServerConfig {
+pub fn generous() -> ServerConfig {
     ServerConfig {
         login_limits: GENEROUS,
         ..Default::default()
@@ -494,4 +495,43 @@ pub async fn expect_error(resp: Response, status: u16, code: &str) -> Value {
 
 pub async fn error_of(rb: RequestBuilder, status: u16, code: &str) -> Value {
     expect_error(rb.send().await.unwrap(), status, code).await
+}
+
+/// Two nodes over one new PostgreSQL database, each following the other's changes (until
+/// its feed is connected a node serves from the database, which would hide what a test
+/// of its caches looks for).
+pub async fn two_nodes() -> (TestApp, TestApp) {
+    two_nodes_with(generous).await
+}
+
+/// [`two_nodes`], each with the configuration `config` makes.
+pub async fn two_nodes_with(config: impl Fn() -> ServerConfig) -> (TestApp, TestApp) {
+    let storage = Storage::postgres().await;
+    let clock = ManualClock::new(start_time());
+    let a = TestApp::start(storage.clone(), clock.clone(), "test-admin", config()).await;
+    let b = TestApp::spawn_in_with_config(storage, clock, config()).await;
+    for node in [&a, &b] {
+        let connected = holds_within(Duration::from_secs(10), 1.0, async || {
+            node.metric("tessera_change_feed_connected").await
+        })
+        .await;
+        assert_eq!(connected, 1.0, "the node follows the change feed");
+    }
+    (a, b)
+}
+
+/// Polls `check` until it answers `want` or `within` has passed (at least once).
+pub async fn holds_within<T: PartialEq + std::fmt::Debug>(
+    within: Duration,
+    want: T,
+    mut check: impl AsyncFnMut() -> T,
+) -> T {
+    let started = std::time::Instant::now();
+    loop {
+        let got = check().await;
+        if got == want || started.elapsed() >= within {
+            return got;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

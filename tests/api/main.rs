@@ -16,6 +16,7 @@ mod nginx;
 mod ops;
 mod restart;
 mod revocation;
+mod shared_limits;
 mod tls;
 mod tokens;
 mod wire;

@@ -4,6 +4,7 @@
 
 use crate::http::listen;
 use crate::http::{self, AppState, ServerConfig};
+use crate::limits::RateLimits;
 use crate::metrics::Metrics;
 use crate::proxy::{self, GatewayService, Proxy, Routing};
 use crate::service::Service;
@@ -28,7 +29,14 @@ impl App {
     pub fn new(store: AnyStore, clock: Arc<dyn Clock>, config: ServerConfig) -> Self {
         let metrics = Arc::new(Metrics::default());
         let (recorder, recorder_shutdown) = UsageRecorder::start(store.clone(), metrics.clone());
-        let verifier = Verifier::new(store.clone(), clock.clone(), metrics.clone(), recorder);
+        let limits = Arc::new(RateLimits::new(config.redis.clone(), metrics.clone()));
+        let verifier = Verifier::new(
+            store.clone(),
+            clock.clone(),
+            metrics.clone(),
+            recorder,
+            limits,
+        );
         let routing = Arc::new(Routing::new(store.clone()));
         let service = Arc::new(Service::new(
             store,
@@ -118,6 +126,10 @@ pub async fn serve(
         .await
         .map_err(|e| std::io::Error::other(e.to_string()))?;
     let poller = app.routing.spawn_poller();
+    // Rate limits start shared when Redis answers now; the probes find it later if not.
+    let limits = app.state.verifier.limits().clone();
+    limits.probe().await;
+    let probes = tokio::spawn(limits.run_probes());
     // With a database that several nodes share, their changes reach this node's caches
     // through the feed; until it is connected, verifications read the database.
     let feed = app.state.service.store().change_feed().map(|feed| {
@@ -155,7 +167,7 @@ pub async fn serve(
         ),
     );
     poller.abort();
-    for task in [feed, retention].into_iter().flatten() {
+    for task in [feed, retention, Some(probes)].into_iter().flatten() {
         task.abort();
     }
     app.recorder.flush_and_stop().await;

@@ -5,6 +5,7 @@
 //! method cannot narrow a token, an account, a role or a route and forget a cache, and a
 //! change reported by another node (once several share a database) takes the same path.
 
+use crate::metrics::Metrics;
 use crate::proxy::Routing;
 use crate::verifier::Verifier;
 use std::sync::Arc;
@@ -48,11 +49,13 @@ impl Caches {
                     if let Err(e) = self.invalidate(what).await {
                         tracing::warn!(error = %e, "could not apply another node's change");
                     }
+                    observe_lag(&metrics, feed.announced_at());
                 }
                 FeedEvent::Everything => {
                     metrics.change_feed_changes.inc();
                     self.verifier.forget_everything();
                     self.reload_routing().await;
+                    observe_lag(&metrics, feed.announced_at());
                 }
                 FeedEvent::Lost(e) => {
                     self.verifier.trust_caches(false);
@@ -65,6 +68,16 @@ impl Caches {
                 }
             }
         }
+    }
+}
+
+/// Counts how long a change took from its announcement (the database's clock) to its
+/// application here (this machine's): wall clocks, not the service's, by nature.
+fn observe_lag(metrics: &Metrics, announced_at: Option<std::time::SystemTime>) {
+    #[allow(clippy::disallowed_methods)]
+    let now = std::time::SystemTime::now();
+    if let Some(lag) = announced_at.and_then(|at| now.duration_since(at).ok()) {
+        metrics.change_feed_lag_seconds.observe(lag.as_secs_f64());
     }
 }
 

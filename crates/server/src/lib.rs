@@ -17,6 +17,7 @@ pub mod api;
 pub mod app;
 pub mod caches;
 pub mod http;
+pub mod limits;
 pub mod metrics;
 pub mod password;
 pub mod proxy;

@@ -49,6 +49,12 @@ pub struct Metrics {
     pub change_feed_connected: Gauge,
     pub change_feed_changes: Counter,
     pub change_feed_losses: Counter,
+    /// From a change's commit on another node to its invalidation here.
+    pub change_feed_lag_seconds: Histogram,
+    /// 1 while rate limits are kept in Redis with every other node's, else 0.
+    pub rate_limits_shared: Gauge,
+    /// Times Redis failed and this node went on limiting on its own.
+    pub rate_limit_fallbacks: Counter,
     pub admin_request_seconds: Histogram,
     pub gateway_request_seconds: Histogram,
     cache_hit: Counter,
@@ -149,6 +155,25 @@ impl Default for Metrics {
             "Times this node found its feed of other nodes' changes gone (it verifies from the database until the feed is back)",
             change_feed_losses.clone(),
         );
+        // 100 µs to ~26 s.
+        let change_feed_lag_seconds = Histogram::new(exponential_buckets(0.000_1, 4.0, 10));
+        registry.register(
+            "change_feed_lag_seconds",
+            "Time from a change's commit on another node to its invalidation on this one (both nodes' clocks)",
+            change_feed_lag_seconds.clone(),
+        );
+        let rate_limits_shared = Gauge::default();
+        registry.register(
+            "rate_limits_shared",
+            "1 while rate limits are kept in Redis, together with every other node's; 0 while this node limits on its own",
+            rate_limits_shared.clone(),
+        );
+        let rate_limit_fallbacks = Counter::default();
+        registry.register(
+            "rate_limit_fallbacks",
+            "Times Redis failed and this node went on limiting on its own until it was back",
+            rate_limit_fallbacks.clone(),
+        );
         let verified_ok = verifications
             .get_or_create(&OutcomeLabel { outcome: "ok" })
             .clone();
@@ -171,6 +196,9 @@ impl Default for Metrics {
             change_feed_connected,
             change_feed_changes,
             change_feed_losses,
+            change_feed_lag_seconds,
+            rate_limits_shared,
+            rate_limit_fallbacks,
             cache_hit,
             cache_negative_hit,
             cache_miss,

@@ -46,6 +46,9 @@ pub struct ServerConfig {
     pub timeouts: listen::Timeouts,
     /// How long access-log records are kept; `None`: all of them.
     pub access_log_retention: Option<std::time::Duration>,
+    /// Where rate limits are shared with other nodes ([`crate::limits`]); `None`: each
+    /// node limits on its own.
+    pub redis: Option<crate::limits::ConnectionInfo>,
 }
 
 impl ServerConfig {

@@ -8,6 +8,7 @@ use super::routing::{RouteEntry, Routing};
 use super::upstream::{Upstream, UpstreamError, UpstreamRequest, UpstreamResponse};
 use crate::http::error::ApiError;
 use crate::http::extract::client_ip_from;
+use crate::limits::LimitKey;
 use crate::verifier::{Denial, RateLimitState, RequestLine, Verification, Verifier};
 use axum::http::{HeaderName, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -201,7 +202,7 @@ impl Proxy {
             let ip = self.client_ip(&req.headers, peer);
             let line = req.line(&path, started);
             let v = self.verifier.verify_credential(credential, ip).await;
-            match self.admit(&entry, &v) {
+            match self.admit(&entry, &v).await {
                 Ok(a) => admitted = Some((a, v, line, ip)),
                 Err(d) => {
                     let answer = Answer::Local(denial(d));
@@ -245,15 +246,20 @@ impl Proxy {
     }
 
     /// The route's scopes and rate limit, on top of the token's own checks.
-    fn admit(&self, entry: &RouteEntry, v: &Verification) -> Result<Admitted, Denial> {
+    async fn admit(&self, entry: &RouteEntry, v: &Verification) -> Result<Admitted, Denial> {
         let ok = v.result.as_ref().map_err(Clone::clone)?;
         self.verifier.require(ok, &entry.route.scopes)?;
         let route_limit = match entry.route.rate_limit {
-            Some(limit) => Some(self.verifier.check_rate(
-                &ok.token.record.id,
-                Some(entry.key.clone()),
-                limit,
-            )?),
+            Some(limit) => Some(
+                self.verifier
+                    .limits()
+                    .check(LimitKey {
+                        token: ok.token.record.id.clone(),
+                        route: Some(entry.key.clone()),
+                        limit,
+                    })
+                    .await?,
+            ),
             None => None,
         };
         // Report the tighter of the token's and the route's limits.

@@ -27,29 +27,25 @@ mod lookup;
 mod outcome;
 pub mod recorder;
 
+use crate::limits::{LimitKey, RateLimits};
 use crate::metrics::{Metrics, OutcomeLabel};
 use crate::throttle::FailureWindows;
 use axum::http::HeaderValue;
 use compact_str::CompactString;
-use governor::clock::{Clock as _, DefaultClock};
-use governor::middleware::StateInformationMiddleware;
-use governor::state::{InMemoryState, NotKeyed};
-use governor::{Quota, RateLimiter};
 use moka::sync::Cache;
 use quanta::Instant;
 use std::borrow::Cow;
 use std::net::IpAddr;
-use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 use tessera_core::account::{resolve_permissions, AccountRecord};
 use tessera_core::clock::Timestamp;
 use tessera_core::error::ErrorCode;
-use tessera_core::ids::{AccountId, TokenId};
+use tessera_core::ids::AccountId;
 use tessera_core::permission::{EffectivePermissions, Permission, PermissionSet};
 use tessera_core::store::{AccountStore, Invalidation, StoreError, TokenStore};
-use tessera_core::token::{RateLimit, TokenHash, TokenRecord, TokenStatus, TokenValue};
+use tessera_core::token::{TokenHash, TokenRecord, TokenStatus, TokenValue};
 use tessera_core::usage::Listener;
 use tessera_core::Clock;
 use tessera_store::AnyStore;
@@ -99,16 +95,6 @@ fn truncate_chars(s: &str, max: usize) -> &str {
         return s;
     }
     s.char_indices().nth(max).map_or(s, |(end, _)| &s[..end])
-}
-
-type Limiter = RateLimiter<NotKeyed, InMemoryState, DefaultClock, StateInformationMiddleware>;
-
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-struct LimiterKey {
-    token: TokenId,
-    /// `None` for the token's own limit; a route id for a route's limit on this token.
-    scope: Option<Arc<str>>,
-    limit: RateLimit,
 }
 
 /// Every change made through Tessera evicts what it affects at once; these bound how
@@ -163,7 +149,7 @@ pub struct Verifier {
     fingerprint_key: siphasher::sip128::SipHasher24,
     unknown: Cache<TokenHash, ()>,
     accounts: Cache<AccountId, Arc<AccountSnapshot>>,
-    limiters: Cache<LimiterKey, Arc<Limiter>>,
+    limits: Arc<RateLimits>,
     /// Moved before and after every eviction ([`Self::evicting`]). A cache fill reads it
     /// before going to the store and caches its result only if it has not moved, so no
     /// fill can undo an eviction; links and known credentials hold only at their epoch.
@@ -221,6 +207,7 @@ impl Verifier {
         clock: Arc<dyn Clock>,
         metrics: Arc<Metrics>,
         recorder: UsageRecorder,
+        limits: Arc<RateLimits>,
     ) -> Arc<Self> {
         // quanta calibrates its clock against the OS's on first use: here, at start-up,
         // not in the first request.
@@ -250,10 +237,7 @@ impl Verifier {
                 .max_capacity(200_000)
                 .time_to_live(ACCOUNT_TTL)
                 .build(),
-            limiters: Cache::builder()
-                .max_capacity(2_000_000)
-                .time_to_idle(Duration::from_secs(86_400))
-                .build(),
+            limits,
             epoch: AtomicU64::new(0),
             uncached: AtomicBool::new(false),
             recorder,
@@ -409,7 +393,15 @@ impl Verifier {
             return Err(Denial::IpNotAllowed);
         }
         let rate_limit = match token.record.rate_limit {
-            Some(limit) if spend => Some(self.check_rate(&token.record.id, None, limit)?),
+            Some(limit) if spend => Some(
+                self.limits
+                    .check(LimitKey {
+                        token: token.record.id.clone(),
+                        route: None,
+                        limit,
+                    })
+                    .await?,
+            ),
             _ => None,
         };
         Ok(Verified {
@@ -431,41 +423,10 @@ impl Verifier {
         }
     }
 
-    /// Takes one request from the `limit` of `token` (per route when `scope` is given).
-    pub fn check_rate(
-        &self,
-        token: &TokenId,
-        scope: Option<Arc<str>>,
-        limit: RateLimit,
-    ) -> Result<RateLimitState, Denial> {
-        let key = LimiterKey {
-            token: token.clone(),
-            scope,
-            limit,
-        };
-        let limiter = self.limiters.get_with(key, || Arc::new(new_limiter(limit)));
-        let clock = DefaultClock::default();
-        let period = f64::from(limit.per_seconds) / f64::from(limit.requests);
-        match limiter.check() {
-            Ok(snapshot) => {
-                let remaining = snapshot.remaining_burst_capacity();
-                Ok(RateLimitState {
-                    limit: limit.requests,
-                    remaining,
-                    retry_after_secs: 0,
-                    reset_secs: (f64::from(limit.requests - remaining) * period).ceil() as u64,
-                })
-            }
-            Err(not_until) => {
-                let wait = not_until.wait_time_from(clock.now());
-                Err(Denial::RateLimited(RateLimitState {
-                    limit: limit.requests,
-                    remaining: 0,
-                    retry_after_secs: wait.as_secs_f64().ceil().max(1.0) as u64,
-                    reset_secs: u64::from(limit.per_seconds),
-                }))
-            }
-        }
+    /// The node's rate limits (the token's own is checked by a verification; a route's
+    /// by the gateway).
+    pub fn limits(&self) -> &Arc<RateLimits> {
+        &self.limits
     }
 
     /// 429 for a credential the server does not know ([`Self::vouched`]) from a client
@@ -524,15 +485,6 @@ impl Verifier {
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
     }
-}
-
-fn new_limiter(limit: RateLimit) -> Limiter {
-    let burst = NonZeroU32::new(limit.requests).unwrap_or(NonZeroU32::MIN);
-    let period = Duration::from_secs_f64(f64::from(limit.per_seconds) / f64::from(limit.requests));
-    let quota = Quota::with_period(period)
-        .unwrap_or_else(|| Quota::per_second(burst))
-        .allow_burst(burst);
-    RateLimiter::direct(quota).with_middleware::<StateInformationMiddleware>()
 }
 
 fn unavailable(e: StoreError) -> Denial {

@@ -1,6 +1,7 @@
 //! Unit tests of the verifier's pieces, and test helpers other modules use.
 use super::*;
 use tessera_core::clock::from_unix_millis;
+use tessera_core::ids::TokenId;
 use tessera_core::token::TokenName;
 
 /// A cached token of account `acc_01JD0000000000000000000000`, as the verifier

@@ -8,6 +8,7 @@
 use super::*;
 use serde::{Deserialize, Serialize};
 use sqlx::postgres::PgListener;
+use std::time::SystemTime;
 
 /// The channel changes are announced on.
 const CHANNEL: &str = "tessera_changes";
@@ -85,13 +86,17 @@ pub(super) async fn changed<T>(
             ..Announcement::default()
         })?;
     }
-    // `origin|announcement`: the sending node's name first (see `PgStore::node`).
-    sqlx::query("SELECT pg_notify($1, current_setting('application_name') || '|' || $2)")
-        .bind(CHANNEL)
-        .bind(payload)
-        .execute(&mut *conn)
-        .await
-        .map_err(backend)?;
+    // `origin|announced|announcement`: the sending node's name (see `PgStore::node`), and
+    // when it was announced (the database's clock, µs since 1970), for the feed's lag.
+    sqlx::query(
+        "SELECT pg_notify($1, current_setting('application_name') || '|' \
+         || (extract(epoch FROM clock_timestamp()) * 1000000)::bigint || '|' || $2)",
+    )
+    .bind(CHANNEL)
+    .bind(payload)
+    .execute(&mut *conn)
+    .await
+    .map_err(backend)?;
     Ok(Changed::new(value, stale))
 }
 
@@ -120,6 +125,8 @@ pub struct ChangeFeed {
     listener: Option<PgListener>,
     /// The wait before the next reconnection attempt (doubles up to 5 s).
     backoff: Duration,
+    /// When the last change was announced, by the database's clock.
+    announced_at: Option<SystemTime>,
 }
 
 impl PgStore {
@@ -130,6 +137,7 @@ impl PgStore {
             node: self.node.clone(),
             listener: None,
             backoff: Duration::from_millis(100),
+            announced_at: None,
         }
     }
 }
@@ -156,10 +164,19 @@ impl ChangeFeed {
             // on the next call, and what was announced meanwhile is gone).
             match listener.try_recv().await {
                 Ok(Some(n)) => {
-                    let (origin, announcement) = n.payload().split_once('|').unwrap_or(("", ""));
+                    let mut parts = n.payload().splitn(3, '|');
+                    let (origin, announced, announcement) = (
+                        parts.next().unwrap_or(""),
+                        parts.next().unwrap_or(""),
+                        parts.next().unwrap_or(""),
+                    );
                     if origin == &*self.node {
                         continue;
                     }
+                    self.announced_at = announced
+                        .parse()
+                        .ok()
+                        .map(|us| SystemTime::UNIX_EPOCH + Duration::from_micros(us));
                     return match serde_json::from_str::<Announcement>(announcement)
                         .ok()
                         .and_then(Announcement::invalidation)
@@ -179,6 +196,12 @@ impl ChangeFeed {
                 }
             }
         }
+    }
+
+    /// When the change last returned was announced (committed a moment later), by the
+    /// database's clock: how far the feed lags is the time from then to its application.
+    pub fn announced_at(&self) -> Option<SystemTime> {
+        self.announced_at
     }
 
     async fn connect(&self) -> Result<PgListener, sqlx::Error> {

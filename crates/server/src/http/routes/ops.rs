@@ -2,6 +2,7 @@
 
 use crate::http::error::ApiError;
 use crate::http::AppState;
+use crate::limits::Mode;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
@@ -15,10 +16,12 @@ pub async fn healthz() -> impl IntoResponse {
     axum::Json(serde_json::json!({"status": "ok"}))
 }
 
-/// The database answers (and, after writes failed for want of storage, takes one).
+/// The database answers (and, after writes failed for want of storage, takes one), and
+/// so does Redis when one is configured. The answer says where rate limits are kept:
+/// `shared` (Redis) or `per_node`.
 #[utoipa::path(get, path = "/readyz", tag = "operations", security(()),
-    responses((status = 200, description = "Ready", body = Object),
-               (status = 503, description = "The database cannot be reached or cannot take writes", body = crate::api::ErrorBody)))]
+    responses((status = 200, description = "Ready; `rate_limits` is `shared` (in Redis) or `per_node`", body = Object),
+               (status = 503, description = "The database cannot be reached or cannot take writes, or the configured Redis cannot be reached", body = crate::api::ErrorBody)))]
 pub async fn readyz(State(s): State<AppState>) -> Result<impl IntoResponse, ApiError> {
     s.service.store().ping().await.map_err(|e| {
         tracing::warn!(error = %e, "readiness check failed");
@@ -27,7 +30,20 @@ pub async fn readyz(State(s): State<AppState>) -> Result<impl IntoResponse, ApiE
             "The database is not reachable, or cannot take writes.",
         )
     })?;
-    Ok(axum::Json(serde_json::json!({"status": "ready"})))
+    let limits = s.verifier.limits();
+    let mode = limits.mode();
+    if limits.has_redis() && mode == Mode::PerNode {
+        return Err(ApiError {
+            details: Some(serde_json::json!({"rate_limits": mode.as_str()})),
+            ..ApiError::new(
+                ErrorCode::Unavailable,
+                "Redis is not reachable: rate limits are per node until it is back.",
+            )
+        });
+    }
+    Ok(axum::Json(
+        serde_json::json!({"status": "ready", "rate_limits": mode.as_str()}),
+    ))
 }
 
 /// Prometheus metrics (OpenMetrics text).
