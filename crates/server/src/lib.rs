@@ -9,6 +9,7 @@
 //! - [`proxy`]: the gateway listener: routing table, proxy, upstream pool
 //! - [`verifier`]: token verification on a request's path, its caches, the usage recorder
 //! - [`caches`]: the one path from a committed change to every cache
+//! - [`limits`]: rate limits, in the node's memory or shared through Redis
 //! - [`throttle`]: fixed windows of failures (failed logins, failed authentications)
 //! - [`metrics`]: the Prometheus metrics
 //! - [`password`]: argon2id hashing of account passwords
