@@ -256,6 +256,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {} (gateway)", args.gateway_addr))?;
     let admin_url = format!("{scheme}://{}", admin.local_addr()?);
     eprintln!("Tessera {} is running.", env!("CARGO_PKG_VERSION"));
+    eprintln!("  Dashboard:  {admin_url}/");
     eprintln!(
         "  Admin API:  {admin_url}/api/v1   (OpenAPI document: {admin_url}/api/v1/openapi.json)"
     );
@@ -265,10 +266,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         Some(password) => {
             eprintln!("  First start: created the account 'admin' with the password below. It is shown only now.");
             eprintln!("      {}", password.as_str());
-            eprintln!("  Sign in:    curl -c cookies.txt -H 'Content-Type: application/json' \\");
+            eprintln!("  Sign in:    {admin_url}/ as 'admin', or with curl:");
+            eprintln!("              curl -c cookies.txt -H 'Content-Type: application/json' \\");
             eprintln!("                -d '{{\"username\":\"admin\",\"password\":\"…\"}}' {admin_url}/api/v1/login");
         }
-        None => eprintln!("  Sign in as 'admin' (or any account) at {admin_url}/api/v1/login"),
+        None => eprintln!("  Sign in as 'admin' (or any account) at {admin_url}/"),
     }
     eprintln!("  Stop with Ctrl-C.");
     tessera_server::serve(app, admin, gateway, shutdown_signal())

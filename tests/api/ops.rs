@@ -13,7 +13,10 @@ async fn health_readiness_and_metrics() {
     );
     assert_eq!(
         send(app.req(Method::GET, "/readyz")).await,
-        (StatusCode::OK, json!({"status": "ready", "rate_limits": "per_node"}))
+        (
+            StatusCode::OK,
+            json!({"status": "ready", "rate_limits": "per_node"})
+        )
     );
     let gw = app
         .client

@@ -2,6 +2,7 @@
 //! what both listeners share: accepting connections, TLS, timeouts, the guard in front
 //! of hyper ([`listen`], [`guard`]).
 
+pub mod dashboard;
 pub mod error;
 pub mod extract;
 pub mod guard;
@@ -246,6 +247,7 @@ pub fn admin_router(state: &AppState) -> Router {
         .route("/healthz", axum::routing::get(routes::ops::healthz))
         .route("/readyz", axum::routing::get(routes::ops::readyz))
         .route("/metrics", axum::routing::get(routes::ops::metrics))
+        .merge(dashboard::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state.clone())
