@@ -186,3 +186,65 @@ async fn bodies_are_objects_and_integers_may_be_written_with_a_zero_fraction() {
     )
     .await;
 }
+
+/// The dashboard's pages answer the one page, with a strict policy and never cached, at
+/// every address a browser may load; its assets only at this build's version.
+#[tokio::test]
+async fn the_dashboard_is_served_with_a_strict_policy() {
+    let app = TestApp::spawn().await;
+    let mut asset = None;
+    for path in [
+        "/",
+        "/sign-in",
+        "/tokens",
+        "/tokens/tok_x",
+        "/audit",
+        "/accounts",
+        "/roles",
+        "/gateway",
+        "/settings",
+    ] {
+        let resp = app.req(Method::GET, path).send().await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK, "{path}");
+        let h = resp.headers();
+        assert_eq!(h["content-type"], "text/html; charset=utf-8");
+        assert_eq!(h["cache-control"], "no-store");
+        let csp = h["content-security-policy"].to_str().unwrap();
+        assert!(
+            csp.contains("script-src 'self'") && !csp.contains("unsafe-"),
+            "{csp}"
+        );
+        assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+        assert_eq!(h["x-content-type-options"], "nosniff");
+        let page = resp.text().await.unwrap();
+        let start = page.find("/assets/").unwrap();
+        asset = Some(page[start..start + "/assets/".len() + 16].to_owned());
+    }
+    let base = asset.unwrap();
+    let js = app
+        .req(Method::GET, &format!("{base}/app.js"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(js.status(), StatusCode::OK);
+    assert_eq!(
+        js.headers()["content-type"],
+        "text/javascript; charset=utf-8"
+    );
+    assert!(js.headers()["cache-control"]
+        .to_str()
+        .unwrap()
+        .contains("immutable"));
+    for missing in [
+        "/assets/0000000000000000/app.js",
+        &format!("{base}/nothing.js"),
+        "/tokens/tok_x/more",
+    ] {
+        expect_error(
+            app.req(Method::GET, missing).send().await.unwrap(),
+            404,
+            "not_found",
+        )
+        .await;
+    }
+}

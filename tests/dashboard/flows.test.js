@@ -4,7 +4,7 @@
 
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { adminApi, assertNotKept, launchBrowser, newPage, screenshot, signIn, startServer } from './harness.js';
+import { ADMIN_PASSWORD, adminApi, assertNotKept, launchBrowser, newPage, screenshot, signIn, startServer } from './harness.js';
 
 let server;
 let browser;
@@ -43,7 +43,7 @@ describe('signing in', () => {
     await page.getByRole('button', { name: 'Sign in' }).click();
     await assert.doesNotReject(page.getByRole('alert').filter({ hasText: /password/i }).waitFor());
     await screenshot(page, 'sign-in');
-    await page.getByLabel('Password').fill((await import('./harness.js')).ADMIN_PASSWORD);
+    await page.getByLabel('Password').fill(ADMIN_PASSWORD);
     await page.getByRole('button', { name: 'Sign in' }).click();
     await page.getByRole('heading', { name: 'Tokens', exact: true }).waitFor();
     assert.equal(new URL(page.url()).pathname, '/tokens');
@@ -51,6 +51,28 @@ describe('signing in', () => {
     for (const link of ['Tokens', 'Audit log', 'Accounts', 'Roles', 'Gateway', 'Settings']) {
       assert.equal(await nav.getByRole('link', { name: link, exact: true }).count(), 1, link);
     }
+    await page.context().close();
+  });
+});
+
+describe('deep links', () => {
+  test('a page loaded by its address asks for sign-in, then shows that page', async () => {
+    const page = await newPage(browser, server);
+    await page.goto('/roles');
+    await page.getByRole('button', { name: 'Sign in' }).waitFor();
+    assert.equal(new URL(page.url()).pathname, '/sign-in');
+    await page.getByLabel('Username').fill('admin');
+    await page.getByLabel('Password').fill(ADMIN_PASSWORD);
+    await page.getByRole('button', { name: 'Sign in' }).click();
+    await page.getByRole('heading', { name: 'Roles', level: 1 }).waitFor();
+    assert.equal(new URL(page.url()).pathname, '/roles');
+    await page.reload();
+    await page.getByRole('heading', { name: 'Roles', level: 1 }).waitFor();
+    await page.getByRole('button', { name: 'Sign out' }).click();
+    await page.getByRole('button', { name: 'Sign in' }).waitFor();
+    await page.goto('/tokens');
+    await page.getByRole('button', { name: 'Sign in' }).waitFor();
+    assert.equal(new URL(page.url()).pathname, '/sign-in', 'signed out for good');
     await page.context().close();
   });
 });

@@ -50,7 +50,7 @@ export async function render(main, ctx, id) {
           h('td', null, timeEl(r.time)),
           h('td', { text: r.listener }),
           h('td', null, h('code', { text: `${r.method} ${r.path}` })),
-          h('td', { text: r.code ? `${r.status} ${r.code}` : String(r.status) }),
+          h('td', { text: r.code && r.code !== 'ok' ? `${r.status} ${r.code}` : String(r.status) }),
           h('td', { class: 'hide-narrow', text: r.ip }),
           h('td', { class: 'hide-narrow', text: `${r.latency_ms.toFixed(2)} ms` }))))
       : h('p', { class: 'empty', text: 'No requests yet.' }),
@@ -72,7 +72,7 @@ function chart(buckets) {
     }
   }
   const top = Math.max(1, ...slots.map((s) => s.allowed + s.denied));
-  const [w, hgt, pad] = [480, 160, 18];
+  const [w, hgt, pad] = [960, 180, 18];
   const bw = (w - 2 * pad) / slots.length;
   const y = (v) => ((hgt - 2 * pad) * v) / top;
   const allowed = slots.reduce((n, s) => n + s.allowed, 0);
