@@ -232,7 +232,7 @@ describe('a developer', () => {
     await page.getByText('No tokens yet.').waitFor();
     assert.equal(await page.getByText('admins-own').count(), 0);
     await generate(page, 'devs-own');
-    assert.equal(await row(page, 'devs-own').count(), 1);
+    await row(page, 'devs-own').waitFor();
     await page.goto('/accounts');
     await page.getByRole('heading', { name: 'Not allowed' }).waitFor();
     await page.context().close();

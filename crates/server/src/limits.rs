@@ -157,16 +157,16 @@ impl RateLimits {
         }
     }
 
-    /// Takes one request from the bucket of `key`.
+    /// Takes one request from the bucket of `key`. (Callers on a request's path box this
+    /// future: only requests with a limit wait on it, and the others' futures should not
+    /// carry its size.)
     pub async fn check(&self, key: LimitKey) -> Result<RateLimitState, Denial> {
         if let Some((shared, connection)) = self
             .shared
             .as_ref()
             .and_then(|s| Some((s, s.connection()?)))
         {
-            // Boxed: a check that goes to Redis is rare beside one that does not, and its
-            // future must not make every verification's future bigger.
-            match Box::pin(shared.check(connection, &key)).await {
+            match shared.check(connection, &key).await {
                 Ok(state) => return state,
                 Err(e) => shared.lost(&e),
             }

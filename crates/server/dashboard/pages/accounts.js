@@ -13,6 +13,9 @@ export async function render(main, ctx) {
   const list = h('div', null, h('p', { class: 'loading', text: 'Loading accounts…' }));
   let roles = [];
 
+  // Usable once the roles to choose from are known.
+  const newButton = h('button', { type: 'button', class: 'primary', text: 'New account', disabled: true, 'aria-busy': 'true', onclick: () => newAccount() });
+
   async function reload() {
     let accounts;
     try {
@@ -22,6 +25,8 @@ export async function render(main, ctx) {
       return;
     }
     showError(error, null);
+    newButton.disabled = false;
+    newButton.removeAttribute('aria-busy');
     const admins = accounts.filter((a) => !a.disabled && a.roles.includes('super_admin'));
     const headers = ['Username', 'Roles', 'Status', { text: 'Created', class: 'hide-narrow' }, 'Last sign-in'];
     if (canWrite) headers.push('Actions');
@@ -121,7 +126,7 @@ export async function render(main, ctx) {
   replace(
     main,
     h('div', { class: 'page-head' }, h('h1', { text: 'Accounts' }),
-      h('div', { class: 'actions' }, canWrite ? h('button', { type: 'button', class: 'primary', text: 'New account', onclick: newAccount }) : null)),
+      h('div', { class: 'actions' }, canWrite ? newButton : null)),
     error,
     list,
   );

@@ -31,6 +31,9 @@ export async function render(main, ctx) {
     reload();
   });
 
+  // Usable once the policy (the expiry choices) is known.
+  const generateButton = h('button', { type: 'button', class: 'primary', text: 'Generate token', disabled: true, 'aria-busy': 'true', onclick: generate });
+
   async function reload() {
     let tokens;
     try {
@@ -41,6 +44,8 @@ export async function render(main, ctx) {
       return;
     }
     showError(error, null);
+    generateButton.disabled = false;
+    generateButton.removeAttribute('aria-busy');
     count.textContent = `${tokens.length} of ${policy.max_tokens_per_account} tokens`;
     if (!tokens.length) {
       replace(list, h('div', { class: 'empty' }, h('p', { text: 'No tokens yet.' }), canWrite ? h('button', { type: 'button', class: 'primary', text: 'Generate token', onclick: generate }) : null));
@@ -106,7 +111,7 @@ export async function render(main, ctx) {
     top,
     h('div', { class: 'page-head' },
       h('h1', { text: 'Tokens' }),
-      h('div', { class: 'actions' }, canWrite ? h('button', { type: 'button', class: 'primary', text: 'Generate token', onclick: () => policy && generate() }) : null)),
+      h('div', { class: 'actions' }, canWrite ? generateButton : null)),
     count,
     error,
     list,

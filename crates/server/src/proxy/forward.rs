@@ -251,14 +251,12 @@ impl Proxy {
         self.verifier.require(ok, &entry.route.scopes)?;
         let route_limit = match entry.route.rate_limit {
             Some(limit) => Some(
-                self.verifier
-                    .limits()
-                    .check(LimitKey {
-                        token: ok.token.record.id.clone(),
-                        route: Some(entry.key.clone()),
-                        limit,
-                    })
-                    .await?,
+                Box::pin(self.verifier.limits().check(LimitKey {
+                    token: ok.token.record.id.clone(),
+                    route: Some(entry.key.clone()),
+                    limit,
+                }))
+                .await?,
             ),
             None => None,
         };

@@ -394,13 +394,12 @@ impl Verifier {
         }
         let rate_limit = match token.record.rate_limit {
             Some(limit) if spend => Some(
-                self.limits
-                    .check(LimitKey {
-                        token: token.record.id.clone(),
-                        route: None,
-                        limit,
-                    })
-                    .await?,
+                Box::pin(self.limits.check(LimitKey {
+                    token: token.record.id.clone(),
+                    route: None,
+                    limit,
+                }))
+                .await?,
             ),
             _ => None,
         };
