@@ -42,7 +42,7 @@ describe('signing in', () => {
     await page.getByLabel('Password').fill('not-the-password');
     await page.getByRole('button', { name: 'Sign in' }).click();
     await assert.doesNotReject(page.getByRole('alert').filter({ hasText: /password/i }).waitFor());
-    await screenshot(page, 'sign-in');
+    await screenshot(page, 'sign-in-refused');
     await page.getByLabel('Password').fill(ADMIN_PASSWORD);
     await page.getByRole('button', { name: 'Sign in' }).click();
     await page.getByRole('heading', { name: 'Tokens', exact: true }).waitFor();
@@ -130,6 +130,42 @@ describe('tokens', () => {
     assert.equal(entry.details.grace_period_seconds, 3600);
     await assertNotKept(page, fresh);
     await assertNotKept(page, old);
+    await page.context().close();
+  });
+
+  test('edit: renamed, with scopes of its own; the value keeps working within them', async () => {
+    const page = await newPage(browser, server);
+    await signIn(page);
+    const value = await generate(page, 'to-rename');
+    await row(page, 'to-rename').getByRole('button', { name: 'Edit', exact: true }).click();
+    const dialog = page.getByRole('dialog', { name: 'Edit token' });
+    await dialog.getByLabel('Name', { exact: true }).fill('renamed');
+    await dialog.getByLabel("Follow my account's permissions").uncheck();
+    await dialog.getByLabel('audit:read', { exact: true }).check();
+    await dialog.getByRole('button', { name: 'Save' }).click();
+    await dialog.waitFor({ state: 'detached' });
+    await row(page, 'renamed').getByText('audit:read').waitFor();
+    assert.equal((await api.call('GET', '/api/v1/audit-logs?limit=1', null, value)).status, 200);
+    const denied = await api.call('GET', '/api/v1/tokens', null, value);
+    assert.equal(denied.status, 403);
+    assert.equal(denied.body.error.code, 'forbidden');
+    const entry = (await api.audit('token.update'))[0];
+    assert.equal(entry.target.name, 'renamed');
+    await page.context().close();
+  });
+
+  test('a custom expiry date', async () => {
+    const page = await newPage(browser, server);
+    await signIn(page);
+    await page.getByRole('button', { name: 'Generate token' }).first().click();
+    const dialog = page.getByRole('dialog', { name: 'Generate token' });
+    await dialog.getByLabel('Name', { exact: true }).fill('dated');
+    await dialog.getByLabel('Expiration', { exact: true }).selectOption({ label: 'Custom' });
+    const day = new Date(Date.now() + 10 * 24 * 3600 * 1000).toISOString().slice(0, 10);
+    await dialog.getByLabel('Expires on').fill(day);
+    await dialog.getByRole('button', { name: 'Generate' }).click();
+    await dialog.waitFor({ state: 'detached' });
+    await row(page, 'dated').getByText(/in (10|11) days/).waitFor();
     await page.context().close();
   });
 

@@ -50,6 +50,9 @@ describe('every page', () => {
   for (const width of [1280, 375]) {
     test(`at ${width} px: loads by its address, shows its heading, no horizontal scroll`, async () => {
       const page = await newPage(browser, server, { width });
+      await page.goto('/');
+      await page.getByRole('button', { name: 'Sign in' }).waitFor();
+      await screenshot(page, 'sign-in');
       await signIn(page);
       for (const [name, path, heading] of PAGES) {
         await page.goto(typeof path === 'function' ? path() : path);

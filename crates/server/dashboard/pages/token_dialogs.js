@@ -126,7 +126,7 @@ function expiryChoice(policy) {
   const tomorrow = new Date(Date.now() + 24 * 3600 * 1000);
   date.min = tomorrow.toISOString().slice(0, 10);
   if (max != null) date.max = new Date(Date.now() + max * 24 * 3600 * 1000).toISOString().slice(0, 10);
-  const dateField = field('Expiration date', date, 'The token stops working at the end of this day (your time).');
+  const dateField = field('Expires on', date, 'The token stops working at the end of this day (your time).');
   dateField.hidden = true;
   select.addEventListener('change', () => {
     dateField.hidden = select.value !== 'custom';
