@@ -217,6 +217,27 @@ pub async fn access_and_usage<S: Store>(store: &S) {
         .map(|i| base + Duration::seconds(2000 + i))
         .collect();
     assert_eq!(seen, expected);
+
+    // More pages than a backend may read at once (one batch of 200 tokens' records, a
+    // page each): every record once, newest first, read whole or along the cursors.
+    let many: Vec<AccessRecord> = (0..200)
+        .map(|i| AccessRecord {
+            token_id: Some(TokenId::generate(now())),
+            ..rec(100_000 + i, 200, Some(&tok.id))
+        })
+        .collect();
+    store
+        .record_access(AccessBatch::from_records(many), Vec::new())
+        .await
+        .unwrap();
+    let recent = AccessFilter {
+        since: Some(base + Duration::seconds(100_000)),
+        ..Default::default()
+    };
+    let whole = store.list_access(&recent, &page(1000)).await.unwrap();
+    assert_eq!(whole.len(), 200);
+    assert!(whole.windows(2).all(|w| w[0].0 > w[1].0));
+    assert_eq!(access_paged(store, &recent, 7).await, whole);
 }
 
 /// Every access record `filter` selects, read `limit` at a time along the cursors.

@@ -177,13 +177,6 @@ impl PgStore {
             super::access::insert_with_ids(&mut tx, &records).await?;
             done.access_records += records.len() as u64;
         }
-        sqlx::query(
-            "SELECT setval(pg_get_serial_sequence('access_log', 'id'), GREATEST((SELECT MAX(id) FROM access_log), 1))",
-        )
-        .execute(&mut *tx)
-        .await
-        .map_err(backend)?;
-
         tx.commit().await.map_err(backend)?;
         Ok(done)
     }
