@@ -33,6 +33,10 @@ pub enum TokenCommand {
         /// `active`, `expired` or `disabled`.
         #[arg(long)]
         status: Option<String>,
+        /// Only active tokens that expire within this span (`7d`, `24h`; rounded up to
+        /// whole days).
+        #[arg(long, value_parser = parse_days)]
+        expiring: Option<u64>,
     },
     /// One token, by id or name.
     Show {
@@ -285,6 +289,15 @@ pub fn parse_duration_secs(s: &str) -> Result<u64, String> {
     humantime::parse_duration(s)
         .map(|d| d.as_secs())
         .map_err(|e| format!("{s:?} is not a duration like 90s, 15m or 1h ({e})"))
+}
+
+/// A span in whole days, rounded up: `7d` is 7, `24h` is 1, `36h` is 2.
+pub fn parse_days(s: &str) -> Result<u64, String> {
+    let secs = parse_duration_secs(s)?;
+    match secs.div_ceil(86_400) {
+        0 => Err(format!("{s:?} is no time at all: use 1d or more")),
+        days => Ok(days),
+    }
 }
 
 /// An RFC 3339 time, a date (00:00 UTC), or a span back from now (`24h`, `7days`).

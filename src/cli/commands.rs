@@ -97,8 +97,12 @@ pub async fn token(ctx: &Ctx, cmd: TokenCommand) -> CliResult {
                 "Created",
             );
         }
-        TokenCommand::List { status } => {
-            let query: Vec<(&str, String)> = status.map(|s| ("status", s)).into_iter().collect();
+        TokenCommand::List { status, expiring } => {
+            let query: Vec<(&str, String)> = status
+                .map(|s| ("status", s))
+                .into_iter()
+                .chain(expiring.map(|d| ("expiring_within_days", d.to_string())))
+                .collect();
             let all = c.get_all("/tokens", &query).await?;
             ctx.show(&all, |all| token_table(all, ctx.now));
         }

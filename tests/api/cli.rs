@@ -143,6 +143,27 @@ async fn token_commands_cover_the_lifecycle() {
     let (_, api_list) = send(app.admin(Method::GET, "/api/v1/tokens")).await;
     assert_eq!(listed["items"], api_list["items"]);
     assert_eq!(listed["next_cursor"], Value::Null);
+    // --expiring: only what expires within the span (the 7-day token, not the admin's
+    // 30-day one); 24h counts as a day.
+    let soon = tessera(&app, &["token", "list", "--expiring", "7d", "--json"])
+        .await
+        .expect(0)
+        .json();
+    let names: Vec<_> = soon["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].clone())
+        .collect();
+    assert_eq!(names, ["ci-deploy"]);
+    let day = tessera(&app, &["token", "list", "--expiring", "24h", "--json"])
+        .await
+        .expect(0)
+        .json();
+    assert_eq!(day["items"], json!([]));
+    tessera(&app, &["token", "list", "--expiring", "0s"])
+        .await
+        .expect(2);
 
     // show, by name and by id, equal to the API's object.
     let id = me["auth"]["token_id"].as_str().unwrap().to_owned();

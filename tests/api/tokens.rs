@@ -905,3 +905,119 @@ async fn introspection() {
     )
     .await;
 }
+
+/// A token rotates itself with nothing but itself: the new value works, the old one
+/// dies (or keeps working for its grace period), the audit log says who did it; a
+/// session has no token to rotate.
+#[tokio::test]
+async fn a_token_regenerates_itself() {
+    let app = TestApp::spawn().await;
+    // Scoped to something unrelated: holding the token is permission enough.
+    let t = app
+        .create_token(
+            &app.admin_token,
+            json!({"name": "robot", "scopes": ["audit:read"]}),
+        )
+        .await;
+    let old = t["token"].as_str().unwrap().to_owned();
+    let (status, body) = send(
+        app.with(&old, Method::POST, "/api/v1/tokens/self/regenerate")
+            .json(&json!({"grace_period_seconds": 60})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["id"], t["id"]);
+    assert_eq!(body["scopes"], json!(["audit:read"]));
+    let new = app.remember(&body);
+    assert_ne!(new, old);
+    let me = |v: &str| send(app.with(v, Method::GET, "/api/v1/user/me"));
+    assert_eq!(me(&new).await.0, StatusCode::OK);
+    assert_eq!(me(&old).await.0, StatusCode::OK, "within its grace period");
+    app.clock.advance(Duration::seconds(61));
+    assert_eq!(me(&old).await.0, StatusCode::UNAUTHORIZED);
+
+    // Again, without grace: the presented value stops at once.
+    let (status, body) = send(app.with(&new, Method::POST, "/api/v1/tokens/self/regenerate")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let newer = app.remember(&body);
+    assert_eq!(me(&new).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(me(&newer).await.0, StatusCode::OK);
+
+    let (_, audit) = send(app.admin(
+        Method::GET,
+        "/api/v1/audit-logs?action=token.self_regenerate",
+    ))
+    .await;
+    let entries = audit["items"].as_array().unwrap();
+    assert_eq!(entries.len(), 2);
+    assert_eq!(entries[0]["actor"]["token_id"], t["id"]);
+    assert_eq!(entries[0]["target"]["id"], t["id"]);
+
+    // A session presents no token; an unknown one is refused as usual.
+    let session = app.login("admin", ADMIN_PASSWORD).await;
+    let resp = app
+        .session_req(&session, Method::POST, "/api/v1/tokens/self/regenerate")
+        .send()
+        .await
+        .unwrap();
+    expect_error(resp, 400, "invalid_request").await;
+    let resp = app
+        .req(Method::POST, "/api/v1/tokens/self/regenerate")
+        .send()
+        .await
+        .unwrap();
+    expect_error(resp, 401, "unauthenticated").await;
+}
+
+/// `expiring_within_days`: active tokens that expire within so many days, neither the
+/// disabled nor the expired nor those that never expire; out of range is 422.
+#[tokio::test]
+async fn tokens_expiring_soon() {
+    let app = TestApp::spawn().await;
+    let token = |name: &str, days: i64| {
+        app.create_token(
+            &app.admin_token,
+            json!({"name": name, "expires_in_days": days}),
+        )
+    };
+    let soon = token("soon", 5).await;
+    token("later", 60).await;
+    let off = token("off", 3).await;
+    let (s, _) = send(app.admin(
+        Method::POST,
+        &format!("/api/v1/tokens/{}/disable", off["id"].as_str().unwrap()),
+    ))
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    token("gone", 1).await;
+    app.clock.advance(Duration::days(2));
+    let names = |body: &Value| -> Vec<String> {
+        body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let (s, body) = send(app.admin(Method::GET, "/api/v1/tokens?expiring_within_days=7")).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert_eq!(names(&body), ["soon"]);
+    assert_eq!(body["items"][0]["id"], soon["id"]);
+    let (_, body) = send(app.admin(Method::GET, "/api/v1/tokens?expiring_within_days=2")).await;
+    assert_eq!(names(&body), Vec::<String>::new());
+    for (bad, status, code) in [
+        ("0", 422, "validation_failed"),
+        ("3651", 422, "validation_failed"),
+        ("x", 400, "invalid_request"),
+    ] {
+        let resp = app
+            .admin(
+                Method::GET,
+                &format!("/api/v1/tokens?expiring_within_days={bad}"),
+            )
+            .send()
+            .await
+            .unwrap();
+        expect_error(resp, status, code).await;
+    }
+}

@@ -47,7 +47,7 @@ run() { # $1 = token, then schemathesis options
 }
 # Operations that may revoke the run's own credential (delete or regenerate its token,
 # change the admin's account) go last, each pass with a fresh token.
-harmful=(delete regenerate disable admin_delete admin_disable delete_account update_account delete_all)
+harmful=(delete regenerate regenerate_self disable admin_delete admin_disable delete_account update_account delete_all)
 echo "== schemathesis: every operation but those that may revoke the run's own token"
 run "$(token main)" --exclude-operation-id-regex "^($(IFS='|'; echo "${harmful[*]}"))$"
 echo "== schemathesis: those, one at a time, each with a token of its own"

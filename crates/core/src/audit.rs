@@ -34,6 +34,7 @@ actions! {
     TokenCreate => "token.create",
     TokenUpdate => "token.update",
     TokenRegenerate => "token.regenerate",
+    TokenSelfRegenerate => "token.self_regenerate",
     TokenDisable => "token.disable",
     TokenEnable => "token.enable",
     TokenDelete => "token.delete",

@@ -146,7 +146,9 @@ pub struct TokenFilter {
     /// `None`: every account's tokens (for `tokens:admin`).
     pub account_id: Option<AccountId>,
     pub status: Option<TokenStatus>,
-    /// The time `status` is judged at.
+    /// Only active tokens that expire by then (after `now`).
+    pub expiring_before: Option<Timestamp>,
+    /// The time `status` and `expiring_before` are judged at.
     pub now: Timestamp,
 }
 

@@ -39,6 +39,7 @@ async fn a_sqlite_database_moves_to_postgres_whole() {
     let filter = TokenFilter {
         account_id: None,
         status: None,
+        expiring_before: None,
         now: tessera_core::clock::from_unix_millis(0),
     };
     assert_eq!(

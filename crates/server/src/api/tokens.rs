@@ -147,6 +147,9 @@ pub struct ListTokensQuery {
     pub cursor: Option<String>,
     /// Only with `tokens:admin` (under `/admin/tokens`): one account's tokens.
     pub account_id: Option<String>,
+    /// Only active tokens that expire within this many days (1–3650).
+    #[param(minimum = 1, maximum = 3650)]
+    pub expiring_within_days: Option<i64>,
 }
 
 /// The caller's own tokens: [`ListTokensQuery`] without `account_id`.
@@ -161,6 +164,9 @@ pub struct OwnTokensQuery {
     #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<i64>,
     pub cursor: Option<String>,
+    /// Only active tokens that expire within this many days (1–3650).
+    #[param(minimum = 1, maximum = 3650)]
+    pub expiring_within_days: Option<i64>,
 }
 
 impl From<OwnTokensQuery> for ListTokensQuery {
@@ -170,6 +176,7 @@ impl From<OwnTokensQuery> for ListTokensQuery {
             limit: q.limit,
             cursor: q.cursor,
             account_id: None,
+            expiring_within_days: q.expiring_within_days,
         }
     }
 }

@@ -108,6 +108,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(tokens::create, tokens::list, tokens::delete_all))
         .routes(routes!(tokens::get, tokens::update, tokens::delete))
         .routes(routes!(tokens::regenerate))
+        .routes(routes!(tokens::regenerate_self))
         .routes(routes!(tokens::disable))
         .routes(routes!(tokens::enable))
         .routes(routes!(tokens::usage))

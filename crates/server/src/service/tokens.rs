@@ -2,7 +2,8 @@
 //! usage, and introspection.
 
 use super::{
-    finish_page, page, parse_permissions, Caller, Granted, Service, ServiceError, ServiceResult,
+    finish_page, page, parse_permissions, Caller, CallerAuth, Granted, Service, ServiceError,
+    ServiceResult,
 };
 use crate::api::*;
 use crate::verifier::Carriers;
@@ -58,6 +59,8 @@ impl WritesTokens for TokensAdmin {
 
 const MAX_CIDRS: usize = 100;
 const MAX_GRACE_SECONDS: i64 = 86_400;
+/// The widest `expiring_within_days` a list takes (ten years).
+const MAX_EXPIRY_FILTER_DAYS: i64 = 3_650;
 
 fn expiry_request(
     in_days: Option<i64>,
@@ -275,9 +278,22 @@ impl Service {
             (TokenScope::Any, None) => None,
         };
         let now = self.clock.now();
+        let expiring_before = match q.expiring_within_days {
+            None => None,
+            Some(days) if (1..=MAX_EXPIRY_FILTER_DAYS).contains(&days) => {
+                Some(now + Duration::days(days))
+            }
+            Some(_) => {
+                return Err(ServiceError::field(
+                    "expiring_within_days",
+                    format!("must be between 1 and {MAX_EXPIRY_FILTER_DAYS}"),
+                ))
+            }
+        };
         let filter = TokenFilter {
             account_id,
             status,
+            expiring_before,
             now,
         };
         let records = self.store.list_tokens(&filter, &page).await?;
@@ -379,6 +395,38 @@ impl Service {
     ) -> ServiceResult<TokenWithValue> {
         let before = self.load_token(caller, TokenScope::Own, id).await?;
         self.ensure_may_grant(caller, before.scopes.as_deref())?;
+        self.regenerate(caller, before, req, AuditAction::TokenRegenerate)
+            .await
+    }
+
+    /// Regenerates the token the caller presented (`POST /api/v1/tokens/self/regenerate`):
+    /// holding it is permission enough, since its new value can do nothing the old one
+    /// could not. A session has no token to rotate.
+    pub async fn regenerate_presented_token(
+        &self,
+        caller: &Caller,
+        req: RegenerateRequest,
+    ) -> ServiceResult<TokenWithValue> {
+        let CallerAuth::Token(entry) = &caller.via else {
+            return Err(ServiceError::InvalidRequest(
+                "self-rotation rotates the token the request presents; this request presents none"
+                    .into(),
+            ));
+        };
+        let before = self
+            .load_token(caller, TokenScope::Own, entry.record.id.as_str())
+            .await?;
+        self.regenerate(caller, before, req, AuditAction::TokenSelfRegenerate)
+            .await
+    }
+
+    async fn regenerate(
+        &self,
+        caller: &Caller,
+        before: TokenRecord,
+        req: RegenerateRequest,
+        action: AuditAction,
+    ) -> ServiceResult<TokenWithValue> {
         let now = self.clock.now();
         let grace = req.grace_period_seconds.unwrap_or(0);
         if !(0..=MAX_GRACE_SECONDS).contains(&grace) {
@@ -411,7 +459,7 @@ impl Service {
         t.updated_at = now;
         let audit = self.draft(
             caller,
-            AuditAction::TokenRegenerate,
+            action,
             Some(Target::new("token", &t.id, Some(t.name.as_str()))),
             serde_json::json!({"grace_period_seconds": grace, "expires_at": expires_at}),
         );

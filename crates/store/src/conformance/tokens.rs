@@ -90,6 +90,7 @@ pub async fn tokens<S: Store>(store: &S) {
     let mine = TokenFilter {
         account_id: Some(owner.id.clone()),
         status: None,
+        expiring_before: None,
         now: now(),
     };
     let ids = |v: Vec<TokenRecord>| v.into_iter().map(|t| t.id).collect::<Vec<_>>();
@@ -172,6 +173,25 @@ pub async fn tokens<S: Store>(store: &S) {
             .unwrap()),
         vec![t1.id.clone()]
     );
+    // Expiring by a time: active tokens whose expiry falls by then (not the disabled t2,
+    // not the expired t3).
+    let t1_expiry = t1.expires_at.expect("the conformance tokens expire");
+    let expiring = |by| TokenFilter {
+        expiring_before: Some(by),
+        ..mine.clone()
+    };
+    assert_eq!(
+        ids(store
+            .list_tokens(&expiring(t1_expiry), &page(10))
+            .await
+            .unwrap()),
+        vec![t1.id.clone()]
+    );
+    assert!(store
+        .list_tokens(&expiring(t1_expiry - Duration::seconds(1)), &page(10))
+        .await
+        .unwrap()
+        .is_empty());
     let mut clash = t1.clone();
     clash.name = TokenName::parse("second-renamed").unwrap();
     assert!(matches!(

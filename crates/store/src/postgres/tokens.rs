@@ -147,6 +147,12 @@ impl TokenStore for PgStore {
                     .push(")");
             }
         }
+        if let Some(by) = filter.expiring_before {
+            qb.push(" AND NOT disabled AND expires_at > ")
+                .push_bind(now)
+                .push(" AND expires_at <= ")
+                .push_bind(ms(by));
+        }
         push_page_tail(&mut qb, (None, None), "id", false, page);
         let found = qb.build().fetch_all(&self.pool).await.map_err(backend)?;
         found.iter().map(rows::token).collect()

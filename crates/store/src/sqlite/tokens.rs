@@ -110,6 +110,12 @@ impl TokenStore for SqliteStore {
                     .push(")");
             }
         }
+        if let Some(by) = filter.expiring_before {
+            qb.push(" AND disabled = 0 AND expires_at > ")
+                .push_bind(now)
+                .push(" AND expires_at <= ")
+                .push_bind(ms(by));
+        }
         push_page(&mut qb, true, "id", page);
         let rows = qb.build().fetch_all(&self.reader).await.map_err(backend)?;
         rows.iter().map(rows::token).collect()

@@ -4,7 +4,7 @@ use crate::api::*;
 use crate::http::error::ApiError;
 use crate::http::extract::{Json, JsonOrEmpty, Query};
 use crate::http::AppState;
-use crate::service::Granted;
+use crate::service::{Caller, Granted};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use tessera_core::permission::need::*;
@@ -96,6 +96,19 @@ pub async fn regenerate(
 ) -> JsonResult<TokenWithValue> {
     Ok(axum::Json(
         s.service.regenerate_token(&caller, &id, req).await?,
+    ))
+}
+
+#[utoipa::path(post, path = "/api/v1/tokens/self/regenerate", tag = "tokens", request_body = RegenerateRequest,
+    description = "Regenerates the token this request presents (in `X-API-KEY`, `Authorization: Bearer` or the `X-API-KEY` cookie): automation renews its own credential. Needs no permission beyond holding the token; a session has none to rotate (400). Same body and answer as regenerate; audited as `token.self_regenerate`.",
+    responses((status = 200, body = TokenWithValue), (status = "4XX", body = ErrorBody)))]
+pub async fn regenerate_self(
+    State(s): State<AppState>,
+    caller: Caller,
+    JsonOrEmpty(req): JsonOrEmpty<RegenerateRequest>,
+) -> JsonResult<TokenWithValue> {
+    Ok(axum::Json(
+        s.service.regenerate_presented_token(&caller, req).await?,
     ))
 }
 
