@@ -295,8 +295,16 @@ async fn a_route_change_holds(nodes: Nodes<'_>) {
 #[tokio::test]
 async fn a_node_whose_feed_broke_forgets_its_caches_when_it_is_back() {
     let (a, b) = two_nodes().await;
+    let heard = b.metric("tessera_change_feed_changes_total").await;
     let t = a.create_token(&a.admin_token, json!({"name": "t"})).await;
     let (id, v) = (t["id"].as_str().unwrap(), t["token"].as_str().unwrap());
+    // B hears of the new token first: a notification applied while B reads the token
+    // would (rightly) keep that read out of its cache.
+    let got = holds_within(Duration::from_secs(3), heard + 1.0, async || {
+        b.metric("tessera_change_feed_changes_total").await
+    })
+    .await;
+    assert_eq!(got, heard + 1.0);
     assert_eq!(answer(&b, v).await, StatusCode::OK);
     a.write_behind_its_back(&format!(
         "UPDATE tokens SET disabled = TRUE WHERE id = '{id}'"

@@ -246,6 +246,24 @@ pub fn decode(
         .collect()
 }
 
+/// The usage buckets of `[since, until)` from the records of a token's pages that meet
+/// that span (a page may hold records on either side of it).
+pub fn usage_buckets(
+    pages: Vec<Vec<(i64, AccessRecord)>>,
+    since: tessera_core::clock::Timestamp,
+    until: tessera_core::clock::Timestamp,
+    width: tessera_core::usage::BucketWidth,
+) -> Vec<tessera_core::usage::UsageBucket> {
+    tessera_core::usage::buckets(
+        pages
+            .iter()
+            .flatten()
+            .map(|(_, r)| r)
+            .filter(|r| r.time >= since && r.time < until),
+        width,
+    )
+}
+
 /// Merges pages read newest first (by `last_id`, descending) into records newest first
 /// (by id), keeping those that pass the filter and lie before the cursor.
 ///

@@ -310,16 +310,7 @@ impl AccessLogStore for PgStore {
         .fetch_all(&self.pool)
         .await
         .map_err(backend)?;
-        let mut records = Vec::new();
-        for row in &rows {
-            records.extend(page_of(row)?);
-        }
-        Ok(usage::buckets(
-            records
-                .iter()
-                .map(|(_, r)| r)
-                .filter(|r| r.time >= since && r.time < until),
-            width,
-        ))
+        let pages = rows.iter().map(page_of).collect::<StoreResult<Vec<_>>>()?;
+        Ok(access_pages::usage_buckets(pages, since, until, width))
     }
 }

@@ -42,7 +42,7 @@ use tessera_core::ids::{AccountId, TokenId};
 use tessera_core::policy::TokenPolicy;
 use tessera_core::store::*;
 use tessera_core::token::{TokenHash, TokenRecord, TokenStatus};
-use tessera_core::usage::{self, AccessBatch, AccessRecord, BucketWidth, UsageBucket};
+use tessera_core::usage::{AccessBatch, AccessRecord, BucketWidth, UsageBucket};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
