@@ -149,7 +149,41 @@ fn api_routes() -> OpenApiRouter<AppState> {
 /// The OpenAPI 3.1 document of the admin API, as served at `/api/v1/openapi.json`.
 pub fn openapi_json() -> String {
     let (_, doc) = api_routes().split_for_parts();
-    doc.to_pretty_json().unwrap_or_default()
+    let mut doc = serde_json::to_value(&doc).unwrap_or_default();
+    optional_bodies(&mut doc);
+    serde_json::to_string_pretty(&doc).unwrap_or_default()
+}
+
+/// A body that may be left out ([`extract::JsonOrEmpty`]) is declared `Option<T>`, which
+/// utoipa writes as "`T` or `null`" (and not required). The API takes no body, not a
+/// `null` one: the schema says `T` alone, still not required.
+fn optional_bodies(doc: &mut serde_json::Value) {
+    let Some(paths) = doc.get_mut("paths").and_then(|p| p.as_object_mut()) else {
+        return;
+    };
+    let contents = paths
+        .values_mut()
+        .filter_map(|item| item.as_object_mut())
+        .flat_map(|item| item.values_mut())
+        .filter_map(|op| op.pointer_mut("/requestBody/content"))
+        .filter_map(|c| c.as_object_mut())
+        .flat_map(|c| c.values_mut());
+    for content in contents {
+        let Some(schema) = content.get_mut("schema") else {
+            continue;
+        };
+        let inner = match schema.get("oneOf").and_then(|o| o.as_array()) {
+            Some(one) if one.len() == 2 => one
+                .iter()
+                .find(|s| s.get("type").and_then(|t| t.as_str()) != Some("null"))
+                .cloned()
+                .filter(|_| one.iter().any(|s| s["type"] == "null")),
+            _ => None,
+        };
+        if let Some(inner) = inner {
+            *schema = inner;
+        }
+    }
 }
 
 /// The admin API's fallbacks, in the contract's format.

@@ -85,7 +85,7 @@ pub async fn delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[utoipa::path(post, path = "/api/v1/tokens/{id}/regenerate", tag = "tokens", params(("id" = String, Path)), request_body = RegenerateRequest,
+#[utoipa::path(post, path = "/api/v1/tokens/{id}/regenerate", tag = "tokens", params(("id" = String, Path)), request_body(content = Option<RegenerateRequest>, description = "Optional: an empty body keeps the expiry and has no grace period."),
     description = "New value, same id. The old value stops working at once, or after `grace_period_seconds`.",
     responses((status = 200, body = TokenWithValue), (status = "4XX", body = ErrorBody)))]
 pub async fn regenerate(
@@ -99,7 +99,7 @@ pub async fn regenerate(
     ))
 }
 
-#[utoipa::path(post, path = "/api/v1/tokens/self/regenerate", tag = "tokens", request_body = RegenerateRequest,
+#[utoipa::path(post, path = "/api/v1/tokens/self/regenerate", tag = "tokens", request_body(content = Option<RegenerateRequest>, description = "Optional: an empty body keeps the expiry and has no grace period."),
     description = "Regenerates the token this request presents (in `X-API-KEY`, `Authorization: Bearer` or the `X-API-KEY` cookie): automation renews its own credential. Needs no permission beyond holding the token; a session has none to rotate (400). Same body and answer as regenerate; audited as `token.self_regenerate`.",
     responses((status = 200, body = TokenWithValue), (status = "4XX", body = ErrorBody)))]
 pub async fn regenerate_self(
