@@ -101,7 +101,7 @@ struct ServeArgs {
     /// Redis that keeps rate limits for every node together (`redis://host:6379`);
     /// without it each node limits on its own.
     #[arg(long, env = "TESSERA_REDIS_URL", value_parser = tessera_server::limits::parse_redis_url)]
-    redis_url: Option<tessera_server::limits::ConnectionInfo>,
+    redis_url: Option<tessera_server::limits::Redis>,
 }
 
 fn main() -> std::process::ExitCode {

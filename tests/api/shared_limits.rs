@@ -16,8 +16,7 @@ use tessera_server::ServerConfig;
 async fn redis_url() -> String {
     let url = std::env::var("TESSERA_TEST_REDIS_URL")
         .unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
-    let info = tessera_server::limits::parse_redis_url(&url).unwrap();
-    let client = redis::Client::open(info).unwrap();
+    let client = tessera_server::limits::parse_redis_url(&url).unwrap();
     let pong: Result<String, _> = async {
         let mut c = client.get_multiplexed_async_connection().await?;
         redis::cmd("PING").query_async(&mut c).await

@@ -21,11 +21,17 @@ after(async () => {
   await server?.stop();
 });
 
-/** Generates a token through the dialog; answers its value as the page shows it. */
-async function generate(page, name, expiration = '30 days') {
+/** Opens the Generate token dialog and names the token; answers the dialog. */
+async function openGenerate(page, name) {
   await page.getByRole('button', { name: 'Generate token' }).first().click();
   const dialog = page.getByRole('dialog', { name: 'Generate token' });
   await dialog.getByLabel('Name', { exact: true }).fill(name);
+  return dialog;
+}
+
+/** Generates a token through the dialog; answers its value as the page shows it. */
+async function generate(page, name, expiration = '30 days') {
+  const dialog = await openGenerate(page, name);
   await dialog.getByLabel('Expiration', { exact: true }).selectOption({ label: expiration });
   await dialog.getByRole('button', { name: 'Generate' }).click();
   await dialog.waitFor({ state: 'detached' });
@@ -157,9 +163,7 @@ describe('tokens', () => {
   test('a custom expiry date', async () => {
     const page = await newPage(browser, server);
     await signIn(page);
-    await page.getByRole('button', { name: 'Generate token' }).first().click();
-    const dialog = page.getByRole('dialog', { name: 'Generate token' });
-    await dialog.getByLabel('Name', { exact: true }).fill('dated');
+    const dialog = await openGenerate(page, 'dated');
     await dialog.getByLabel('Expiration', { exact: true }).selectOption({ label: 'Custom' });
     const day = new Date(Date.now() + 10 * 24 * 3600 * 1000).toISOString().slice(0, 10);
     await dialog.getByLabel('Expires on').fill(day);
@@ -193,9 +197,7 @@ describe('tokens', () => {
     const page = await newPage(browser, server);
     await signIn(page);
     await generate(page, 'twice');
-    await page.getByRole('button', { name: 'Generate token' }).first().click();
-    const dialog = page.getByRole('dialog', { name: 'Generate token' });
-    await dialog.getByLabel('Name', { exact: true }).fill('twice');
+    const dialog = await openGenerate(page, 'twice');
     await dialog.getByRole('button', { name: 'Generate' }).click();
     const alert = dialog.getByRole('alert');
     await alert.waitFor();

@@ -25,8 +25,8 @@ use std::time::Duration;
 use tessera_core::ids::TokenId;
 use tessera_core::token::RateLimit;
 
-/// Where Redis is (`--redis-url`, read by [`parse_redis_url`]).
-pub use redis::ConnectionInfo;
+/// The Redis rate limits are shared in (`--redis-url`, read by [`parse_redis_url`]).
+pub use redis::Client as Redis;
 
 /// How long a check waits for Redis before this node limits on its own.
 pub const REDIS_TIMEOUT: Duration = Duration::from_millis(250);
@@ -83,10 +83,8 @@ impl LimitKey {
 
 /// Reads `--redis-url` (`redis://[user:password@]host[:port][/db]`); the error says why
 /// a URL cannot be used, without its password.
-pub fn parse_redis_url(url: &str) -> Result<ConnectionInfo, String> {
-    use redis::IntoConnectionInfo;
-    url.into_connection_info()
-        .map_err(|e| format!("not a Redis URL this build can use: {e}"))
+pub fn parse_redis_url(url: &str) -> Result<Redis, String> {
+    Redis::open(url).map_err(|e| format!("not a Redis URL this build can use: {e}"))
 }
 
 /// Where a node's rate limits are kept right now.
@@ -124,23 +122,16 @@ struct SharedLimits {
 impl RateLimits {
     /// Limits in this node's memory, and in Redis at `redis` when given (from the first
     /// successful [`RateLimits::probe`] on).
-    pub fn new(redis: Option<ConnectionInfo>, metrics: Arc<Metrics>) -> Self {
+    pub fn new(redis: Option<Redis>, metrics: Arc<Metrics>) -> Self {
         Self {
             local: Cache::builder()
                 .max_capacity(2_000_000)
                 .time_to_idle(Duration::from_secs(86_400))
                 .build(),
-            shared: redis.and_then(|info| match redis::Client::open(info) {
-                Ok(client) => Some(SharedLimits {
-                    client,
-                    connection: RwLock::new(None),
-                    metrics,
-                }),
-                // Only a URL that `ConnectionInfo` accepted reaches here.
-                Err(e) => {
-                    tracing::error!(error = %e, "the Redis URL cannot be used; rate limits are per node");
-                    None
-                }
+            shared: redis.map(|client| SharedLimits {
+                client,
+                connection: RwLock::new(None),
+                metrics,
             }),
         }
     }

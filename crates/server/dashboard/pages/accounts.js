@@ -67,7 +67,7 @@ export async function render(main, ctx) {
     }));
     return [
       h('button', { type: 'button', text: 'Roles', onclick: () => rolesDialog(a, last) }),
-      a.disabled && !last ? toggle : guard(toggle),
+      toggle,
       guard(h('button', { type: 'button', class: 'danger', text: 'Delete', onclick: () => deleteDialog(a) })),
       last ? h('div', { id: reason, class: 'muted', text: LAST_ADMIN }) : null,
     ];

@@ -6,15 +6,8 @@ import { busy, errorSlot, field, h, replace, showError, table, uid } from '../do
 import { timeEl, within } from '../format.js';
 import { deleteAllDialog, deleteDialog, editDialog, generateDialog, regenerateDialog } from './token_dialogs.js';
 
-/** A value just generated or regenerated, on its way to the page that shows it. It lives
- * in this module's memory only (never in storage or the address) and is dropped as soon
- * as it is drawn, so leaving the page or reloading it loses it for good. */
-let pending = null;
-
 export async function render(main, ctx) {
   document.title = 'Tokens · Tessera';
-  const shown = pending;
-  pending = null;
   const top = h('div');
   const error = errorSlot();
   const list = h('div', null, h('p', { class: 'loading', text: 'Loading tokens…' }));
@@ -117,7 +110,6 @@ export async function render(main, ctx) {
     list,
     danger,
   );
-  if (shown) reveal(shown);
   await reload();
 }
 

@@ -49,7 +49,7 @@ pub struct ServerConfig {
     pub access_log_retention: Option<std::time::Duration>,
     /// Where rate limits are shared with other nodes ([`crate::limits`]); `None`: each
     /// node limits on its own.
-    pub redis: Option<crate::limits::ConnectionInfo>,
+    pub redis: Option<crate::limits::Redis>,
 }
 
 impl ServerConfig {
