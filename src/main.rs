@@ -57,6 +57,9 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Find token values in files (and with --git in history); exits 1 if any is found.
+    /// Prints where and the `tsr_…abcd` form, never a value; works as a pre-commit hook.
+    Scan(cli::scan::ScanArgs),
     /// Offline administration on the database, at the server's machine.
     Admin(cli::admin::AdminArgs),
     /// Print a shell completion script.
@@ -151,6 +154,7 @@ async fn run_client(command: Command, conn: &Connection) -> cli::CliResult {
         Command::Role(cmd) => cli::accounts::role(&ctx, cmd).await,
         Command::Policy(cmd) => cli::accounts::policy(&ctx, cmd).await,
         Command::Apply { file, dry_run } => c::apply(&ctx, &file, dry_run).await,
+        Command::Scan(args) => cli::scan::scan(&ctx, args).await,
         Command::Serve(_) | Command::Admin(_) | Command::Completions { .. } => Ok(()),
     }
 }

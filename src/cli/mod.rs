@@ -18,6 +18,7 @@ pub mod admin;
 pub mod args;
 pub mod commands;
 pub mod render;
+pub mod scan;
 
 use std::process::ExitCode;
 use tessera_client::ClientError;

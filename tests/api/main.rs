@@ -11,6 +11,7 @@ mod faults;
 mod floods;
 mod gateway;
 mod helpers;
+mod leaks;
 mod limits;
 mod nginx;
 mod ops;

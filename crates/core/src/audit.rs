@@ -39,6 +39,7 @@ actions! {
     TokenEnable => "token.enable",
     TokenDelete => "token.delete",
     TokenDeleteAll => "token.delete_all",
+    TokenLeaked => "token.leaked",
     AccountCreate => "account.create",
     AccountUpdate => "account.update",
     AccountDelete => "account.delete",

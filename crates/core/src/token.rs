@@ -98,6 +98,18 @@ impl TokenValue {
     }
 }
 
+/// Every well-formed token value in `haystack` (prefix, alphabet and checksum hold),
+/// with its offset: what a leak scanner looks for. The checksum is the filter: of
+/// random look-alikes, one in 2^32 passes it.
+pub fn find_values(haystack: &[u8]) -> impl Iterator<Item = (usize, TokenValue)> + '_ {
+    memchr::memmem::find_iter(haystack, PREFIX.as_bytes()).filter_map(|at| {
+        let candidate = haystack.get(at..at + TOKEN_LEN)?;
+        check_format(candidate).ok()?;
+        let text = std::str::from_utf8(candidate).ok()?;
+        Some((at, TokenValue(text.to_owned())))
+    })
+}
+
 /// Whether every byte is an ASCII letter or digit, with no branch per byte. A token's
 /// characters are random, so a branch on each one's class (what `all` and
 /// `is_ascii_alphanumeric` compile to) mispredicts often: that loop was the largest part
@@ -274,6 +286,33 @@ impl TokenStatus {
     }
 }
 
+/// Why a token is disabled: by a person, or because its value was reported leaked
+/// (`POST /api/v1/tokens/leaked`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DisabledReason {
+    Manual,
+    Leaked,
+}
+
+impl DisabledReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Manual => "manual",
+            Self::Leaked => "leaked",
+        }
+    }
+
+    /// The stored name; anything unknown reads as `Manual`, the reason of every token
+    /// disabled before reasons were kept.
+    pub fn parse(s: Option<&str>) -> Self {
+        match s {
+            Some("leaked") => Self::Leaked,
+            _ => Self::Manual,
+        }
+    }
+}
+
 /// The digest of a token's value before regeneration, still accepted until `valid_until`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PreviousValue {
@@ -289,7 +328,8 @@ pub struct PreviousValue {
 #[derive(Debug, Clone, PartialEq)]
 #[repr(C)]
 pub struct TokenRecord {
-    pub disabled: bool,
+    /// `None`: not disabled.
+    pub disabled: Option<DisabledReason>,
     pub rate_limit: Option<RateLimit>,
     pub expires_at: Option<Timestamp>,
     /// `None`: any client address.
@@ -313,7 +353,7 @@ pub struct TokenRecord {
 
 impl TokenRecord {
     pub fn status(&self, now: Timestamp) -> TokenStatus {
-        if self.disabled {
+        if self.disabled.is_some() {
             TokenStatus::Disabled
         } else if self.expires_at.is_some_and(|e| e <= now) {
             TokenStatus::Expired
@@ -402,6 +442,25 @@ mod tests {
     fn display_shows_last_four() {
         let v = TokenValue::from_random_bytes(&[0u8; 32]);
         assert_eq!(v.display(), "tsr_…yxfL");
+    }
+
+    #[test]
+    fn find_values_finds_checksummed_values_and_nothing_else() {
+        let a = TokenValue::from_random_bytes(&counting_bytes());
+        let b = TokenValue::from_random_bytes(&[7u8; 32]);
+        let mut look_alike = b.expose_secret().to_owned();
+        look_alike.replace_range(10..11, if &look_alike[10..11] == "a" { "b" } else { "a" });
+        let text = format!(
+            "key={}\n{look_alike} tsr_short tsr_{}\n\"{}\"tsr_",
+            a.expose_secret(),
+            "x".repeat(60),
+            b.expose_secret()
+        );
+        let found: Vec<(usize, TokenValue)> = find_values(text.as_bytes()).collect();
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert_eq!(found[0], (4, a));
+        assert_eq!(found[1].1, b);
+        assert_eq!(&text[found[1].0..found[1].0 + 4], "tsr_");
     }
 
     #[test]

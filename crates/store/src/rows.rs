@@ -11,7 +11,9 @@ use tessera_core::clock::from_unix_millis;
 use tessera_core::gateway::{Route, RouteAuth};
 use tessera_core::ids::{AccountId, TokenId};
 use tessera_core::store::{StoreError, StoreResult};
-use tessera_core::token::{PreviousValue, RateLimit, TokenHash, TokenName, TokenRecord};
+use tessera_core::token::{
+    DisabledReason, PreviousValue, RateLimit, TokenHash, TokenName, TokenRecord,
+};
 
 /// How a mapping reads the columns of a backend's row.
 pub(crate) trait StoredRow {
@@ -61,6 +63,25 @@ fn digest(hex: &str) -> StoreResult<TokenHash> {
     TokenHash::from_hex(hex).ok_or_else(|| StoreError::Backend("corrupt token hash".into()))
 }
 
+/// A token's changeable columns, in the order both backends' INSERT and UPDATE list
+/// them and their `bind_token_fields` binds them.
+pub(crate) const TOKEN_FIELDS: &[&str] = &[
+    "name",
+    "note",
+    "hash",
+    "display",
+    "prev_hash",
+    "prev_valid_until",
+    "scopes",
+    "allowed_cidrs",
+    "rate_limit_requests",
+    "rate_limit_per_seconds",
+    "disabled",
+    "disabled_reason",
+    "updated_at",
+    "expires_at",
+];
+
 /// A `tokens` row (`SELECT *`).
 pub(crate) fn token(row: &impl StoredRow) -> StoreResult<TokenRecord> {
     let previous = match (row.opt_text("prev_hash")?, row.opt_int("prev_valid_until")?) {
@@ -92,7 +113,12 @@ pub(crate) fn token(row: &impl StoredRow) -> StoreResult<TokenRecord> {
             row.opt_int("rate_limit_requests")?,
             row.opt_int("rate_limit_per_seconds")?,
         ),
-        disabled: row.flag("disabled")?,
+        disabled: match row.flag("disabled")? {
+            true => Some(DisabledReason::parse(
+                row.opt_text("disabled_reason")?.as_deref(),
+            )),
+            false => None,
+        },
         created_at: from_unix_millis(row.int("created_at")?),
         updated_at: from_unix_millis(row.int("updated_at")?),
         expires_at: row.opt_int("expires_at")?.map(from_unix_millis),

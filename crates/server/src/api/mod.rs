@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
-use tessera_core::token::{RateLimit, TokenRecord, TokenStatus, TokenValue};
+use tessera_core::token::{DisabledReason, RateLimit, TokenRecord, TokenStatus, TokenValue};
 
 use utoipa::{IntoParams, ToSchema};
 use zeroize::Zeroizing;

@@ -83,6 +83,10 @@ pub struct TokenView {
     /// `active`, `expired` or `disabled`.
     #[schema(value_type = String)]
     pub status: TokenStatus,
+    /// Why the token is disabled: `manual` or `leaked` (its value was reported at
+    /// `POST /api/v1/tokens/leaked`); `null` when it is not.
+    #[schema(value_type = Option<String>)]
+    pub disabled_reason: Option<DisabledReason>,
     pub scopes: Option<Vec<String>>,
     pub allowed_cidrs: Option<Vec<String>>,
     pub rate_limit: Option<RateLimitBody>,
@@ -102,6 +106,7 @@ impl TokenView {
             display: t.display.clone(),
             account_id: t.account_id.to_string(),
             status: t.status(now),
+            disabled_reason: t.disabled,
             scopes: t
                 .scopes
                 .as_ref()
@@ -227,6 +232,24 @@ pub struct UsageBucketView {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct UsageView {
     pub buckets: Vec<UsageBucketView>,
+}
+
+/// Token values found where they should not be (a public repository, a paste, a log).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LeakReport {
+    /// At most 100 values; anything that is not a well-formed token is counted and
+    /// ignored.
+    #[schema(value_type = Vec<String>, max_items = 100)]
+    pub tokens: Vec<Secret>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LeakReportOutcome {
+    /// Values in the report.
+    pub received: u64,
+    /// Tokens they opened that were live and are now disabled.
+    pub revoked: u64,
 }
 
 /// Introspect a token (needs `tokens:introspect`). The answer never echoes the value.

@@ -109,6 +109,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(tokens::get, tokens::update, tokens::delete))
         .routes(routes!(tokens::regenerate))
         .routes(routes!(tokens::regenerate_self))
+        .routes(routes!(tokens::report_leaked))
         .routes(routes!(tokens::disable))
         .routes(routes!(tokens::enable))
         .routes(routes!(tokens::usage))

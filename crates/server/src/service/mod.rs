@@ -6,6 +6,7 @@
 mod accounts;
 mod auth;
 mod gateway_config;
+mod leaks;
 mod logs;
 mod tokens;
 
@@ -234,6 +235,8 @@ pub struct Service {
     /// Where every change's invalidation goes ([`crate::caches`]).
     caches: Caches,
     login_failures: LoginFailures,
+    /// Leak reports per client address: anyone may send them, so they are bounded.
+    leak_reports: FailureWindows<IpAddr>,
 }
 
 impl std::fmt::Debug for Service {
@@ -260,6 +263,7 @@ impl Service {
                 by_address: FailureWindows::per_minute(limits.per_address),
                 by_username: FailureWindows::per_minute(limits.per_username),
             },
+            leak_reports: FailureWindows::per_minute(leaks::REPORTS_PER_MINUTE),
         }
     }
 

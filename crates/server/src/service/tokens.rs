@@ -18,7 +18,8 @@ use tessera_core::permission::Permission;
 use tessera_core::policy::{ExpiryRequest, FieldError};
 use tessera_core::store::{AccessLogStore, SettingsStore, StoreError, TokenFilter, TokenStore};
 use tessera_core::token::{
-    validate_note, PreviousValue, RateLimit, TokenName, TokenRecord, TokenStatus, TokenValue,
+    validate_note, DisabledReason, PreviousValue, RateLimit, TokenName, TokenRecord, TokenStatus,
+    TokenValue,
 };
 use tessera_core::usage::BucketWidth;
 
@@ -208,7 +209,7 @@ impl Service {
             scopes,
             allowed_cidrs: cidrs,
             rate_limit,
-            disabled: false,
+            disabled: None,
             created_at: now,
             updated_at: now,
             expires_at,
@@ -483,7 +484,7 @@ impl Service {
         let scope = P::SCOPE;
         let before = self.load_token(caller, scope, id).await?;
         let mut t = before.clone();
-        t.disabled = disabled;
+        t.disabled = disabled.then_some(DisabledReason::Manual);
         t.updated_at = self.clock.now();
         let action = if disabled {
             AuditAction::TokenDisable

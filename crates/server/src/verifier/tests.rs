@@ -31,7 +31,7 @@ pub fn record(id: &str, account_id: &str) -> TokenRecord {
         scopes: None,
         allowed_cidrs: None,
         rate_limit: None,
-        disabled: false,
+        disabled: None,
         created_at: now,
         updated_at: now,
         expires_at: None,

@@ -80,7 +80,7 @@ fn token(account: &AccountId, name: &str) -> (TokenValue, TokenRecord) {
             requests: 5,
             per_seconds: 60,
         }),
-        disabled: false,
+        disabled: None,
         created_at: t,
         updated_at: t,
         expires_at: Some(t + Duration::days(30)),

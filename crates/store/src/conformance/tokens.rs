@@ -125,7 +125,7 @@ pub async fn tokens<S: Store>(store: &S) {
 
     // Update: rename, disable, expire; the status filters follow.
     let mut t2b = t2.clone();
-    t2b.disabled = true;
+    t2b.disabled = Some(DisabledReason::Leaked);
     t2b.name = TokenName::parse("second-renamed").unwrap();
     applied(
         store
@@ -148,6 +148,11 @@ pub async fn tokens<S: Store>(store: &S) {
     )
     .await;
     assert_eq!(store.get_token(&t3.id).await.unwrap().unwrap(), t3b);
+    assert_eq!(
+        store.get_token(&t2.id).await.unwrap().unwrap().disabled,
+        Some(DisabledReason::Leaked),
+        "the reason a token is disabled is kept"
+    );
     let with = |s| TokenFilter {
         status: Some(s),
         ..mine.clone()

@@ -2,14 +2,27 @@
 
 use super::audit_chain::append;
 use super::*;
+use crate::rows::TOKEN_FIELDS;
+use tessera_core::token::DisabledReason;
 
-/// A token's changeable columns, in the order both INSERT and UPDATE list them
-/// (`$1`…`$13`): name, note, hash, display, prev_hash, prev_valid_until, scopes,
-/// allowed_cidrs, rate_limit_requests, rate_limit_per_seconds, disabled, updated_at,
-/// expires_at.
-const TOKEN_FIELDS: &str =
-    "name, note, hash, display, prev_hash, prev_valid_until, scopes, allowed_cidrs, \
-     rate_limit_requests, rate_limit_per_seconds, disabled, updated_at, expires_at";
+/// `INSERT INTO tokens (<changeable columns>, extra…) VALUES ($1, …)`, with
+/// `extra` bound after [`bind_token_fields`].
+fn insert_sql(extra: &[&str]) -> String {
+    let columns: Vec<&str> = TOKEN_FIELDS.iter().chain(extra).copied().collect();
+    format!(
+        "INSERT INTO tokens ({}) VALUES ({})",
+        columns.join(", "),
+        numbered(1..=columns.len())
+    )
+}
+
+/// `$a, $a+1, …, $b`.
+fn numbered(range: std::ops::RangeInclusive<usize>) -> String {
+    range
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
 
 type PgQuery<'q> = sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>;
 
@@ -25,18 +38,23 @@ fn bind_token_fields<'q>(q: PgQuery<'q>, t: &'q TokenRecord) -> StoreResult<PgQu
         .bind(t.allowed_cidrs.as_ref().map(json_text).transpose()?)
         .bind(t.rate_limit.map(|r| i64::from(r.requests)))
         .bind(t.rate_limit.map(|r| i64::from(r.per_seconds)))
-        .bind(t.disabled)
+        .bind(t.disabled.is_some())
+        .bind(t.disabled.map(DisabledReason::as_str))
         .bind(ms(t.updated_at))
         .bind(opt_ms(t.expires_at)))
 }
 
 /// Writes a whole token as it is, usage included (copying a database).
 pub(super) async fn insert_whole(conn: &mut PgConnection, t: &TokenRecord) -> StoreResult<()> {
-    let sql = format!(
-        "INSERT INTO tokens ({TOKEN_FIELDS}, id, account_id, created_at, last_used_at, last_used_ip, \
-         usage_allowed, usage_denied) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, \
-         $14, $15, $16, $17, $18, $19, $20)"
-    );
+    let sql = insert_sql(&[
+        "id",
+        "account_id",
+        "created_at",
+        "last_used_at",
+        "last_used_ip",
+        "usage_allowed",
+        "usage_denied",
+    ]);
     bind_token_fields(sqlx::query(&sql), t)?
         .bind(t.id.as_str())
         .bind(t.account_id.as_str())
@@ -79,10 +97,7 @@ impl TokenStore for PgStore {
                 if held >= i64::from(max_per_account) {
                     return Err(StoreError::TokenLimitReached);
                 }
-                let sql = format!(
-                    "INSERT INTO tokens ({TOKEN_FIELDS}, id, account_id, created_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
-                );
+                let sql = insert_sql(&["id", "account_id", "created_at"]);
                 bind_token_fields(sqlx::query(&sql), &t)?
                     .bind(t.id.as_str())
                     .bind(t.account_id.as_str())
@@ -185,9 +200,12 @@ impl TokenStore for PgStore {
                     .map(rows::token)
                     .transpose()?
                     .ok_or(StoreError::NotFound)?;
+                let n = TOKEN_FIELDS.len();
                 let sql = format!(
-                    "UPDATE tokens SET ({TOKEN_FIELDS}) = \
-                     ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) WHERE id = $14"
+                    "UPDATE tokens SET ({}) = ({}) WHERE id = ${}",
+                    TOKEN_FIELDS.join(", "),
+                    numbered(1..=n),
+                    n + 1
                 );
                 bind_token_fields(sqlx::query(&sql), &t)?
                     .bind(t.id.as_str())

@@ -2,10 +2,10 @@
 
 use super::audit_chain::append;
 use super::*;
+use crate::rows::TOKEN_FIELDS;
+use tessera_core::token::DisabledReason;
 
-/// Binds a token's changeable columns, in the order both INSERT and UPDATE list them:
-/// name, note, hash, display, prev_hash, prev_valid_until, scopes, allowed_cidrs,
-/// rate_limit_requests, rate_limit_per_seconds, disabled, updated_at, expires_at.
+/// Binds a token's changeable columns, [`rows::TOKEN_FIELDS`].
 fn bind_token_fields<'q>(
     q: sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments<'q>>,
     t: &'q TokenRecord,
@@ -20,9 +20,15 @@ fn bind_token_fields<'q>(
         .bind(t.allowed_cidrs.as_ref().map(json_text).transpose()?)
         .bind(t.rate_limit.map(|r| i64::from(r.requests)))
         .bind(t.rate_limit.map(|r| i64::from(r.per_seconds)))
-        .bind(i64::from(t.disabled))
+        .bind(i64::from(t.disabled.is_some()))
+        .bind(t.disabled.map(DisabledReason::as_str))
         .bind(ms(t.updated_at))
         .bind(opt_ms(t.expires_at)))
+}
+
+/// One `?` per [`TOKEN_FIELDS`] entry.
+fn placeholders() -> String {
+    vec!["?"; TOKEN_FIELDS.len()].join(", ")
 }
 
 impl TokenStore for SqliteStore {
@@ -35,31 +41,37 @@ impl TokenStore for SqliteStore {
         let t = token.clone();
         self.write(move |conn| {
             Box::pin(async move {
-                let (held,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM tokens WHERE account_id = ?")
-                    .bind(t.account_id.as_str())
-                    .fetch_one(&mut *conn)
-                    .await
-                    .map_err(backend)?;
+                let (held,): (i64,) =
+                    sqlx::query_as("SELECT COUNT(*) FROM tokens WHERE account_id = ?")
+                        .bind(t.account_id.as_str())
+                        .fetch_one(&mut *conn)
+                        .await
+                        .map_err(backend)?;
                 if held >= i64::from(max_per_account) {
                     return Err(StoreError::TokenLimitReached);
                 }
-                let insert = sqlx::query(
-                    "INSERT INTO tokens (name, note, hash, display, prev_hash, prev_valid_until, scopes, allowed_cidrs, \
-                     rate_limit_requests, rate_limit_per_seconds, disabled, updated_at, expires_at, id, account_id, created_at) \
-                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                let sql = format!(
+                    "INSERT INTO tokens ({}, id, account_id, created_at) VALUES ({}, ?, ?, ?)",
+                    TOKEN_FIELDS.join(", "),
+                    placeholders()
                 );
-                bind_token_fields(insert, &t)?
+                bind_token_fields(sqlx::query(&sql), &t)?
                     .bind(t.id.as_str())
                     .bind(t.account_id.as_str())
                     .bind(ms(t.created_at))
-                .execute(&mut *conn)
-                .await
-                .map_err(|e| name_conflict(e, "a token with this name already exists in the account"))?;
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(|e| {
+                        name_conflict(e, "a token with this name already exists in the account")
+                    })?;
                 append(conn, audit).await?;
-                Ok(Changed::new((), Invalidation {
-                    new_token_hashes: vec![t.hash],
-                    ..Invalidation::default()
-                }))
+                Ok(Changed::new(
+                    (),
+                    Invalidation {
+                        new_token_hashes: vec![t.hash],
+                        ..Invalidation::default()
+                    },
+                ))
             })
         })
         .await
@@ -148,16 +160,18 @@ impl TokenStore for SqliteStore {
                     .map(rows::token)
                     .transpose()?
                     .ok_or(StoreError::NotFound)?;
-                let update = sqlx::query(
-                    "UPDATE tokens SET name = ?, note = ?, hash = ?, display = ?, prev_hash = ?, prev_valid_until = ?, \
-                     scopes = ?, allowed_cidrs = ?, rate_limit_requests = ?, rate_limit_per_seconds = ?, disabled = ?, \
-                     updated_at = ?, expires_at = ? WHERE id = ?",
+                let sql = format!(
+                    "UPDATE tokens SET ({}) = ({}) WHERE id = ?",
+                    TOKEN_FIELDS.join(", "),
+                    placeholders()
                 );
-                let done = bind_token_fields(update, &t)?
+                let done = bind_token_fields(sqlx::query(&sql), &t)?
                     .bind(t.id.as_str())
-                .execute(&mut *conn)
-                .await
-                .map_err(|e| name_conflict(e, "a token with this name already exists in the account"))?;
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(|e| {
+                        name_conflict(e, "a token with this name already exists in the account")
+                    })?;
                 if done.rows_affected() == 0 {
                     return Err(StoreError::NotFound);
                 }

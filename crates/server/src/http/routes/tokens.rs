@@ -2,7 +2,7 @@
 
 use crate::api::*;
 use crate::http::error::ApiError;
-use crate::http::extract::{Json, JsonOrEmpty, Query};
+use crate::http::extract::{ClientInfo, Json, JsonOrEmpty, Query};
 use crate::http::AppState;
 use crate::service::{Caller, Granted};
 use axum::extract::{Path, State};
@@ -200,5 +200,20 @@ pub async fn admin_disable(
 ) -> JsonResult<TokenView> {
     Ok(axum::Json(
         s.service.set_token_disabled(&caller, &id, true).await?,
+    ))
+}
+
+#[utoipa::path(post, path = "/api/v1/tokens/leaked", tag = "tokens", request_body = LeakReport, security(()),
+    description = "Report token values found where they should not be. Needs no authentication (knowing a value is already full access to it); at most 30 reports a minute per client address. Every live token among them (its current value, or its previous one within a regeneration's grace period, which then ends) is disabled with `disabled_reason: leaked` and audited as `token.leaked`. Values that are not well-formed tokens are counted and ignored.",
+    responses((status = 200, body = LeakReportOutcome), (status = "4XX", body = ErrorBody)))]
+pub async fn report_leaked(
+    State(s): State<AppState>,
+    client: ClientInfo,
+    Json(report): Json<LeakReport>,
+) -> JsonResult<LeakReportOutcome> {
+    Ok(axum::Json(
+        s.service
+            .report_leaked(report, client.ip, client.user_agent)
+            .await?,
     ))
 }
