@@ -12,6 +12,7 @@ mod floods;
 mod gateway;
 mod helpers;
 mod leaks;
+mod lifecycle;
 mod limits;
 mod nginx;
 mod ops;

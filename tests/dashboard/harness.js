@@ -97,7 +97,7 @@ export async function adminApi(server) {
     async call(method, path, body, key = token) {
       const res = await fetch(`${server.url}${path}`, {
         method,
-        headers: { 'X-API-KEY': key, ...(body ? { 'Content-Type': 'application/json' } : {}) },
+        headers: { ...(key ? { 'X-API-KEY': key } : {}), ...(body ? { 'Content-Type': 'application/json' } : {}) },
         body: body ? JSON.stringify(body) : undefined,
       });
       const text = await res.text();

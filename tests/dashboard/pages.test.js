@@ -22,6 +22,10 @@ before(async () => {
     await fetch(`${server.gateway}/_tessera/verify`, { headers: { 'X-API-KEY': usedToken.token } });
   }
   await fetch(`${server.gateway}/_tessera/verify`, { headers: { 'X-API-KEY': usedToken.token.replace(/.$/, (c) => (c === 'a' ? 'b' : 'a')) } });
+  // And one reported leaked.
+  const leaked = await api.call('POST', '/api/v1/tokens', { name: 'leaked-one' });
+  const report = await api.call('POST', '/api/v1/tokens/leaked', { tokens: [leaked.body.token] }, '');
+  assert.deepEqual(report.body, { received: 1, revoked: 1 });
   const applied = await api.call('PUT', '/api/v1/gateway/config', {
     services: [{ name: 'orders', upstreams: ['http://127.0.0.1:9'] }],
     routes: [{ name: 'orders', service: 'orders', path_prefix: '/orders', scopes: ['orders:read'] }],
@@ -112,8 +116,21 @@ describe('pages at work', () => {
     await page.getByText('expires soon').waitFor();
     await page.getByRole('img', { name: 'Usage' }).waitFor();
     await page.getByText('3 allowed').first().waitFor();
+    const addresses = page.locator('dt', { hasText: 'Recent addresses' }).locator('+ dd');
+    assert.match(await addresses.innerText(), /127\.0\.0\.1/);
     const requests = page.getByRole('table', { name: 'Recent requests' }).getByRole('row');
     assert.ok((await requests.count()) >= 4, 'a header and three requests');
+    await page.context().close();
+  });
+
+  test('a leaked token is marked, in the list and on its page', async () => {
+    const page = await newPage(browser, server);
+    await signIn(page);
+    const row = page.getByRole('row').filter({ has: page.getByRole('link', { name: 'leaked-one', exact: true }) });
+    await row.getByText('leaked', { exact: true }).waitFor();
+    await row.getByRole('link', { name: 'leaked-one', exact: true }).click();
+    await page.getByRole('heading', { name: 'leaked-one', level: 1 }).waitFor();
+    await page.getByRole('note').getByText(/reported leaked/).waitFor();
     await page.context().close();
   });
 

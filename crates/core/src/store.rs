@@ -11,7 +11,7 @@ use crate::clock::Timestamp;
 use crate::gateway::{Route, UpstreamService};
 use crate::ids::{AccountId, TokenId};
 use crate::policy::TokenPolicy;
-use crate::token::{TokenHash, TokenRecord, TokenStatus};
+use crate::token::{merge_recent_ips, RecentIp, TokenHash, TokenRecord, TokenStatus};
 use crate::usage::{AccessBatch, AccessRecord, BucketWidth, UsageBucket};
 use std::future::Future;
 
@@ -189,6 +189,9 @@ pub struct UsageDelta {
     pub denied: u64,
     pub last_used_at: Timestamp,
     pub last_used_ip: String,
+    /// The batch's distinct client addresses, each with its latest use, newest first
+    /// (at most [`crate::token::RECENT_IPS`]): the store merges them into the token's.
+    pub recent_ips: Vec<RecentIp>,
 }
 
 impl UsageDelta {
@@ -200,6 +203,7 @@ impl UsageDelta {
             self.last_used_at = other.last_used_at;
             self.last_used_ip.clone_from(&other.last_used_ip);
         }
+        merge_recent_ips(&mut self.recent_ips, &other.recent_ips);
     }
 }
 

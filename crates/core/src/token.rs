@@ -313,6 +313,29 @@ impl DisabledReason {
     }
 }
 
+/// How many distinct client addresses a token remembers.
+pub const RECENT_IPS: usize = 5;
+
+/// A client address that presented a token (allowed or denied), and when it last did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecentIp {
+    pub ip: String,
+    pub last_seen_at: Timestamp,
+}
+
+/// Merges `more` into `list`: one entry per address with its latest time, newest
+/// first, at most [`RECENT_IPS`].
+pub fn merge_recent_ips(list: &mut Vec<RecentIp>, more: &[RecentIp]) {
+    for seen in more {
+        match list.iter_mut().find(|r| r.ip == seen.ip) {
+            Some(known) => known.last_seen_at = known.last_seen_at.max(seen.last_seen_at),
+            None => list.push(seen.clone()),
+        }
+    }
+    list.sort_by(|a, b| b.last_seen_at.cmp(&a.last_seen_at));
+    list.truncate(RECENT_IPS);
+}
+
 /// The digest of a token's value before regeneration, still accepted until `valid_until`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PreviousValue {
@@ -347,6 +370,8 @@ pub struct TokenRecord {
     pub updated_at: Timestamp,
     pub last_used_at: Option<Timestamp>,
     pub last_used_ip: Option<String>,
+    /// The last [`RECENT_IPS`] distinct client addresses, newest first.
+    pub recent_ips: Vec<RecentIp>,
     pub usage_allowed: u64,
     pub usage_denied: u64,
 }
@@ -461,6 +486,22 @@ mod tests {
         assert_eq!(found[0], (4, a));
         assert_eq!(found[1].1, b);
         assert_eq!(&text[found[1].0..found[1].0 + 4], "tsr_");
+    }
+
+    #[test]
+    fn recent_ips_keep_five_distinct_addresses_newest_first() {
+        let at = |s: i64| Timestamp::from_timestamp(1_800_000_000 + s, 0).unwrap_or_default();
+        let seen = |ip: &str, s: i64| RecentIp {
+            ip: ip.into(),
+            last_seen_at: at(s),
+        };
+        let mut list = vec![seen("a", 5), seen("b", 3)];
+        merge_recent_ips(&mut list, &[seen("b", 9), seen("a", 1)]);
+        assert_eq!(list, vec![seen("b", 9), seen("a", 5)]);
+        let more: Vec<RecentIp> = (10..16).map(|s| seen(&format!("n{s}"), s)).collect();
+        merge_recent_ips(&mut list, &more);
+        let ips: Vec<&str> = list.iter().map(|r| r.ip.as_str()).collect();
+        assert_eq!(ips, ["n15", "n14", "n13", "n12", "n11"]);
     }
 
     #[test]

@@ -3,6 +3,7 @@
 use crate::clock::{from_unix_millis, Timestamp};
 use crate::ids::{AccountId, TokenId};
 use crate::store::UsageDelta;
+use crate::token::{merge_recent_ips, RecentIp};
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -126,6 +127,8 @@ impl AccessGroup {
         let token_id = self.token_id.clone()?;
         let (mut allowed, mut denied) = (0, 0);
         let mut latest: Option<&UseRow> = None;
+        // Each shape's latest use: the addresses' latest uses follow from it.
+        let mut shape_latest = vec![i64::MIN; self.shapes.len()];
         for u in &self.uses {
             if self.shapes[u.shape as usize].status < 400 {
                 allowed += 1;
@@ -135,14 +138,27 @@ impl AccessGroup {
             if latest.is_none_or(|l| u.time >= l.time) {
                 latest = Some(u);
             }
+            let t = &mut shape_latest[u.shape as usize];
+            *t = (*t).max(u.time);
         }
         let latest = latest?;
+        let mut recent_ips = Vec::new();
+        for (shape, time) in self.shapes.iter().zip(shape_latest) {
+            if time != i64::MIN {
+                let seen = RecentIp {
+                    ip: shape.ip.clone(),
+                    last_seen_at: from_unix_millis(time),
+                };
+                merge_recent_ips(&mut recent_ips, std::slice::from_ref(&seen));
+            }
+        }
         Some(UsageDelta {
             token_id,
             allowed,
             denied,
             last_used_at: from_unix_millis(latest.time),
             last_used_ip: self.shapes[latest.shape as usize].ip.clone(),
+            recent_ips,
         })
     }
 }

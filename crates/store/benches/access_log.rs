@@ -8,6 +8,7 @@
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use tessera_core::ids::{AccountId, TokenId};
 use tessera_core::store::{AccessLogStore, SchemaStore, UsageDelta};
+use tessera_core::token::RecentIp;
 use tessera_core::usage::{AccessBatch, AccessRecord, Listener};
 use tessera_store::sqlite::SqliteStore;
 
@@ -39,6 +40,10 @@ fn batch(seq: usize, tokens: &[TokenId], account: &AccountId) -> (AccessBatch, V
             denied: 0,
             last_used_at: now,
             last_used_ip: "10.1.2.3".into(),
+            recent_ips: vec![RecentIp {
+                ip: "10.1.2.3".into(),
+                last_seen_at: now,
+            }],
         })
         .collect();
     (AccessBatch::from_records(records), usage)

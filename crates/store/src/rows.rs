@@ -4,7 +4,7 @@
 //! ([`StoredRow`]); SQLite's flags are integers and PostgreSQL's booleans, which sqlx
 //! decodes to `bool` alike.
 
-use crate::{backend, from_json_text};
+use crate::{backend, from_json_text, json_text};
 use tessera_core::account::AccountRecord;
 use tessera_core::audit::{Actor, AuditAction, AuditDraft, AuditEntry, Outcome, Target};
 use tessera_core::clock::from_unix_millis;
@@ -12,7 +12,8 @@ use tessera_core::gateway::{Route, RouteAuth};
 use tessera_core::ids::{AccountId, TokenId};
 use tessera_core::store::{StoreError, StoreResult};
 use tessera_core::token::{
-    DisabledReason, PreviousValue, RateLimit, TokenHash, TokenName, TokenRecord,
+    merge_recent_ips, DisabledReason, PreviousValue, RateLimit, RecentIp, TokenHash, TokenName,
+    TokenRecord,
 };
 
 /// How a mapping reads the columns of a backend's row.
@@ -124,9 +125,26 @@ pub(crate) fn token(row: &impl StoredRow) -> StoreResult<TokenRecord> {
         expires_at: row.opt_int("expires_at")?.map(from_unix_millis),
         last_used_at: row.opt_int("last_used_at")?.map(from_unix_millis),
         last_used_ip: row.opt_text("last_used_ip")?,
+        recent_ips: row
+            .opt_text("recent_ips")?
+            .as_deref()
+            .map(from_json_text)
+            .transpose()?
+            .unwrap_or_default(),
         usage_allowed: u64::try_from(row.int("usage_allowed")?).unwrap_or(0),
         usage_denied: u64::try_from(row.int("usage_denied")?).unwrap_or(0),
     })
+}
+
+/// A token's stored `recent_ips` (JSON text, or NULL) with a batch's merged in, as
+/// JSON text to store.
+pub(crate) fn merged_recent_ips(stored: Option<&str>, seen: &[RecentIp]) -> StoreResult<String> {
+    let mut list: Vec<RecentIp> = match stored {
+        Some(text) => from_json_text(text)?,
+        None => Vec::new(),
+    };
+    merge_recent_ips(&mut list, seen);
+    json_text(&list)
 }
 
 /// An `accounts` row with its role names as a JSON array in `roles`.

@@ -29,7 +29,11 @@ export async function render(main, ctx, id) {
     main,
     h('p', null, h('a', { href: '/tokens', text: '← Tokens' })),
     h('div', { class: 'page-head' }, h('h1', { text: t.name }),
-      h('span', { class: `badge ${t.status}`, text: t.status }), soon ? h('span', { class: 'badge soon', text: 'expires soon' }) : null),
+      h('span', { class: `badge ${t.status}`, text: t.status }), soon ? h('span', { class: 'badge soon', text: 'expires soon' }) : null,
+      t.disabled_reason === 'leaked' ? h('span', { class: 'badge leaked', text: 'leaked' }) : null),
+    t.disabled_reason === 'leaked'
+      ? h('p', { class: 'notice', role: 'note', text: 'This token was disabled because its value was reported leaked. Regenerate it before enabling it again: the leaked value would work again.' })
+      : null,
     h('dl', { class: 'fields' },
       row('Value', h('code', { text: t.display })),
       row('Note', t.note || h('span', { class: 'muted', text: 'none' })),
@@ -39,6 +43,9 @@ export async function render(main, ctx, id) {
       row('Created', h('span', { title: absolute(t.created_at), text: absolute(t.created_at) })),
       row('Expires', t.expires_at ? [timeEl(t.expires_at), ` (${absolute(t.expires_at)})`] : 'never'),
       row('Last used', t.last_used_at ? [timeEl(t.last_used_at), t.last_used_ip ? ` from ${t.last_used_ip}` : ''] : 'never'),
+      row('Recent addresses', t.recent_ips.length
+        ? h('ul', { class: 'plain' }, t.recent_ips.map((r) => h('li', null, h('code', { text: r.ip }), ' ', timeEl(r.last_seen_at))))
+        : 'none yet'),
       row('Uses', `${t.usage.allowed} allowed, ${t.usage.denied} denied`),
       row('Id', h('code', { text: t.id }))),
     h('h2', { text: 'Use in the last 24 hours' }),

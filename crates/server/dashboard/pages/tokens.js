@@ -54,7 +54,8 @@ export async function render(main, ctx) {
     const soon = t.status === 'active' && within(t.expires_at, 7);
     const cells = [
       h('td', { class: 'name' }, h('a', { href: `/tokens/${t.id}`, text: t.name }), t.note ? h('div', { class: 'muted', text: t.note }) : null),
-      h('td', null, h('span', { class: `badge ${t.status}`, text: t.status }), soon ? [' ', h('span', { class: 'badge soon', text: 'expires soon' })] : null),
+      h('td', null, h('span', { class: `badge ${t.status}`, text: t.status }), soon ? [' ', h('span', { class: 'badge soon', text: 'expires soon' })] : null,
+        t.disabled_reason === 'leaked' ? [' ', h('span', { class: 'badge leaked', text: 'leaked' })] : null),
       h('td', { class: 'hide-narrow' }, h('code', { text: t.display })),
       h('td', { class: 'hide-narrow' }, t.scopes ? t.scopes.join(', ') || 'none' : h('span', { class: 'muted', text: "account's" })),
       h('td', null, t.expires_at ? timeEl(t.expires_at) : 'never'),

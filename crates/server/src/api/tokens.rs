@@ -94,7 +94,16 @@ pub struct TokenView {
     pub expires_at: Option<DateTime<Utc>>,
     pub last_used_at: Option<DateTime<Utc>>,
     pub last_used_ip: Option<String>,
+    /// The last five distinct client addresses that presented the token, allowed or
+    /// denied, newest first.
+    pub recent_ips: Vec<RecentIpView>,
     pub usage: UsageCounts,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct RecentIpView {
+    pub ip: String,
+    pub last_seen_at: DateTime<Utc>,
 }
 
 impl TokenView {
@@ -120,6 +129,14 @@ impl TokenView {
             expires_at: t.expires_at,
             last_used_at: t.last_used_at,
             last_used_ip: t.last_used_ip.clone(),
+            recent_ips: t
+                .recent_ips
+                .iter()
+                .map(|r| RecentIpView {
+                    ip: r.ip.clone(),
+                    last_seen_at: r.last_seen_at,
+                })
+                .collect(),
             usage: UsageCounts {
                 allowed: t.usage_allowed,
                 denied: t.usage_denied,

@@ -215,6 +215,7 @@ impl Service {
             expires_at,
             last_used_at: None,
             last_used_ip: None,
+            recent_ips: Vec::new(),
             usage_allowed: 0,
             usage_denied: 0,
         };

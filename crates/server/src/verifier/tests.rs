@@ -37,6 +37,7 @@ pub fn record(id: &str, account_id: &str) -> TokenRecord {
         expires_at: None,
         last_used_at: None,
         last_used_ip: None,
+        recent_ips: Vec::new(),
         usage_allowed: 0,
         usage_denied: 0,
     }

@@ -46,6 +46,7 @@ pub async fn access_and_usage<S: Store>(store: &S) {
         denied: 1,
         last_used_at: base + Duration::seconds(70),
         last_used_ip: "10.1.2.3".into(),
+        recent_ips: vec![],
     }];
     store
         .record_access(AccessBatch::from_records(records.clone()), usage)
@@ -325,4 +326,84 @@ pub async fn access_log_retention<S: Store>(store: &S) {
     store.record_access(batch, Vec::new()).await.unwrap();
     assert_eq!(days(by_token).await, ["/day/60"]);
     assert_eq!(days(by_account).await, ["/day/60"]);
+}
+
+/// A token's recent addresses: each batch's are merged into what is stored, one entry
+/// per address with its latest time, newest first, five at most.
+pub async fn recent_addresses<S: Store>(store: &S) {
+    let acct = account("seen", &["developer"]);
+    store
+        .insert_account(&acct, draft(AuditAction::AccountCreate, "seen"))
+        .await
+        .unwrap();
+    let (_, tok) = token(&acct.id, "seen");
+    applied(
+        store
+            .insert_token(&tok, 50, draft(AuditAction::TokenCreate, "seen"))
+            .await
+            .unwrap(),
+    )
+    .await;
+    let base = Timestamp::from_timestamp(1_800_000_000, 0).unwrap();
+    let rec = |s: i64, ip: &str, status: u16| AccessRecord {
+        time: base + Duration::seconds(s),
+        token_id: Some(tok.id.clone()),
+        account_id: Some(acct.id.clone()),
+        listener: Listener::Gateway,
+        method: "GET".into(),
+        path: "/x".into(),
+        status,
+        code: if status < 400 { "ok" } else { "ip_not_allowed" }.into(),
+        ip: ip.into(),
+        latency_ms: 0.1,
+    };
+    let record = |records: Vec<AccessRecord>| async {
+        let batch = AccessBatch::from_records(records);
+        let usage = batch.usage();
+        store.record_access(batch, usage).await.unwrap();
+        store.get_token(&tok.id).await.unwrap().unwrap().recent_ips
+    };
+    let seen = |ip: &str, s: i64| RecentIp {
+        ip: ip.into(),
+        last_seen_at: base + Duration::seconds(s),
+    };
+    assert_eq!(
+        store.get_token(&tok.id).await.unwrap().unwrap().recent_ips,
+        vec![]
+    );
+    let after = record(vec![
+        rec(1, "10.0.0.1", 200),
+        rec(2, "10.0.0.2", 403),
+        rec(3, "10.0.0.1", 200),
+    ])
+    .await;
+    assert_eq!(
+        after,
+        vec![seen("10.0.0.1", 3), seen("10.0.0.2", 2)],
+        "denied uses count too"
+    );
+    let after = record(vec![
+        rec(10, "10.0.0.3", 200),
+        rec(11, "10.0.0.4", 200),
+        rec(12, "10.0.0.5", 200),
+        rec(13, "10.0.0.2", 200),
+    ])
+    .await;
+    assert_eq!(
+        after,
+        vec![
+            seen("10.0.0.2", 13),
+            seen("10.0.0.5", 12),
+            seen("10.0.0.4", 11),
+            seen("10.0.0.3", 10),
+            seen("10.0.0.1", 3),
+        ]
+    );
+    let after = record(vec![rec(20, "2001:db8::1", 200)]).await;
+    assert_eq!(after.len(), 5);
+    assert_eq!(after[0], seen("2001:db8::1", 20));
+    assert!(
+        !after.iter().any(|r| r.ip == "10.0.0.1"),
+        "the oldest address goes"
+    );
 }

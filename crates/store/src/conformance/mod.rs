@@ -13,7 +13,7 @@ mod settings_and_sessions;
 mod test_database;
 mod tokens;
 
-pub use access_log::{access_and_usage, access_log_retention};
+pub use access_log::{access_and_usage, access_log_retention, recent_addresses};
 pub use accounts::accounts_and_roles;
 pub use audit_chain::audit_chain;
 pub use concurrency::*;
@@ -86,6 +86,7 @@ fn token(account: &AccountId, name: &str) -> (TokenValue, TokenRecord) {
         expires_at: Some(t + Duration::days(30)),
         last_used_at: None,
         last_used_ip: None,
+        recent_ips: vec![],
         usage_allowed: 0,
         usage_denied: 0,
     };
@@ -127,7 +128,7 @@ macro_rules! conformance_tests {
     ($make:path) => {
         $crate::conformance_tests!(@cases $make;
             migrate_is_idempotent, accounts_and_roles, tokens, policy, sessions,
-            access_and_usage, access_log_retention, gateway, audit_chain,
+            access_and_usage, recent_addresses, access_log_retention, gateway, audit_chain,
             concurrent_audit_appends_form_one_chain,
             concurrent_token_creates_respect_the_limit, concurrent_demotions_leave_a_super_admin,
             concurrent_usage_batches_add_up);

@@ -8,6 +8,7 @@
 use super::*;
 use crate::access_pages::{self, PageRow};
 use sqlx::Row;
+use std::collections::HashMap;
 
 /// Pages one read fetches: a list reads as far as its page of records needs.
 const PAGES_PER_READ: i64 = 64;
@@ -168,12 +169,24 @@ async fn count_uses(conn: &mut PgConnection, usage: &[UsageDelta]) -> StoreResul
     }
     // Row locks in token id order first (`usage` is sorted by it): batches from several
     // nodes that touch the same tokens wait for each other rather than deadlock.
+    // They also read each token's recent addresses, which the batch's are merged into.
     let ids: Vec<&str> = usage.iter().map(|u| u.token_id.as_str()).collect();
-    sqlx::query("SELECT 1 FROM tokens WHERE id = ANY($1) ORDER BY id FOR UPDATE")
-        .bind(&ids)
-        .execute(&mut *conn)
-        .await
-        .map_err(backend)?;
+    let stored: HashMap<String, Option<String>> = sqlx::query_as::<_, (String, Option<String>)>(
+        "SELECT id, recent_ips FROM tokens WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+    )
+    .bind(&ids)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(backend)?
+    .into_iter()
+    .collect();
+    let recent = usage
+        .iter()
+        .map(|u| {
+            let known = stored.get(u.token_id.as_str()).and_then(|s| s.as_deref());
+            rows::merged_recent_ips(known, &u.recent_ips)
+        })
+        .collect::<StoreResult<Vec<String>>>()?;
     let allowed: Vec<i64> = usage
         .iter()
         .map(|u| i64::try_from(u.allowed).unwrap_or(i64::MAX))
@@ -187,15 +200,16 @@ async fn count_uses(conn: &mut PgConnection, usage: &[UsageDelta]) -> StoreResul
     sqlx::query(
         "UPDATE tokens AS t SET usage_allowed = t.usage_allowed + d.allowed, usage_denied = t.usage_denied + d.denied, \
          last_used_ip = CASE WHEN COALESCE(t.last_used_at, 0) <= d.at THEN d.ip ELSE t.last_used_ip END, \
-         last_used_at = GREATEST(COALESCE(t.last_used_at, 0), d.at) \
-         FROM UNNEST($1::text[], $2::bigint[], $3::bigint[], $4::bigint[], $5::text[]) AS d(id, allowed, denied, at, ip) \
-         WHERE t.id = d.id",
+         last_used_at = GREATEST(COALESCE(t.last_used_at, 0), d.at), recent_ips = d.recent \
+         FROM UNNEST($1::text[], $2::bigint[], $3::bigint[], $4::bigint[], $5::text[], $6::text[]) \
+         AS d(id, allowed, denied, at, ip, recent) WHERE t.id = d.id",
     )
     .bind(&ids)
     .bind(&allowed)
     .bind(&denied)
     .bind(&at)
     .bind(&ip)
+    .bind(&recent)
     .execute(&mut *conn)
     .await
     .map_err(backend)?;

@@ -54,6 +54,7 @@ pub(super) async fn insert_whole(conn: &mut PgConnection, t: &TokenRecord) -> St
         "last_used_ip",
         "usage_allowed",
         "usage_denied",
+        "recent_ips",
     ]);
     bind_token_fields(sqlx::query(&sql), t)?
         .bind(t.id.as_str())
@@ -63,6 +64,11 @@ pub(super) async fn insert_whole(conn: &mut PgConnection, t: &TokenRecord) -> St
         .bind(t.last_used_ip.as_deref())
         .bind(i64::try_from(t.usage_allowed).unwrap_or(i64::MAX))
         .bind(i64::try_from(t.usage_denied).unwrap_or(i64::MAX))
+        .bind(
+            (!t.recent_ips.is_empty())
+                .then(|| json_text(&t.recent_ips))
+                .transpose()?,
+        )
         .execute(&mut *conn)
         .await
         .map_err(backend)?;
