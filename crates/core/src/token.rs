@@ -332,7 +332,7 @@ pub fn merge_recent_ips(list: &mut Vec<RecentIp>, more: &[RecentIp]) {
             None => list.push(seen.clone()),
         }
     }
-    list.sort_by(|a, b| b.last_seen_at.cmp(&a.last_seen_at));
+    list.sort_by_key(|r| std::cmp::Reverse(r.last_seen_at));
     list.truncate(RECENT_IPS);
 }
 
