@@ -282,3 +282,41 @@ async fn a_node_limits_on_its_own_while_redis_is_away() {
         StatusCode::TOO_MANY_REQUESTS
     );
 }
+
+/// A quota of 10 used in turn through two nodes sharing one Redis admits 10 in all,
+/// and both nodes then answer `quota_exhausted`.
+#[tokio::test]
+async fn a_quota_across_two_nodes_admits_its_limit_in_all() {
+    let url = redis_url().await;
+    let (a, b) = two_nodes_with(|| with_redis(&url)).await;
+    for node in [&a, &b] {
+        wait_for_mode(node, true).await;
+    }
+    let created = a
+        .create_token(
+            &a.admin_token,
+            json!({"name": "metered", "quota": {"limit": 10}}),
+        )
+        .await;
+    let token = created["token"].as_str().unwrap();
+    let mut allowed = 0;
+    for i in 0..24 {
+        let node = if i % 2 == 0 { &a } else { &b };
+        let (status, _) = use_token(node, token).await;
+        if status == ALLOWED {
+            allowed += 1;
+        } else {
+            assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+        }
+    }
+    assert_eq!(allowed, 10, "one count for both nodes");
+    for node in [&a, &b] {
+        let resp = node
+            .gw(Method::GET, "/_tessera/verify")
+            .header("X-API-KEY", token)
+            .send()
+            .await
+            .unwrap();
+        expect_error(resp, 429, "quota_exhausted").await;
+    }
+}

@@ -46,6 +46,7 @@ codes! {
     PayloadTooLarge => ("payload_too_large", 413, "The request body is over 64 KiB."),
     ValidationFailed => ("validation_failed", 422, "A field is out of range."),
     RateLimited => ("rate_limited", 429, "Too many requests."),
+    QuotaExhausted => ("quota_exhausted", 429, "The token's quota is spent."),
     HeadersTooLarge => ("headers_too_large", 431, "The request headers are over 32 KiB."),
     Internal => ("internal", 500, "Internal error."),
     BadGateway => ("bad_gateway", 502, "The upstream service could not be reached."),

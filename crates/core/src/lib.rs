@@ -9,6 +9,7 @@
 //!   scopes with its account's roles, and the management permissions as types
 //! - [`account`]: accounts, roles, the built-in roles
 //! - [`policy`]: the token policy (expiry choices, limits) and its validation
+//! - [`quota`]: token quotas and their refill periods
 //! - [`audit`]: audit actions and entries, the hash chain and its verification
 //! - [`usage`]: access records, batches, usage buckets
 //! - [`gateway`]: upstream services, routes and the route table's matching
@@ -26,6 +27,7 @@ pub mod ids;
 pub mod path;
 pub mod permission;
 pub mod policy;
+pub mod quota;
 pub mod store;
 pub mod token;
 pub mod usage;

@@ -207,6 +207,16 @@ impl UsageDelta {
     }
 }
 
+/// What one node's counter of a token's quota has spent, to keep across restarts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuotaSpent {
+    pub token_id: TokenId,
+    /// The quota setting the count belongs to ([`crate::quota::Quota::set_at`]).
+    pub set_at: Timestamp,
+    pub period_start: Timestamp,
+    pub used: u64,
+}
+
 /// A change to the gateway's configuration, applied all at once: services upserted,
 /// then routes upserted, then routes deleted, then services deleted.
 #[derive(Debug, Clone, Default)]
@@ -415,6 +425,13 @@ pub trait TokenStore: Send + Sync {
         id: &TokenId,
         audit: AuditDraft,
     ) -> impl Future<Output = StoreResult<Changed<TokenRecord>>> + Send;
+    /// Saves quota counts. A count for an earlier setting of the quota is ignored, and a
+    /// stored count never goes back: not to an earlier period, nor lower in the same
+    /// one (several nodes save the counts they saw).
+    fn save_quota_spent(
+        &self,
+        spent: &[QuotaSpent],
+    ) -> impl Future<Output = StoreResult<()>> + Send;
     /// Deletes every token of the account; `audit` is told what was deleted.
     fn delete_all_tokens(
         &self,

@@ -8,6 +8,7 @@ use crate::clock::Timestamp;
 use crate::digest::sha256;
 use crate::ids::{AccountId, TokenId};
 use crate::permission::Permission;
+use crate::quota::Quota;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -374,6 +375,8 @@ pub struct TokenRecord {
     pub recent_ips: Vec<RecentIp>,
     pub usage_allowed: u64,
     pub usage_denied: u64,
+    /// Not read by a verification of a token without one (see the verifier's entry).
+    pub quota: Option<Quota>,
 }
 
 impl TokenRecord {

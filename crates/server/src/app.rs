@@ -130,6 +130,9 @@ pub async fn serve(
     let limits = app.state.verifier.limits().clone();
     limits.probe().await;
     let probes = tokio::spawn(limits.run_probes());
+    let quotas = app.state.verifier.quotas().clone();
+    let store = app.state.service.store().clone();
+    let quota_saver = tokio::spawn(quotas.clone().run_saver(store.clone()));
     // With a database that several nodes share, their changes reach this node's caches
     // through the feed; until it is connected, verifications read the database.
     let feed = app.state.service.store().change_feed().map(|feed| {
@@ -167,9 +170,13 @@ pub async fn serve(
         ),
     );
     poller.abort();
-    for task in [feed, retention, Some(probes)].into_iter().flatten() {
+    for task in [feed, retention, Some(probes), Some(quota_saver)]
+        .into_iter()
+        .flatten()
+    {
         task.abort();
     }
     app.recorder.flush_and_stop().await;
+    quotas.save(&store).await;
     Ok(())
 }

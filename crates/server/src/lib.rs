@@ -10,6 +10,7 @@
 //! - [`verifier`]: token verification on a request's path, its caches, the usage recorder
 //! - [`caches`]: the one path from a committed change to every cache
 //! - [`limits`]: rate limits, in the node's memory or shared through Redis
+//! - [`quotas`]: quota counters, saved to the store, or shared through Redis
 //! - [`throttle`]: fixed windows of failures (failed logins, failed authentications)
 //! - [`metrics`]: the Prometheus metrics
 //! - [`password`]: argon2id hashing of account passwords
@@ -22,6 +23,7 @@ pub mod limits;
 pub mod metrics;
 pub mod password;
 pub mod proxy;
+pub mod quotas;
 pub mod service;
 pub mod throttle;
 pub mod verifier;

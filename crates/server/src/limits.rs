@@ -1,5 +1,7 @@
 //! Rate limits: GCRA per token, and per token and route, kept in this node's memory or,
 //! with `--redis-url`, in Redis, so that a limit holds across every node together.
+//! Quotas ([`crate::quotas`]) count in Redis through the same connection, with the
+//! same fallback.
 //!
 //! Shared mode is exact, not approximate: each check is one round trip, the [`GCRA`]
 //! script by `EVALSHA` on one multiplexed connection (the checks of concurrent requests
@@ -56,6 +58,32 @@ return {1, math.floor((now - allow_at) / interval), new_tat - now}
 ";
 
 static GCRA: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(GCRA_SCRIPT));
+
+/// One use of a quota. `KEYS[1]`: the counter of one token's quota setting and period;
+/// `ARGV[1]`: the limit; `ARGV[2]`: what this node knows was spent, the start of a
+/// counter Redis does not hold (new, or lost with a restart of Redis); `ARGV[3]`: how
+/// long to keep the counter (ms). Answers `{1, used}` when the use is allowed (`used`
+/// counts it), `{0, used}` when the quota is spent.
+const QUOTA_SCRIPT: &str = r"
+local used = tonumber(redis.call('GET', KEYS[1])) or tonumber(ARGV[2])
+local allowed = 0
+if used < tonumber(ARGV[1]) then
+  used = used + 1
+  allowed = 1
+end
+redis.call('SET', KEYS[1], used, 'PX', ARGV[3])
+return {allowed, used}
+";
+
+static QUOTA: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(QUOTA_SCRIPT));
+
+/// A use of a quota counted in Redis ([`RateLimits::spend_quota`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SharedSpend {
+    pub allowed: bool,
+    /// Spent in the period, this use included when allowed.
+    pub used: u64,
+}
 
 type Limiter = RateLimiter<NotKeyed, InMemoryState, DefaultClock, StateInformationMiddleware>;
 
@@ -163,6 +191,45 @@ impl RateLimits {
             }
         }
         self.check_local(key)
+    }
+
+    /// Spends one use of the quota counter `key` in Redis, when the limits are shared
+    /// now: `None` when they are not (no Redis, or it failed: the caller counts in
+    /// memory). `known_used` starts a counter Redis does not hold; `keep` is how long
+    /// Redis keeps it (past the period's end).
+    pub async fn spend_quota(
+        &self,
+        key: &str,
+        limit: u64,
+        known_used: u64,
+        keep: Duration,
+    ) -> Option<SharedSpend> {
+        let shared = self.shared.as_ref()?;
+        let mut connection = shared.connection()?;
+        let answer: redis::RedisResult<Vec<i64>> = QUOTA
+            .key(key)
+            .arg(limit)
+            .arg(known_used)
+            .arg(u64::try_from(keep.as_millis()).unwrap_or(u64::MAX).max(1))
+            .invoke_async(&mut connection)
+            .await;
+        match answer.as_deref() {
+            Ok([allowed, used]) => Some(SharedSpend {
+                allowed: *allowed == 1,
+                used: u64::try_from(*used).unwrap_or(0),
+            }),
+            Ok(_) => {
+                shared.lost(&redis::RedisError::from((
+                    redis::ErrorKind::UnexpectedReturnType,
+                    "the quota script's answer has an unknown shape",
+                )));
+                None
+            }
+            Err(e) => {
+                shared.lost(e);
+                None
+            }
+        }
     }
 
     fn check_local(&self, key: LimitKey) -> Result<RateLimitState, Denial> {
@@ -296,6 +363,7 @@ impl SharedLimits {
             .get_multiplexed_async_connection_with_config(&config)
             .await?;
         GCRA.prepare_invoke().load_async(&mut connection).await?;
+        QUOTA.prepare_invoke().load_async(&mut connection).await?;
         Ok(connection)
     }
 }

@@ -167,6 +167,10 @@ impl TokenStore for AnyStore {
     ) -> StoreResult<Changed<TokenRecord>> {
         delegate!(self.delete_token(id, audit))
     }
+    async fn save_quota_spent(&self, spent: &[QuotaSpent]) -> StoreResult<()> {
+        delegate!(self.save_quota_spent(spent))
+    }
+
     async fn delete_all_tokens(
         &self,
         a: &AccountId,

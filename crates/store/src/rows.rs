@@ -7,9 +7,10 @@
 use crate::{backend, from_json_text, json_text};
 use tessera_core::account::AccountRecord;
 use tessera_core::audit::{Actor, AuditAction, AuditDraft, AuditEntry, Outcome, Target};
-use tessera_core::clock::from_unix_millis;
+use tessera_core::clock::{from_unix_millis, Timestamp};
 use tessera_core::gateway::{Route, RouteAuth};
 use tessera_core::ids::{AccountId, TokenId};
+use tessera_core::quota::{Quota, QuotaRefill};
 use tessera_core::store::{StoreError, StoreResult};
 use tessera_core::token::{
     merge_recent_ips, DisabledReason, PreviousValue, RateLimit, RecentIp, TokenHash, TokenName,
@@ -77,6 +78,11 @@ pub(crate) const TOKEN_FIELDS: &[&str] = &[
     "allowed_cidrs",
     "rate_limit_requests",
     "rate_limit_per_seconds",
+    "quota_limit",
+    "quota_refill",
+    "quota_used",
+    "quota_period_start",
+    "quota_set_at",
     "disabled",
     "disabled_reason",
     "updated_at",
@@ -114,6 +120,7 @@ pub(crate) fn token(row: &impl StoredRow) -> StoreResult<TokenRecord> {
             row.opt_int("rate_limit_requests")?,
             row.opt_int("rate_limit_per_seconds")?,
         ),
+        quota: quota(row)?,
         disabled: match row.flag("disabled")? {
             true => Some(DisabledReason::parse(
                 row.opt_text("disabled_reason")?.as_deref(),
@@ -134,6 +141,50 @@ pub(crate) fn token(row: &impl StoredRow) -> StoreResult<TokenRecord> {
         usage_allowed: u64::try_from(row.int("usage_allowed")?).unwrap_or(0),
         usage_denied: u64::try_from(row.int("usage_denied")?).unwrap_or(0),
     })
+}
+
+/// A token's quota columns.
+fn quota(row: &impl StoredRow) -> StoreResult<Option<Quota>> {
+    let Some(limit) = row.opt_int("quota_limit")? else {
+        return Ok(None);
+    };
+    let at = |column: &str| -> StoreResult<Timestamp> {
+        Ok(row
+            .opt_int(column)?
+            .map(from_unix_millis)
+            .unwrap_or_default())
+    };
+    Ok(Some(Quota {
+        limit: u64::try_from(limit).unwrap_or(0),
+        refill: row
+            .opt_text("quota_refill")?
+            .as_deref()
+            .and_then(QuotaRefill::parse),
+        used: u64::try_from(row.int("quota_used")?).unwrap_or(0),
+        period_start: at("quota_period_start")?,
+        set_at: at("quota_set_at")?,
+    }))
+}
+
+/// The values of a token's quota columns, in [`TOKEN_FIELDS`] order: limit, refill,
+/// used, period start, set at.
+pub(crate) fn quota_columns(
+    q: Option<&Quota>,
+) -> (
+    Option<i64>,
+    Option<&'static str>,
+    i64,
+    Option<i64>,
+    Option<i64>,
+) {
+    let int = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+    (
+        q.map(|q| int(q.limit)),
+        q.and_then(|q| q.refill).map(QuotaRefill::as_str),
+        q.map_or(0, |q| int(q.used)),
+        q.map(|q| q.period_start.timestamp_millis()),
+        q.map(|q| q.set_at.timestamp_millis()),
+    )
 }
 
 /// A token's stored `recent_ips` (JSON text, or NULL) with a batch's merged in, as

@@ -28,6 +28,31 @@ pub struct CreateTokenRequest {
     /// CIDRs (`10.0.0.0/8`, `2001:db8::/32`) or single addresses the token may be used from.
     pub allowed_cidrs: Option<Vec<String>>,
     pub rate_limit: Option<RateLimitBody>,
+    pub quota: Option<QuotaBody>,
+}
+
+/// A quota: `limit` uses (1–1000000000) a period, refilled `daily` (00:00 UTC) or
+/// `monthly` (the 1st, 00:00 UTC), or never (`null`).
+#[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
+#[schema(as = QuotaSetting)]
+#[serde(deny_unknown_fields)]
+pub struct QuotaBody {
+    #[schema(minimum = 1, maximum = 1_000_000_000)]
+    pub limit: u64,
+    #[serde(default)]
+    #[schema(value_type = Option<String>, pattern = "^(daily|monthly)$")]
+    pub refill: Option<String>,
+}
+
+/// A token's quota and what is left of it now.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct QuotaView {
+    pub limit: u64,
+    /// `daily`, `monthly`, or `null` (never refills).
+    pub refill: Option<String>,
+    pub remaining: u64,
+    /// When the quota refills; `null` when it never does.
+    pub refills_at: Option<DateTime<Utc>>,
 }
 
 /// Change a token. Absent fields stay; `null` clears `note`, `scopes` (then the token
@@ -49,6 +74,10 @@ pub struct UpdateTokenRequest {
     #[serde(default, deserialize_with = "nullable")]
     #[schema(value_type = Option<RateLimitBody>)]
     pub rate_limit: Option<Option<RateLimitBody>>,
+    /// A quota given here starts full (`remaining` is its limit); `null` removes it.
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<QuotaBody>)]
+    pub quota: Option<Option<QuotaBody>>,
 }
 
 /// Regenerate a token: same id, new value. Without an expiry field the token keeps its
@@ -90,6 +119,7 @@ pub struct TokenView {
     pub scopes: Option<Vec<String>>,
     pub allowed_cidrs: Option<Vec<String>>,
     pub rate_limit: Option<RateLimitBody>,
+    pub quota: Option<QuotaView>,
     pub created_at: DateTime<Utc>,
     pub expires_at: Option<DateTime<Utc>>,
     pub last_used_at: Option<DateTime<Utc>>,
@@ -125,6 +155,12 @@ impl TokenView {
                 .as_ref()
                 .map(|c| c.iter().map(|n| n.to_string()).collect()),
             rate_limit: t.rate_limit.map(Into::into),
+            quota: t.quota.map(|q| QuotaView {
+                limit: q.limit,
+                refill: q.refill.map(|r| r.as_str().to_owned()),
+                remaining: q.remaining_at(now),
+                refills_at: q.refills_at(now),
+            }),
             created_at: t.created_at,
             expires_at: t.expires_at,
             last_used_at: t.last_used_at,

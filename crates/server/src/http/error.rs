@@ -59,6 +59,10 @@ impl From<Denial> for ApiError {
                 e.details = Some(serde_json::json!({ "missing": missing }))
             }
             Denial::RateLimited(state) => e.retry_after = Some(state.retry_after_secs),
+            Denial::QuotaExhausted(spent) => {
+                e.details = Some(serde_json::json!({ "refills_at": spent.refills_at }));
+                e.retry_after = spent.retry_after_secs;
+            }
             Denial::Unavailable => e.message = code.default_message().into(),
             _ => {}
         }

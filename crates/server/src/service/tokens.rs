@@ -16,12 +16,14 @@ use tessera_core::permission::need::*;
 use tessera_core::permission::Needed;
 use tessera_core::permission::Permission;
 use tessera_core::policy::{ExpiryRequest, FieldError};
+use tessera_core::quota::{Quota, QuotaRefill};
 use tessera_core::store::{AccessLogStore, SettingsStore, StoreError, TokenFilter, TokenStore};
 use tessera_core::token::{
     validate_note, DisabledReason, PreviousValue, RateLimit, TokenName, TokenRecord, TokenStatus,
     TokenValue,
 };
 use tessera_core::usage::BucketWidth;
+use tessera_core::Timestamp;
 
 /// Whose tokens an operation may touch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,6 +117,19 @@ fn check_rate_limit(r: RateLimitBody) -> Result<RateLimit, FieldError> {
     Ok(limit)
 }
 
+/// A quota as given, set at `now`.
+fn check_quota(q: &QuotaBody, now: Timestamp) -> Result<Quota, FieldError> {
+    Quota::validate_limit(q.limit).map_err(|m| FieldError::new("quota", m))?;
+    let refill = match q.refill.as_deref() {
+        None => None,
+        Some(r) => Some(
+            QuotaRefill::parse(r)
+                .ok_or_else(|| FieldError::new("quota", "refill must be daily, monthly or null"))?,
+        ),
+    };
+    Ok(Quota::new(q.limit, refill, now))
+}
+
 fn collect<T>(r: Result<T, FieldError>, errors: &mut Vec<FieldError>) -> Option<T> {
     r.map_err(|e| errors.push(e)).ok()
 }
@@ -136,6 +151,8 @@ impl Service {
         if scope == TokenScope::Own && token.account_id != caller.account.id {
             return Err(ServiceError::NotFound("token"));
         }
+        let mut token = token;
+        self.verifier.quotas().refresh(&mut token);
         Ok(token)
     }
 
@@ -188,6 +205,10 @@ impl Service {
         let rate_limit = req
             .rate_limit
             .and_then(|r| collect(check_rate_limit(r), &mut errors));
+        let quota = req
+            .quota
+            .as_ref()
+            .and_then(|q| collect(check_quota(q, now), &mut errors));
         if !errors.is_empty() {
             return Err(ServiceError::Validation(errors));
         }
@@ -209,6 +230,7 @@ impl Service {
             scopes,
             allowed_cidrs: cidrs,
             rate_limit,
+            quota,
             disabled: None,
             created_at: now,
             updated_at: now,
@@ -227,6 +249,7 @@ impl Service {
             serde_json::json!({
                 "account_id": view.account_id, "scopes": view.scopes, "expires_at": view.expires_at,
                 "allowed_cidrs": view.allowed_cidrs, "rate_limit": view.rate_limit,
+                "quota": req.quota,
             }),
         );
         match self
@@ -298,7 +321,10 @@ impl Service {
             expiring_before,
             now,
         };
-        let records = self.store.list_tokens(&filter, &page).await?;
+        let mut records = self.store.list_tokens(&filter, &page).await?;
+        for t in &mut records {
+            self.verifier.quotas().refresh(t);
+        }
         let (records, next_cursor) = finish_page(records, limit, |t| t.id.to_string());
         Ok(Paged {
             items: records.iter().map(|t| TokenView::new(t, now)).collect(),
@@ -367,6 +393,19 @@ impl Service {
                 None => None,
             };
             changed.insert("rate_limit".into(), serde_json::json!(rl));
+        }
+        if let Some(quota) = &req.quota {
+            // A later setting than the one before, even within one millisecond: it is
+            // what tells every node's counter that the count starts again.
+            let set_at = match before.quota {
+                Some(q) => self.clock.now().max(q.set_at + Duration::milliseconds(1)),
+                None => self.clock.now(),
+            };
+            t.quota = match quota {
+                Some(q) => collect(check_quota(q, set_at), &mut errors),
+                None => None,
+            };
+            changed.insert("quota".into(), serde_json::json!(quota));
         }
         if !errors.is_empty() {
             return Err(ServiceError::Validation(errors));

@@ -19,6 +19,9 @@ pub struct TokenEntry {
     pub(super) refresh_from: Timestamp,
     /// Set by the hit that starts that background read: one read per entry.
     pub(super) refreshing: AtomicBool,
+    /// Whether the token has a quota to spend: read here, beside what a hit reads
+    /// anyway, rather than in the record's quota, a cache line further.
+    pub(super) metered: bool,
     /// The token's account as last looked up, and the verifier's epoch before that
     /// lookup: good while no eviction has happened since (one cache lookup less per
     /// request; see [`Verifier::account_of`]).
@@ -69,6 +72,7 @@ impl TokenEntry {
             cached_until: now + MAX_AGE,
             refresh_from: refresh_from(hash, now),
             refreshing: AtomicBool::new(false),
+            metered: record.quota.is_some(),
             identity: IdentityHeaders::of(&record),
             forwarded: IdentityLines::of(&record),
             record,

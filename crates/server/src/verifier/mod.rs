@@ -29,6 +29,7 @@ pub mod recorder;
 
 use crate::limits::{LimitKey, RateLimits};
 use crate::metrics::{Metrics, OutcomeLabel};
+use crate::quotas::Quotas;
 use crate::throttle::FailureWindows;
 use axum::http::HeaderValue;
 use compact_str::CompactString;
@@ -150,6 +151,7 @@ pub struct Verifier {
     unknown: Cache<TokenHash, ()>,
     accounts: Cache<AccountId, Arc<AccountSnapshot>>,
     limits: Arc<RateLimits>,
+    quotas: Arc<Quotas>,
     /// Moved before and after every eviction ([`Self::evicting`]). A cache fill reads it
     /// before going to the store and caches its result only if it has not moved, so no
     /// fill can undo an eviction; links and known credentials hold only at their epoch.
@@ -237,6 +239,7 @@ impl Verifier {
                 .max_capacity(200_000)
                 .time_to_live(ACCOUNT_TTL)
                 .build(),
+            quotas: Arc::new(Quotas::new(limits.clone())),
             limits,
             epoch: AtomicU64::new(0),
             uncached: AtomicBool::new(false),
@@ -403,6 +406,9 @@ impl Verifier {
             ),
             _ => None,
         };
+        if spend && token.metered {
+            Box::pin(self.quotas.spend(&token.record, now)).await?;
+        }
         Ok(Verified {
             token,
             account,
@@ -420,6 +426,11 @@ impl Verifier {
                 missing.into_iter().map(String::from).collect(),
             ))
         }
+    }
+
+    /// The node's quota counters.
+    pub fn quotas(&self) -> &Arc<Quotas> {
+        &self.quotas
     }
 
     /// The node's rate limits (the token's own is checked by a verification; a route's

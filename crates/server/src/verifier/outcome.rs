@@ -84,6 +84,8 @@ pub enum Denial {
     IpNotAllowed,
     #[error("the token's rate limit is exhausted")]
     RateLimited(RateLimitState),
+    #[error("the token's quota is spent")]
+    QuotaExhausted(crate::quotas::Exhausted),
     #[error("missing permission or scope: {}", .0.join(", "))]
     Forbidden(Vec<String>),
     #[error("the token store is unavailable")]
@@ -114,6 +116,7 @@ impl Denial {
             Denial::AccountDisabled => ErrorCode::AccountDisabled,
             Denial::IpNotAllowed => ErrorCode::IpNotAllowed,
             Denial::RateLimited(_) => ErrorCode::RateLimited,
+            Denial::QuotaExhausted(_) => ErrorCode::QuotaExhausted,
             Denial::Forbidden(_) => ErrorCode::Forbidden,
             Denial::Unavailable => ErrorCode::Unavailable,
         }

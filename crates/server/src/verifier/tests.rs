@@ -40,6 +40,7 @@ pub fn record(id: &str, account_id: &str) -> TokenRecord {
         recent_ips: Vec::new(),
         usage_allowed: 0,
         usage_denied: 0,
+        quota: None,
     }
 }
 

@@ -20,7 +20,7 @@ pub use concurrency::*;
 pub use gateway::gateway;
 pub use settings_and_sessions::{policy, sessions};
 pub use test_database::TestDatabase;
-pub use tokens::tokens;
+pub use tokens::{quota_counts, tokens};
 
 use chrono::Duration;
 use tessera_core::account::{builtin_roles, AccountRecord, Role, SUPER_ADMIN};
@@ -80,6 +80,7 @@ fn token(account: &AccountId, name: &str) -> (TokenValue, TokenRecord) {
             requests: 5,
             per_seconds: 60,
         }),
+        quota: None,
         disabled: None,
         created_at: t,
         updated_at: t,
@@ -127,7 +128,7 @@ fn page(limit: u32) -> Page {
 macro_rules! conformance_tests {
     ($make:path) => {
         $crate::conformance_tests!(@cases $make;
-            migrate_is_idempotent, accounts_and_roles, tokens, policy, sessions,
+            migrate_is_idempotent, accounts_and_roles, tokens, quota_counts, policy, sessions,
             access_and_usage, recent_addresses, access_log_retention, gateway, audit_chain,
             concurrent_audit_appends_form_one_chain,
             concurrent_token_creates_respect_the_limit, concurrent_demotions_leave_a_super_admin,

@@ -291,3 +291,88 @@ pub async fn tokens<S: Store>(store: &S) {
     assert_eq!(last[0].draft.action, AuditAction::TokenDeleteAll);
     assert_eq!(last[0].draft.details, serde_json::json!({"deleted": 2}));
 }
+
+/// A quota round-trips with its token, and saved counts only move forward, for the
+/// quota's current setting.
+pub async fn quota_counts<S: Store>(store: &S) {
+    use tessera_core::quota::{Quota, QuotaRefill};
+    let acct = account("metered", &["developer"]);
+    store
+        .insert_account(&acct, draft(AuditAction::AccountCreate, "metered"))
+        .await
+        .unwrap();
+    let (_, mut tok) = token(&acct.id, "metered");
+    let day = Timestamp::from_timestamp(1_800_000_000, 0).unwrap();
+    tok.quota = Some(Quota::new(100, Some(QuotaRefill::Daily), day));
+    applied(
+        store
+            .insert_token(&tok, 50, draft(AuditAction::TokenCreate, "metered"))
+            .await
+            .unwrap(),
+    )
+    .await;
+    let quota = |t: &TokenRecord| t.quota.unwrap();
+    let stored = store.get_token(&tok.id).await.unwrap().unwrap();
+    assert_eq!(stored, tok, "a quota round-trips");
+    let q = quota(&tok);
+    let spent = |used: u64, period_start: Timestamp, set_at: Timestamp| QuotaSpent {
+        token_id: tok.id.clone(),
+        set_at,
+        period_start,
+        used,
+    };
+    let used_now = || async { quota(&store.get_token(&tok.id).await.unwrap().unwrap()) };
+    store
+        .save_quota_spent(&[spent(40, q.period_start, q.set_at)])
+        .await
+        .unwrap();
+    assert_eq!(used_now().await.used, 40);
+    store
+        .save_quota_spent(&[spent(30, q.period_start, q.set_at)])
+        .await
+        .unwrap();
+    assert_eq!(used_now().await.used, 40, "never lower in one period");
+    let next_day = q.period_start + Duration::days(1);
+    store
+        .save_quota_spent(&[spent(3, next_day, q.set_at)])
+        .await
+        .unwrap();
+    assert_eq!(
+        (used_now().await.used, used_now().await.period_start),
+        (3, next_day)
+    );
+    store
+        .save_quota_spent(&[spent(90, q.period_start, q.set_at)])
+        .await
+        .unwrap();
+    assert_eq!(used_now().await.used, 3, "never back to an earlier period");
+    store
+        .save_quota_spent(&[spent(50, next_day, q.set_at - Duration::seconds(1))])
+        .await
+        .unwrap();
+    assert_eq!(
+        used_now().await.used,
+        3,
+        "a count of another setting is ignored"
+    );
+    // Set again (a PATCH): the new setting starts from nothing.
+    let mut reset = store.get_token(&tok.id).await.unwrap().unwrap();
+    reset.quota = Some(Quota::new(10, None, next_day + Duration::hours(1)));
+    applied(
+        store
+            .update_token(&reset, draft(AuditAction::TokenUpdate, "metered"))
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(store.get_token(&tok.id).await.unwrap().unwrap(), reset);
+    reset.quota = None;
+    applied(
+        store
+            .update_token(&reset, draft(AuditAction::TokenUpdate, "metered"))
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(store.get_token(&tok.id).await.unwrap().unwrap().quota, None);
+}

@@ -28,6 +28,7 @@ type PgQuery<'q> = sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>
 
 /// Binds [`TOKEN_FIELDS`] of `t`.
 fn bind_token_fields<'q>(q: PgQuery<'q>, t: &'q TokenRecord) -> StoreResult<PgQuery<'q>> {
+    let quota = rows::quota_columns(t.quota.as_ref());
     Ok(q.bind(t.name.as_str())
         .bind(t.note.as_deref())
         .bind(t.hash.to_hex())
@@ -38,6 +39,11 @@ fn bind_token_fields<'q>(q: PgQuery<'q>, t: &'q TokenRecord) -> StoreResult<PgQu
         .bind(t.allowed_cidrs.as_ref().map(json_text).transpose()?)
         .bind(t.rate_limit.map(|r| i64::from(r.requests)))
         .bind(t.rate_limit.map(|r| i64::from(r.per_seconds)))
+        .bind(quota.0)
+        .bind(quota.1)
+        .bind(quota.2)
+        .bind(quota.3)
+        .bind(quota.4)
         .bind(t.disabled.is_some())
         .bind(t.disabled.map(DisabledReason::as_str))
         .bind(ms(t.updated_at))
@@ -250,6 +256,30 @@ impl TokenStore for PgStore {
                 append(conn, audit).await?;
                 let stale = Invalidation::token(&token);
                 changed(conn, token, stale).await
+            })
+        })
+        .await
+    }
+
+    async fn save_quota_spent(&self, spent: &[QuotaSpent]) -> StoreResult<()> {
+        let spent = spent.to_vec();
+        self.write(move |conn| {
+            Box::pin(async move {
+                for q in &spent {
+                    sqlx::query(
+                        "UPDATE tokens SET quota_used = $1, quota_period_start = $2 \
+                         WHERE id = $3 AND quota_set_at = $4 \
+                         AND (quota_period_start < $2 OR (quota_period_start = $2 AND quota_used < $1))",
+                    )
+                    .bind(i64::try_from(q.used).unwrap_or(i64::MAX))
+                    .bind(ms(q.period_start))
+                    .bind(q.token_id.as_str())
+                    .bind(ms(q.set_at))
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(backend)?;
+                }
+                Ok(())
             })
         })
         .await

@@ -10,6 +10,7 @@ fn bind_token_fields<'q>(
     q: sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments<'q>>,
     t: &'q TokenRecord,
 ) -> StoreResult<sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments<'q>>> {
+    let quota = rows::quota_columns(t.quota.as_ref());
     Ok(q.bind(t.name.as_str())
         .bind(&t.note)
         .bind(t.hash.to_hex())
@@ -20,11 +21,21 @@ fn bind_token_fields<'q>(
         .bind(t.allowed_cidrs.as_ref().map(json_text).transpose()?)
         .bind(t.rate_limit.map(|r| i64::from(r.requests)))
         .bind(t.rate_limit.map(|r| i64::from(r.per_seconds)))
+        .bind(quota.0)
+        .bind(quota.1)
+        .bind(quota.2)
+        .bind(quota.3)
+        .bind(quota.4)
         .bind(i64::from(t.disabled.is_some()))
         .bind(t.disabled.map(DisabledReason::as_str))
         .bind(ms(t.updated_at))
         .bind(opt_ms(t.expires_at)))
 }
+
+/// Saves one quota count ([`TokenStore::save_quota_spent`]): used, period start, id,
+/// set at, then the period start twice and used again for the "never back" test.
+const QUOTA_SPENT: &str = "UPDATE tokens SET quota_used = ?, quota_period_start = ? \
+     WHERE id = ? AND quota_set_at = ? AND (quota_period_start < ? OR (quota_period_start = ? AND quota_used < ?))";
 
 /// One `?` per [`TOKEN_FIELDS`] entry.
 fn placeholders() -> String {
@@ -209,6 +220,33 @@ impl TokenStore for SqliteStore {
                     let stale = Invalidation::token(&token);
                     Changed::new(token, stale)
                 })
+            })
+        })
+        .await
+    }
+
+    async fn save_quota_spent(&self, spent: &[QuotaSpent]) -> StoreResult<()> {
+        let spent = spent.to_vec();
+        self.transaction(Durability::Batched, move |conn| {
+            Box::pin(async move {
+                for q in &spent {
+                    let (period, used) = (
+                        ms(q.period_start),
+                        i64::try_from(q.used).unwrap_or(i64::MAX),
+                    );
+                    sqlx::query(QUOTA_SPENT)
+                        .bind(used)
+                        .bind(period)
+                        .bind(q.token_id.as_str())
+                        .bind(ms(q.set_at))
+                        .bind(period)
+                        .bind(period)
+                        .bind(used)
+                        .execute(&mut *conn)
+                        .await
+                        .map_err(backend)?;
+                }
+                Ok(())
             })
         })
         .await
