@@ -94,6 +94,9 @@ pub struct NewToken {
     /// Requests per period, like `100/60s` or `10/1m`.
     #[arg(long, value_parser = parse_rate_limit)]
     pub rate_limit: Option<RateLimitArg>,
+    /// Uses allowed, like `1000/daily`, `50000/monthly`, or `100` (never refills).
+    #[arg(long, value_parser = parse_quota)]
+    pub quota: Option<QuotaArg>,
 }
 
 impl NewToken {
@@ -117,8 +120,34 @@ impl NewToken {
                 json!({"requests": r.requests, "per_seconds": r.per_seconds}),
             );
         }
+        if let Some(q) = &self.quota {
+            body.insert(
+                "quota".into(),
+                json!({"limit": q.limit, "refill": q.refill}),
+            );
+        }
         Value::Object(body)
     }
+}
+
+#[derive(Debug, Clone)]
+pub struct QuotaArg {
+    pub limit: u64,
+    pub refill: Option<String>,
+}
+
+/// `1000/daily`, `50000/monthly`, `100`.
+pub fn parse_quota(s: &str) -> Result<QuotaArg, String> {
+    let err = || format!("{s:?} is not a quota like 1000/daily, 50000/monthly or 100");
+    let (limit, refill) = match s.split_once('/') {
+        Some((n, r @ ("daily" | "monthly"))) => (n, Some(r.to_owned())),
+        Some(_) => return Err(err()),
+        None => (s, None),
+    };
+    Ok(QuotaArg {
+        limit: limit.trim().parse().map_err(|_| err())?,
+        refill,
+    })
 }
 
 /// At most one way to say when a token expires; none means the policy's default.
@@ -338,6 +367,15 @@ mod tests {
         assert!(parse_rate_limit("100").is_err());
         assert!(parse_rate_limit("x/60s").is_err());
         assert!(parse_rate_limit("100/soon").is_err());
+    }
+
+    #[test]
+    fn quotas_parse_with_and_without_a_refill() {
+        let q = |s| parse_quota(s).map(|q| (q.limit, q.refill));
+        assert_eq!(q("1000/daily"), Ok((1000, Some("daily".to_owned()))));
+        assert_eq!(q("5/monthly"), Ok((5, Some("monthly".to_owned()))));
+        assert_eq!(q("100"), Ok((100, None)));
+        assert!(q("100/weekly").is_err() && q("many").is_err());
     }
 
     #[test]

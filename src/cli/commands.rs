@@ -2,7 +2,7 @@
 //! with `tessera_client`, and prints the answer (the API's JSON with `--json`).
 
 use super::args::{AuditCommand, Connection, TokenCommand};
-use super::render::{self, ago, expiry, fields, list, rate, table, text};
+use super::render::{self, ago, expiry, fields, list, quota, rate, table, text};
 use super::{CliError, CliResult};
 use chrono::{DateTime, Utc};
 use serde_json::{json, Map, Value};
@@ -243,10 +243,17 @@ fn token_fields(t: &Value, now: DateTime<Utc>) -> String {
         ("name", text(&t["name"])),
         ("note", text(&t["note"])),
         ("value", text(&t["display"])),
-        ("status", text(&t["status"])),
+        (
+            "status",
+            match t["disabled_reason"].as_str() {
+                Some(why) => format!("{} ({why})", text(&t["status"])),
+                None => text(&t["status"]),
+            },
+        ),
         ("scopes", list(&t["scopes"], "follows the account")),
         ("allowed from", list(&t["allowed_cidrs"], "anywhere")),
         ("rate limit", rate(&t["rate_limit"])),
+        ("quota", quota(&t["quota"])),
         ("created", text(&t["created_at"])),
         (
             "expires",

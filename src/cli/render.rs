@@ -101,6 +101,23 @@ pub fn span(secs: i64) -> String {
 }
 
 /// `{"requests": 100, "per_seconds": 60}` as "100/60s".
+/// A token's quota: `7 of 1000 left, refills daily (at …)`, or `none`.
+pub fn quota(v: &Value) -> String {
+    match (v["remaining"].as_u64(), v["limit"].as_u64()) {
+        (Some(left), Some(limit)) => {
+            let refill = match v["refill"].as_str() {
+                Some(r) => format!(
+                    "refills {r}, next at {}",
+                    v["refills_at"].as_str().unwrap_or("?")
+                ),
+                None => "never refills".to_owned(),
+            };
+            format!("{left} of {limit} left, {refill}")
+        }
+        _ => "none".to_owned(),
+    }
+}
+
 pub fn rate(v: &Value) -> String {
     match (v["requests"].as_u64(), v["per_seconds"].as_u64()) {
         (Some(r), Some(p)) => format!("{r}/{p}s"),

@@ -112,6 +112,8 @@ async fn token_commands_cover_the_lifecycle() {
             "127.0.0.0/8",
             "--rate-limit",
             "100/60s",
+            "--quota",
+            "1000/daily",
             "--note",
             "GitOps pipeline",
         ],
@@ -177,6 +179,7 @@ async fn token_commands_cover_the_lifecycle() {
         "100/60s",
         "127.0.0.0/8",
         "in 6 days",
+        "999 of 1000 left, refills daily",
     ] {
         assert!(shown.contains(want), "{want} missing from:\n{shown}");
     }

@@ -118,6 +118,25 @@ describe('tokens', () => {
     await page.context().close();
   });
 
+  test('generate with a quota: the value spends it, the token page shows what is left', async () => {
+    const page = await newPage(browser, server);
+    await signIn(page);
+    const dialog = await openGenerate(page, 'metered');
+    await dialog.getByLabel('Uses').fill('3');
+    await dialog.getByLabel('refilled').selectOption('monthly');
+    await dialog.getByRole('button', { name: 'Generate' }).click();
+    await dialog.waitFor({ state: 'detached' });
+    const value = await page.getByRole('textbox', { name: 'Token value' }).inputValue();
+    for (const want of [200, 200, 200, 429]) {
+      assert.equal((await api.call('GET', '/api/v1/user/me', null, value)).status, want);
+    }
+    await row(page, 'metered').getByRole('link', { name: 'metered', exact: true }).click();
+    await page.getByRole('heading', { name: 'metered', level: 1 }).waitFor();
+    const quota = page.locator('dt', { hasText: 'Quota' }).locator('+ dd');
+    assert.match(await quota.innerText(), /^0 of 3 left, refills/);
+    await page.context().close();
+  });
+
   test('regenerate with a grace period: the new value is shown once, the old one keeps working', async () => {
     const page = await newPage(browser, server);
     await signIn(page);

@@ -40,6 +40,9 @@ export async function render(main, ctx, id) {
       row('Scopes', t.scopes ? t.scopes.join(', ') || 'none' : "the account's permissions"),
       row('Allowed IP ranges', t.allowed_cidrs && t.allowed_cidrs.length ? t.allowed_cidrs.join(', ') : 'anywhere'),
       row('Rate limit', t.rate_limit ? `${t.rate_limit.requests} per ${t.rate_limit.per_seconds} s` : 'none of its own'),
+      row('Quota', t.quota
+        ? [`${t.quota.remaining} of ${t.quota.limit} left`, t.quota.refills_at ? [', refills ', timeEl(t.quota.refills_at)] : ', never refills']
+        : 'none'),
       row('Created', h('span', { title: absolute(t.created_at), text: absolute(t.created_at) })),
       row('Expires', t.expires_at ? [timeEl(t.expires_at), ` (${absolute(t.expires_at)})`] : 'never'),
       row('Last used', t.last_used_at ? [timeEl(t.last_used_at), t.last_used_ip ? ` from ${t.last_used_ip}` : ''] : 'never'),

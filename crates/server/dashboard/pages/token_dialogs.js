@@ -19,10 +19,11 @@ export function generateDialog(ctx, policy, created) {
   const scopes = scopeChoice(ctx.me.account.permissions, null);
   const cidrs = cidrField([]);
   const rate = rateChoice(null);
+  const quota = quotaChoice(null);
   formDialog({
     title: 'Generate token',
     action: 'Generate',
-    fields: [field('Name', name, 'What it is for, e.g. "ci-deploy". Unique among your tokens.'), field('Note', note), expiry.el, scopes.el, cidrs.el, rate.el],
+    fields: [field('Name', name, 'What it is for, e.g. "ci-deploy". Unique among your tokens.'), field('Note', note), expiry.el, scopes.el, cidrs.el, rate.el, quota.el],
     submit: async () => {
       const body = { name: name.value, ...expiry.read() };
       if (note.value.trim()) body.note = note.value;
@@ -32,6 +33,8 @@ export function generateDialog(ctx, policy, created) {
       if (c.length) body.allowed_cidrs = c;
       const r = rate.read();
       if (r) body.rate_limit = r;
+      const q = quota.read();
+      if (q) body.quota = q;
       created(await api('POST', '/api/v1/tokens', body));
     },
   });
@@ -44,18 +47,22 @@ export function editDialog(ctx, t, saved) {
   const scopes = scopeChoice(ctx.me.account.permissions, t.scopes);
   const cidrs = cidrField(t.allowed_cidrs || []);
   const rate = rateChoice(t.rate_limit);
+  const quota = quotaChoice(t.quota);
   formDialog({
     title: 'Edit token',
     action: 'Save',
-    fields: [field('Name', name), field('Note', note), scopes.el, cidrs.el, rate.el],
+    fields: [field('Name', name), field('Note', note), scopes.el, cidrs.el, rate.el, quota.el],
     submit: async () => {
-      await api('PATCH', `/api/v1/tokens/${t.id}`, {
+      const body = {
         name: name.value,
         note: note.value.trim() ? note.value : null,
         scopes: scopes.read(),
         allowed_cidrs: cidrs.read(),
         rate_limit: rate.read(),
-      });
+      };
+      // Sent only when changed: a quota given again starts full.
+      if (quota.changed()) body.quota = quota.read();
+      await api('PATCH', `/api/v1/tokens/${t.id}`, body);
       await saved();
     },
   });
@@ -179,6 +186,38 @@ function cidrField(current) {
   return {
     el: field('Allowed IP ranges', input, 'Addresses or CIDR ranges, separated by commas. Empty: from anywhere.'),
     read: () => input.value.split(/[\s,]+/).filter(Boolean),
+  };
+}
+
+/** A quota: `limit` uses refilled daily, monthly or never; none when the limit is empty. */
+function quotaChoice(current) {
+  const limit = h('input', { type: 'number', min: '1', max: '1000000000', name: 'quota', value: current ? String(current.limit) : '' });
+  const refill = h('select', null,
+    h('option', { value: 'daily', text: 'daily' }),
+    h('option', { value: 'monthly', text: 'monthly' }),
+    h('option', { value: '', text: 'never' }));
+  refill.value = current ? current.refill || '' : 'daily';
+  const lid = uid();
+  const rid = uid();
+  limit.id = lid;
+  refill.id = rid;
+  const error = h('p', { class: 'field-error', id: `${lid}-error`, hidden: true });
+  const wrap = h('fieldset', null, h('legend', { text: 'Quota' }),
+    h('div', { class: 'inline' },
+      h('label', { for: lid, text: 'Uses' }), limit,
+      h('label', { for: rid, text: 'refilled' }), refill),
+    h('p', { class: 'hint', text: 'Empty: no quota. Refills at 00:00 UTC (monthly: on the 1st).' }),
+    error);
+  wrap.dataset.field = 'quota';
+  const read = () => (limit.value ? { limit: Number(limit.value), refill: refill.value || null } : null);
+  return {
+    el: wrap,
+    read,
+    changed() {
+      const now = read();
+      if (!current || !now) return (current === null) !== (now === null);
+      return now.limit !== current.limit || now.refill !== current.refill;
+    },
   };
 }
 
