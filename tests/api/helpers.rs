@@ -186,7 +186,7 @@ pub struct TestApp {
     pub dir: Arc<Storage>,
     pub admin_token: String,
     pub admin_id: String,
-    secrets: Mutex<Vec<String>>,
+    pub secrets: Mutex<Vec<String>>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }

@@ -21,4 +21,5 @@ mod revocation;
 mod shared_limits;
 mod tls;
 mod tokens;
+mod webhooks;
 mod wire;

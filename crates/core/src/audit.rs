@@ -53,6 +53,10 @@ actions! {
     RouteCreate => "gateway.route.create",
     RouteUpdate => "gateway.route.update",
     RouteDelete => "gateway.route.delete",
+    WebhookCreate => "webhook.create",
+    WebhookUpdate => "webhook.update",
+    WebhookDelete => "webhook.delete",
+    WebhookRetry => "webhook.retry",
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -102,6 +106,10 @@ pub struct AuditDraft {
     pub user_agent: Option<String>,
     /// What changed; never a secret.
     pub details: serde_json::Value,
+    /// Webhook events the change causes, written in its transaction. Not part of the
+    /// entry: not stored with it, not in its hash.
+    #[serde(skip)]
+    pub events: Vec<crate::webhook::EventDraft>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -213,6 +221,7 @@ mod tests {
             ip: Some("127.0.0.1".into()),
             user_agent: None,
             details: serde_json::json!({"b": 1, "a": [1, {"y": 2, "x": 3}]}),
+            events: Vec::new(),
         }
     }
 

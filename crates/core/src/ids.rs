@@ -93,6 +93,24 @@ prefixed_id!(
     "rte_"
 );
 
+prefixed_id!(
+    /// A webhook subscription's id.
+    WebhookId,
+    "whk_"
+);
+
+prefixed_id!(
+    /// A webhook event's id (events noticed more than once have ids of their own
+    /// making, see [`crate::webhook::EventDraft::id`]).
+    EventId,
+    "evt_"
+);
+prefixed_id!(
+    /// A webhook delivery's id: the message's `webhook-id`.
+    DeliveryId,
+    "msg_"
+);
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,6 +12,7 @@
 //! - [`quota`]: token quotas and their refill periods
 //! - [`audit`]: audit actions and entries, the hash chain and its verification
 //! - [`usage`]: access records, batches, usage buckets
+//! - [`webhook`]: webhook subscriptions, events, signing, retries
 //! - [`gateway`]: upstream services, routes and the route table's matching
 //! - [`path`]: request-path normalization, the one meaning of a gateway request's path
 //! - [`store`]: the storage ports and what a change reports stale
@@ -31,6 +32,7 @@ pub mod quota;
 pub mod store;
 pub mod token;
 pub mod usage;
+pub mod webhook;
 
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
 pub use error::ErrorCode;

@@ -93,6 +93,8 @@ pub mod names {
     pub const SETTINGS_WRITE: &str = "settings:write";
     pub const GATEWAY_READ: &str = "gateway:read";
     pub const GATEWAY_WRITE: &str = "gateway:write";
+    pub const WEBHOOKS_READ: &str = "webhooks:read";
+    pub const WEBHOOKS_WRITE: &str = "webhooks:write";
 }
 
 /// A management permission named by a type, so that the permission an operation needs
@@ -132,6 +134,8 @@ pub mod need {
         SettingsWrite = SETTINGS_WRITE,
         GatewayRead = GATEWAY_READ,
         GatewayWrite = GATEWAY_WRITE,
+        WebhooksRead = WEBHOOKS_READ,
+        WebhooksWrite = WEBHOOKS_WRITE,
     );
 }
 

@@ -9,10 +9,11 @@ use crate::account::{AccountRecord, Role};
 use crate::audit::{AuditAction, AuditDraft, AuditEntry};
 use crate::clock::Timestamp;
 use crate::gateway::{Route, UpstreamService};
-use crate::ids::{AccountId, TokenId};
+use crate::ids::{AccountId, TokenId, WebhookId};
 use crate::policy::TokenPolicy;
 use crate::token::{merge_recent_ips, RecentIp, TokenHash, TokenRecord, TokenStatus};
 use crate::usage::{AccessBatch, AccessRecord, BucketWidth, UsageBucket};
+use crate::webhook::{DeliveryRecord, EventDraft, WebhookRecord};
 use std::future::Future;
 
 #[derive(Debug, thiserror::Error)]
@@ -272,6 +273,7 @@ pub trait Store:
     + GatewayStore
     + AuditStore
     + AccessLogStore
+    + WebhookStore
 {
 }
 
@@ -284,6 +286,7 @@ impl<S> Store for S where
         + GatewayStore
         + AuditStore
         + AccessLogStore
+        + WebhookStore
 {
 }
 
@@ -292,7 +295,7 @@ impl<S> Store for S where
 pub mod prelude {
     pub use super::{
         AccessLogStore, AccountStore, AuditStore, GatewayStore, SchemaStore, SessionStore,
-        SettingsStore, Store, TokenStore,
+        SettingsStore, Store, TokenStore, WebhookStore,
     };
 }
 
@@ -504,5 +507,64 @@ pub trait AccessLogStore: Send + Sync {
     fn delete_access_before(
         &self,
         cutoff: Timestamp,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+}
+
+/// Webhook subscriptions and their deliveries. Deliveries are made by the audit entry
+/// of a change ([`AuditDraft::events`](crate::audit::AuditDraft)) or by
+/// [`WebhookStore::announce`]; an event id already announced is not announced again.
+pub trait WebhookStore: Send + Sync {
+    fn insert_webhook(
+        &self,
+        webhook: &WebhookRecord,
+        audit: AuditDraft,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+    fn get_webhook(
+        &self,
+        id: &WebhookId,
+    ) -> impl Future<Output = StoreResult<Option<WebhookRecord>>> + Send;
+    fn list_webhooks(
+        &self,
+        page: &Page,
+    ) -> impl Future<Output = StoreResult<Vec<WebhookRecord>>> + Send;
+    fn count_webhooks(&self) -> impl Future<Output = StoreResult<u64>> + Send;
+    /// Saves url, events, description and updated_at.
+    fn update_webhook(
+        &self,
+        webhook: &WebhookRecord,
+        audit: AuditDraft,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+    /// Deletes the webhook and its deliveries.
+    fn delete_webhook(
+        &self,
+        id: &WebhookId,
+        audit: AuditDraft,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+    /// Announces events that no change's audit entry carries (expiry notices, a spent
+    /// quota), in one transaction.
+    fn announce(&self, events: Vec<EventDraft>) -> impl Future<Output = StoreResult<()>> + Send;
+    /// A webhook's deliveries, newest first.
+    fn list_deliveries(
+        &self,
+        webhook: &WebhookId,
+        page: &Page,
+    ) -> impl Future<Output = StoreResult<Vec<DeliveryRecord>>> + Send;
+    fn get_delivery(
+        &self,
+        id: &str,
+    ) -> impl Future<Output = StoreResult<Option<DeliveryRecord>>> + Send;
+    /// Claims up to `limit` pending deliveries due at `now`, oldest due first, with
+    /// their webhooks: each is made due again at `lease_until`, so that no other node
+    /// (or loop) sends it meanwhile.
+    fn claim_due_deliveries(
+        &self,
+        now: Timestamp,
+        lease_until: Timestamp,
+        limit: u32,
+    ) -> impl Future<Output = StoreResult<Vec<(DeliveryRecord, WebhookRecord)>>> + Send;
+    /// Saves a delivery's status, attempts and next due time.
+    fn save_delivery(
+        &self,
+        delivery: &DeliveryRecord,
     ) -> impl Future<Output = StoreResult<()>> + Send;
 }

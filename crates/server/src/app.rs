@@ -133,6 +133,10 @@ pub async fn serve(
     let quotas = app.state.verifier.quotas().clone();
     let store = app.state.service.store().clone();
     let quota_saver = tokio::spawn(quotas.clone().run_saver(store.clone()));
+    let webhooks = app.state.service.webhooks().clone();
+    let (stop_deliveries, deliveries_stop) = tokio::sync::watch::channel(false);
+    let deliveries = tokio::spawn(webhooks.clone().run(deliveries_stop));
+    let notices = tokio::spawn(webhooks.run_notices(quotas.clone()));
     // With a database that several nodes share, their changes reach this node's caches
     // through the feed; until it is connected, verifications read the database.
     let feed = app.state.service.store().change_feed().map(|feed| {
@@ -170,11 +174,22 @@ pub async fn serve(
         ),
     );
     poller.abort();
-    for task in [feed, retention, Some(probes), Some(quota_saver)]
-        .into_iter()
-        .flatten()
+    for task in [
+        feed,
+        retention,
+        Some(probes),
+        Some(quota_saver),
+        Some(notices),
+    ]
+    .into_iter()
+    .flatten()
     {
         task.abort();
+    }
+    let _ = stop_deliveries.send(true);
+    let finish = crate::webhooks::ANSWER_WITHIN + std::time::Duration::from_secs(5);
+    if tokio::time::timeout(finish, deliveries).await.is_err() {
+        tracing::warn!("webhook deliveries still being sent at shutdown; they are sent again at the next start");
     }
     app.recorder.flush_and_stop().await;
     quotas.save(&store).await;

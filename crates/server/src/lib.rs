@@ -14,6 +14,7 @@
 //! - [`throttle`]: fixed windows of failures (failed logins, failed authentications)
 //! - [`metrics`]: the Prometheus metrics
 //! - [`password`]: argon2id hashing of account passwords
+//! - [`webhooks`]: sending webhook deliveries and announcing expiry and quota notices
 
 pub mod api;
 pub mod app;
@@ -27,6 +28,7 @@ pub mod quotas;
 pub mod service;
 pub mod throttle;
 pub mod verifier;
+pub mod webhooks;
 
 pub use app::{serve, App};
 pub use http::ServerConfig;

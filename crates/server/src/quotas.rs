@@ -41,6 +41,9 @@ pub struct Exhausted {
 pub struct Quotas {
     counters: Cache<TokenId, Arc<Counter>>,
     limits: Arc<RateLimits>,
+    /// Quotas found spent since the webhooks last looked ([`Quotas::take_spent`]): the
+    /// token, its quota setting and the period, once each.
+    spent: Mutex<Vec<(TokenId, Timestamp, Timestamp)>>,
 }
 
 impl std::fmt::Debug for Quotas {
@@ -64,6 +67,8 @@ struct Spent {
     used: u64,
     /// Counted since it was last saved.
     dirty: bool,
+    /// A request was refused for it in this period.
+    refused: bool,
 }
 
 impl Quotas {
@@ -76,6 +81,23 @@ impl Quotas {
                 .time_to_idle(Duration::from_secs(86_400))
                 .build(),
             limits,
+            spent: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The quotas found spent since the last call: `(token, quota set at, period
+    /// start)`, each once per node (the `token.quota_exhausted` event).
+    pub fn take_spent(&self) -> Vec<(TokenId, Timestamp, Timestamp)> {
+        std::mem::take(&mut *self.spent.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// Notes that `token`'s quota is spent in `period`, the first time it is found so.
+    fn found_spent(&self, token: &TokenId, counter: &Counter, period: Timestamp) {
+        if counter.first_refusal(period) {
+            self.spent
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push((token.clone(), counter.quota.set_at, period));
         }
     }
 
@@ -89,6 +111,7 @@ impl Quotas {
                     period_start: quota.period_start,
                     used: quota.used,
                     dirty: false,
+                    refused: false,
                 }),
             })
         };
@@ -110,6 +133,7 @@ impl Quotas {
         let quota = counter.quota;
         let period = period_start(quota.refill, now);
         let exhausted = || {
+            self.found_spent(&token.id, &counter, period);
             let refills_at = quota.refills_at(now);
             Denial::QuotaExhausted(Exhausted {
                 refills_at,
@@ -234,6 +258,7 @@ impl Counter {
                 period_start: period,
                 used: 0,
                 dirty: true,
+                refused: false,
             };
         }
         if spent.used >= limit {
@@ -244,6 +269,16 @@ impl Counter {
         true
     }
 
+    /// Whether this is the first refusal in `period`.
+    fn first_refusal(&self, period: Timestamp) -> bool {
+        let mut spent = self.lock();
+        let first = spent.period_start == period && !spent.refused;
+        if first {
+            spent.refused = true;
+        }
+        first
+    }
+
     /// Takes Redis's count of `period`, which counts every node's uses.
     fn follow(&self, period: Timestamp, used: u64) {
         let mut spent = self.lock();
@@ -252,6 +287,7 @@ impl Counter {
                 period_start: period,
                 used,
                 dirty: true,
+                refused: spent.refused && spent.period_start == period,
             };
         }
     }

@@ -85,6 +85,7 @@ fn durability(c: &mut Criterion) {
                         ip: None,
                         user_agent: None,
                         details: serde_json::json!({}),
+                        events: Vec::new(),
                     })
                     .await
                     .unwrap();

@@ -7,11 +7,12 @@ use tessera_core::account::{AccountRecord, Role};
 use tessera_core::audit::{AuditDraft, AuditEntry};
 use tessera_core::clock::Timestamp;
 use tessera_core::gateway::{Route, UpstreamService};
-use tessera_core::ids::{AccountId, TokenId};
+use tessera_core::ids::{AccountId, TokenId, WebhookId};
 use tessera_core::policy::TokenPolicy;
 use tessera_core::store::*;
 use tessera_core::token::{TokenHash, TokenRecord};
 use tessera_core::usage::{AccessBatch, AccessRecord, BucketWidth, UsageBucket};
+use tessera_core::webhook::{DeliveryRecord, EventDraft, WebhookRecord};
 
 #[derive(Clone, Debug)]
 pub enum AnyStore {
@@ -233,5 +234,50 @@ impl AccessLogStore for AnyStore {
     }
     async fn delete_access_before(&self, cutoff: Timestamp) -> StoreResult<()> {
         delegate!(self.delete_access_before(cutoff))
+    }
+}
+
+impl WebhookStore for AnyStore {
+    async fn insert_webhook(&self, w: &WebhookRecord, audit: AuditDraft) -> StoreResult<()> {
+        delegate!(self.insert_webhook(w, audit))
+    }
+    async fn get_webhook(&self, id: &WebhookId) -> StoreResult<Option<WebhookRecord>> {
+        delegate!(self.get_webhook(id))
+    }
+    async fn list_webhooks(&self, page: &Page) -> StoreResult<Vec<WebhookRecord>> {
+        delegate!(self.list_webhooks(page))
+    }
+    async fn count_webhooks(&self) -> StoreResult<u64> {
+        delegate!(self.count_webhooks())
+    }
+    async fn update_webhook(&self, w: &WebhookRecord, audit: AuditDraft) -> StoreResult<()> {
+        delegate!(self.update_webhook(w, audit))
+    }
+    async fn delete_webhook(&self, id: &WebhookId, audit: AuditDraft) -> StoreResult<()> {
+        delegate!(self.delete_webhook(id, audit))
+    }
+    async fn announce(&self, events: Vec<EventDraft>) -> StoreResult<()> {
+        delegate!(self.announce(events))
+    }
+    async fn list_deliveries(
+        &self,
+        w: &WebhookId,
+        page: &Page,
+    ) -> StoreResult<Vec<DeliveryRecord>> {
+        delegate!(self.list_deliveries(w, page))
+    }
+    async fn get_delivery(&self, id: &str) -> StoreResult<Option<DeliveryRecord>> {
+        delegate!(self.get_delivery(id))
+    }
+    async fn claim_due_deliveries(
+        &self,
+        now: Timestamp,
+        lease_until: Timestamp,
+        limit: u32,
+    ) -> StoreResult<Vec<(DeliveryRecord, WebhookRecord)>> {
+        delegate!(self.claim_due_deliveries(now, lease_until, limit))
+    }
+    async fn save_delivery(&self, d: &DeliveryRecord) -> StoreResult<()> {
+        delegate!(self.save_delivery(d))
     }
 }

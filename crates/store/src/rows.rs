@@ -9,12 +9,15 @@ use tessera_core::account::AccountRecord;
 use tessera_core::audit::{Actor, AuditAction, AuditDraft, AuditEntry, Outcome, Target};
 use tessera_core::clock::{from_unix_millis, Timestamp};
 use tessera_core::gateway::{Route, RouteAuth};
-use tessera_core::ids::{AccountId, TokenId};
+use tessera_core::ids::{AccountId, TokenId, WebhookId};
 use tessera_core::quota::{Quota, QuotaRefill};
 use tessera_core::store::{StoreError, StoreResult};
 use tessera_core::token::{
     merge_recent_ips, DisabledReason, PreviousValue, RateLimit, RecentIp, TokenHash, TokenName,
     TokenRecord,
+};
+use tessera_core::webhook::{
+    DeliveryRecord, DeliveryStatus, WebhookEvent, WebhookRecord, WebhookSecret,
 };
 
 /// How a mapping reads the columns of a backend's row.
@@ -249,6 +252,7 @@ pub(crate) fn audit(row: &impl StoredRow) -> StoreResult<AuditEntry> {
             ip: row.opt_text("ip")?,
             user_agent: row.opt_text("user_agent")?,
             details: from_json_text(&row.text("details")?)?,
+            events: Vec::new(),
         },
     })
 }
@@ -283,6 +287,49 @@ pub(crate) fn route(row: &impl StoredRow) -> StoreResult<Route> {
             row.opt_int("rate_limit_per_seconds")?,
         ),
         strip_prefix: row.flag("strip_prefix")?,
+        created_at: from_unix_millis(row.int("created_at")?),
+    })
+}
+
+/// A `webhooks` row.
+pub(crate) fn webhook(row: &impl StoredRow) -> StoreResult<WebhookRecord> {
+    let names: Vec<String> = from_json_text(&row.text("events")?)?;
+    Ok(WebhookRecord {
+        id: WebhookId::from_trusted(row.text("id")?),
+        url: row.text("url")?,
+        events: names
+            .iter()
+            .filter_map(|n| WebhookEvent::parse(n))
+            .collect(),
+        description: row.opt_text("description")?,
+        secret: WebhookSecret::from_trusted(row.text("secret")?),
+        created_at: from_unix_millis(row.int("created_at")?),
+        updated_at: from_unix_millis(row.int("updated_at")?),
+    })
+}
+
+/// A webhook's events as stored: a JSON array of their names.
+pub(crate) fn webhook_events(events: &[WebhookEvent]) -> StoreResult<String> {
+    json_text(&events.iter().map(|e| e.as_str()).collect::<Vec<_>>())
+}
+
+/// Whether a webhook's stored `events` include `event`.
+pub(crate) fn subscribed(events: &str, event: WebhookEvent) -> bool {
+    from_json_text::<Vec<String>>(events)
+        .is_ok_and(|names| names.iter().any(|n| n == event.as_str()))
+}
+
+/// A `webhook_deliveries` row.
+pub(crate) fn delivery(row: &impl StoredRow) -> StoreResult<DeliveryRecord> {
+    let corrupt = |what: &str| StoreError::Backend(format!("corrupt delivery {what}"));
+    Ok(DeliveryRecord {
+        id: row.text("id")?,
+        webhook_id: WebhookId::from_trusted(row.text("webhook_id")?),
+        event: WebhookEvent::parse(&row.text("event")?).ok_or_else(|| corrupt("event"))?,
+        body: row.text("body")?,
+        status: DeliveryStatus::parse(&row.text("status")?).ok_or_else(|| corrupt("status"))?,
+        attempts: from_json_text(&row.text("attempts")?)?,
+        next_attempt_at: row.opt_int("next_attempt_at")?.map(from_unix_millis),
         created_at: from_unix_millis(row.int("created_at")?),
     })
 }

@@ -13,11 +13,13 @@ mod accounts;
 mod gateway_config;
 mod logs;
 mod tokens;
+mod webhooks;
 
 pub use accounts::*;
 pub use gateway_config::*;
 pub use logs::*;
 pub use tokens::*;
+pub use webhooks::*;
 
 /// A secret presented in a request body (a token to introspect, a password): it
 /// deserializes like a string but never prints.

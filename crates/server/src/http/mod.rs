@@ -74,7 +74,7 @@ pub struct AppState {
     modifiers(&SecuritySchemes),
     paths(routes::ops::healthz, routes::ops::readyz, routes::ops::metrics),
     security(("api_key" = []), ("bearer" = []), ("api_key_cookie" = []), ("session" = [])),
-    tags((name = "tokens"), (name = "admin"), (name = "gateway"), (name = "session"), (name = "accounts"), (name = "roles"), (name = "settings"), (name = "audit"), (name = "operations"))
+    tags((name = "tokens"), (name = "admin"), (name = "gateway"), (name = "session"), (name = "accounts"), (name = "roles"), (name = "settings"), (name = "audit"), (name = "webhooks"), (name = "operations"))
 )]
 struct ApiDoc;
 
@@ -103,7 +103,7 @@ impl Modify for SecuritySchemes {
 }
 
 fn api_routes() -> OpenApiRouter<AppState> {
-    use routes::{accounts, gateway_config as gateway, logs, tokens};
+    use routes::{accounts, gateway_config as gateway, logs, tokens, webhooks};
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(tokens::create, tokens::list, tokens::delete_all))
         .routes(routes!(tokens::get, tokens::update, tokens::delete))
@@ -145,6 +145,10 @@ fn api_routes() -> OpenApiRouter<AppState> {
             gateway::delete_route
         ))
         .routes(routes!(gateway::apply_config))
+        .routes(routes!(webhooks::create, webhooks::list))
+        .routes(routes!(webhooks::get, webhooks::update, webhooks::delete))
+        .routes(routes!(webhooks::deliveries))
+        .routes(routes!(webhooks::retry))
 }
 
 /// The OpenAPI 3.1 document of the admin API, as served at `/api/v1/openapi.json`.

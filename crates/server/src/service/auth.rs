@@ -62,6 +62,7 @@ impl Service {
             ip: ip.map(|i| i.to_string()),
             user_agent: user_agent.clone(),
             details: serde_json::json!({"reason": reason}),
+            events: Vec::new(),
         };
         if let Some(retry_after) = limited {
             self.store.append_audit(failure("rate_limited")).await?;
@@ -119,6 +120,7 @@ impl Service {
             ip: ip.map(|i| i.to_string()),
             user_agent,
             details: serde_json::json!({}),
+            events: Vec::new(),
         };
         self.store.insert_session(&session, audit).await?;
         let mut logged_in = account.clone();
@@ -251,6 +253,7 @@ impl Service {
             ip: None,
             user_agent: None,
             details: serde_json::json!({"roles": account.roles, "reason": "first start"}),
+            events: Vec::new(),
         };
         self.store.insert_account(&account, audit).await?;
         Ok(generated.then_some(password))
@@ -303,6 +306,7 @@ impl Service {
             ip: None,
             user_agent: Some(LOCAL_USER_AGENT.into()),
             details: serde_json::json!({"password": "reset"}),
+            events: Vec::new(),
         };
         self.store
             .update_account(&account, audit)

@@ -10,6 +10,7 @@ use std::net::IpAddr;
 use tessera_core::audit::{Actor, AuditAction, AuditDraft, Outcome, Target};
 use tessera_core::store::TokenStore;
 use tessera_core::token::{DisabledReason, TokenStatus, TokenValue};
+use tessera_core::webhook::WebhookEvent;
 
 /// Reports one client address may send a minute.
 pub(super) const REPORTS_PER_MINUTE: u32 = 30;
@@ -73,6 +74,7 @@ impl Service {
                 details: serde_json::json!({
                     "account_id": t.account_id, "value": matched, "display": t.display,
                 }),
+                events: vec![self.token_event(WebhookEvent::TokenLeaked, &t)],
             };
             self.store
                 .update_token(&t, audit)

@@ -9,6 +9,7 @@ mod gateway_config;
 mod leaks;
 mod logs;
 mod tokens;
+mod webhooks;
 
 pub use auth::{generate_password, LoginOutcome, SESSION_COOKIE, SESSION_TTL_HOURS};
 pub use tokens::{ReadsTokens, TokenScope, WritesTokens};
@@ -235,6 +236,8 @@ pub struct Service {
     /// Where every change's invalidation goes ([`crate::caches`]).
     caches: Caches,
     login_failures: LoginFailures,
+    /// Sends webhook deliveries (a manual retry sends at once).
+    webhooks: Arc<crate::webhooks::Webhooks>,
     /// Leak reports per client address: anyone may send them, so they are bounded.
     leak_reports: FailureWindows<IpAddr>,
 }
@@ -253,7 +256,9 @@ impl Service {
         routing: Arc<crate::proxy::Routing>,
         limits: LoginLimits,
     ) -> Self {
+        let webhooks = Arc::new(crate::webhooks::Webhooks::new(store.clone(), clock.clone()));
         Self {
+            webhooks,
             store,
             clock,
             caches: Caches::new(verifier.clone(), routing),
@@ -274,6 +279,10 @@ impl Service {
 
     pub fn store(&self) -> &AnyStore {
         &self.store
+    }
+
+    pub fn webhooks(&self) -> &Arc<crate::webhooks::Webhooks> {
+        &self.webhooks
     }
 
     pub fn verifier(&self) -> &Arc<Verifier> {
@@ -300,6 +309,7 @@ impl Service {
             ip: caller.ip.map(|ip| ip.to_string()),
             user_agent: caller.user_agent.clone(),
             details,
+            events: Vec::new(),
         }
     }
 }

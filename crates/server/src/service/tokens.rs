@@ -23,6 +23,7 @@ use tessera_core::token::{
     TokenValue,
 };
 use tessera_core::usage::BucketWidth;
+use tessera_core::webhook::WebhookEvent;
 use tessera_core::Timestamp;
 
 /// Whose tokens an operation may touch.
@@ -242,7 +243,7 @@ impl Service {
             usage_denied: 0,
         };
         let view = TokenView::new(&record, now);
-        let audit = self.draft(
+        let mut audit = self.draft(
             caller,
             AuditAction::TokenCreate,
             Some(Target::new("token", &record.id, Some(record.name.as_str()))),
@@ -252,6 +253,7 @@ impl Service {
                 "quota": req.quota,
             }),
         );
+        audit.events = vec![self.token_event(WebhookEvent::TokenCreated, &record)];
         match self
             .store
             .insert_token(&record, policy.max_tokens_per_account, audit)
@@ -498,12 +500,13 @@ impl Service {
         t.display = value.display();
         t.expires_at = expires_at;
         t.updated_at = now;
-        let audit = self.draft(
+        let mut audit = self.draft(
             caller,
             action,
             Some(Target::new("token", &t.id, Some(t.name.as_str()))),
             serde_json::json!({"grace_period_seconds": grace, "expires_at": expires_at}),
         );
+        audit.events = vec![self.token_event(WebhookEvent::TokenRegenerated, &t)];
         self.store
             .update_token(&t, audit)
             .await?
@@ -531,12 +534,15 @@ impl Service {
         } else {
             AuditAction::TokenEnable
         };
-        let audit = self.draft(
+        let mut audit = self.draft(
             caller,
             action,
             Some(Target::new("token", &t.id, Some(t.name.as_str()))),
             serde_json::json!({}),
         );
+        if disabled {
+            audit.events = vec![self.token_event(WebhookEvent::TokenDisabled, &t)];
+        }
         self.store
             .update_token(&t, audit)
             .await?
@@ -552,12 +558,13 @@ impl Service {
     ) -> ServiceResult<()> {
         let scope = P::SCOPE;
         let t = self.load_token(caller, scope, id).await?;
-        let audit = self.draft(
+        let mut audit = self.draft(
             caller,
             AuditAction::TokenDelete,
             Some(Target::new("token", &t.id, Some(t.name.as_str()))),
             serde_json::json!({"account_id": t.account_id}),
         );
+        audit.events = vec![self.token_event(WebhookEvent::TokenDeleted, &t)];
         self.store
             .delete_token(&t.id, audit)
             .await?
@@ -574,7 +581,7 @@ impl Service {
         let deleted = self
             .store
             .delete_all_tokens(&account.id, |gone| {
-                self.draft(
+                let mut audit = self.draft(
                     caller,
                     AuditAction::TokenDeleteAll,
                     Some(Target::new("account", &account.id, Some(&account.username))),
@@ -582,7 +589,12 @@ impl Service {
                         "deleted": gone.len(),
                         "token_ids": gone.iter().map(|t| t.id.to_string()).collect::<Vec<_>>(),
                     }),
-                )
+                );
+                audit.events = gone
+                    .iter()
+                    .map(|t| self.token_event(WebhookEvent::TokenDeleted, t))
+                    .collect();
+                audit
             })
             .await?
             .apply(&self.caches)

@@ -10,3 +10,32 @@ ALTER TABLE tokens ADD COLUMN quota_refill TEXT;
 ALTER TABLE tokens ADD COLUMN quota_used BIGINT NOT NULL DEFAULT 0;
 ALTER TABLE tokens ADD COLUMN quota_period_start BIGINT;
 ALTER TABLE tokens ADD COLUMN quota_set_at BIGINT;
+
+-- Webhook subscriptions; `events` is a JSON array of event names.
+CREATE TABLE webhooks (
+    id          TEXT PRIMARY KEY,
+    url         TEXT NOT NULL,
+    events      TEXT NOT NULL,
+    description TEXT,
+    secret      TEXT NOT NULL,
+    created_at  BIGINT NOT NULL,
+    updated_at  BIGINT NOT NULL
+);
+-- Every event announced, so that one noticed again (another node, a restart) is not.
+CREATE TABLE webhook_events (
+    id         TEXT PRIMARY KEY,
+    created_at BIGINT NOT NULL
+);
+-- One delivery per event and subscribed webhook; `attempts` is a JSON array.
+CREATE TABLE webhook_deliveries (
+    id              TEXT PRIMARY KEY,
+    webhook_id      TEXT NOT NULL REFERENCES webhooks (id) ON DELETE CASCADE,
+    event           TEXT NOT NULL,
+    body            TEXT NOT NULL,
+    status          TEXT NOT NULL,
+    attempts        TEXT NOT NULL,
+    next_attempt_at BIGINT,
+    created_at      BIGINT NOT NULL
+);
+CREATE INDEX webhook_deliveries_due ON webhook_deliveries (next_attempt_at) WHERE status = 'pending';
+CREATE INDEX webhook_deliveries_by_webhook ON webhook_deliveries (webhook_id, id);

@@ -12,6 +12,7 @@ mod gateway;
 mod settings_and_sessions;
 mod test_database;
 mod tokens;
+mod webhooks;
 
 pub use access_log::{access_and_usage, access_log_retention, recent_addresses};
 pub use accounts::accounts_and_roles;
@@ -21,6 +22,7 @@ pub use gateway::gateway;
 pub use settings_and_sessions::{policy, sessions};
 pub use test_database::TestDatabase;
 pub use tokens::{quota_counts, tokens};
+pub use webhooks::webhooks;
 
 use chrono::Duration;
 use tessera_core::account::{builtin_roles, AccountRecord, Role, SUPER_ADMIN};
@@ -48,6 +50,7 @@ fn draft(action: AuditAction, target: &str) -> AuditDraft {
         ip: None,
         user_agent: None,
         details: serde_json::json!({"k": "v"}),
+        events: Vec::new(),
     }
 }
 
@@ -129,7 +132,7 @@ macro_rules! conformance_tests {
     ($make:path) => {
         $crate::conformance_tests!(@cases $make;
             migrate_is_idempotent, accounts_and_roles, tokens, quota_counts, policy, sessions,
-            access_and_usage, recent_addresses, access_log_retention, gateway, audit_chain,
+            access_and_usage, recent_addresses, access_log_retention, gateway, audit_chain, webhooks,
             concurrent_audit_appends_form_one_chain,
             concurrent_token_creates_respect_the_limit, concurrent_demotions_leave_a_super_admin,
             concurrent_usage_batches_add_up);

@@ -5,8 +5,12 @@ use super::*;
 /// Appends `draft` to the audit chain; must run inside a write transaction. The chain's
 /// lock is held to the transaction's end, so the next append (on any node) reads this
 /// entry as the last once it is committed, or the one before if it rolls back.
-pub(super) async fn append(conn: &mut PgConnection, draft: AuditDraft) -> StoreResult<AuditEntry> {
+pub(super) async fn append(
+    conn: &mut PgConnection,
+    mut draft: AuditDraft,
+) -> StoreResult<AuditEntry> {
     Lock::AuditChain.take(conn).await?;
+    let events = std::mem::take(&mut draft.events);
     let last: Option<(i64, String)> =
         sqlx::query_as("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
             .fetch_optional(&mut *conn)
@@ -15,6 +19,7 @@ pub(super) async fn append(conn: &mut PgConnection, draft: AuditDraft) -> StoreR
     let (prev_seq, prev_hash) = last.unwrap_or((0, tessera_core::audit::GENESIS_HASH.to_owned()));
     let entry = tessera_core::audit::seal(&prev_hash, prev_seq + 1, draft);
     insert(conn, &entry).await?;
+    super::webhooks::announce_in(conn, &events).await?;
     Ok(entry)
 }
 

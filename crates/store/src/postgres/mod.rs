@@ -12,7 +12,8 @@
 //! - `tokens`: API tokens ([`TokenStore`])
 //! - `gateway`: services and routes ([`GatewayStore`])
 //! - `audit_chain`: the audit chain ([`AuditStore`]), appended to inside other writes
-//! - `access`: the access log, an ordinary table, and usage counters ([`AccessLogStore`])
+//! - `access`: the access log, in pages as on SQLite, and usage counters ([`AccessLogStore`])
+//! - `webhooks`: subscriptions, events and deliveries ([`WebhookStore`])
 //! - `feed`: changes announced to every node ([`ChangeFeed`])
 //! - `import`: taking over a SQLite database ([`PgStore::import_sqlite`])
 
@@ -25,6 +26,7 @@ mod import;
 mod sessions;
 mod settings;
 mod tokens;
+mod webhooks;
 
 use crate::{backend, from_json_text, is_unique_violation, json_text, ms, rows, BoxFuture};
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};

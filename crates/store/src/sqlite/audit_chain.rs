@@ -5,8 +5,9 @@ use super::*;
 /// Appends `draft` to the audit chain; must run inside the writer's transaction.
 pub(super) async fn append(
     conn: &mut SqliteConnection,
-    draft: AuditDraft,
+    mut draft: AuditDraft,
 ) -> StoreResult<AuditEntry> {
+    let events = std::mem::take(&mut draft.events);
     let last: Option<(i64, String)> =
         sqlx::query_as("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
             .fetch_optional(&mut *conn)
@@ -38,6 +39,7 @@ pub(super) async fn append(
     .execute(&mut *conn)
     .await
     .map_err(backend)?;
+    super::webhooks::announce_in(conn, &events).await?;
     Ok(entry)
 }
 

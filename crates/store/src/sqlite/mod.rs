@@ -11,6 +11,7 @@
 //! - `gateway`: services and routes ([`GatewayStore`])
 //! - `audit_chain`: the audit chain ([`AuditStore`]), appended to inside other writes
 //! - `access`: the access log and usage counters ([`AccessLogStore`])
+//! - `webhooks`: subscriptions, events and deliveries ([`WebhookStore`])
 
 mod access;
 mod accounts;
@@ -19,6 +20,7 @@ mod gateway;
 mod sessions;
 mod settings;
 mod tokens;
+mod webhooks;
 
 use crate::{
     access_pages, backend, from_json_text, is_unique_violation, json_text, ms, rows, BoxFuture,

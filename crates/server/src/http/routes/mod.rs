@@ -5,3 +5,4 @@ pub mod gateway_config;
 pub mod logs;
 pub mod ops;
 pub mod tokens;
+pub mod webhooks;
