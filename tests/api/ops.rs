@@ -102,6 +102,15 @@ async fn openapi_documents_every_route() {
         ("/api/v1/routes", &["post", "get"]),
         ("/api/v1/routes/{id}", &["get", "put", "delete"]),
         ("/api/v1/gateway/config", &["put"]),
+        ("/api/v1/tokens/self/regenerate", &["post"]),
+        ("/api/v1/tokens/leaked", &["post"]),
+        ("/api/v1/webhooks", &["post", "get"]),
+        ("/api/v1/webhooks/{id}", &["get", "patch", "delete"]),
+        ("/api/v1/webhooks/{id}/deliveries", &["get"]),
+        (
+            "/api/v1/webhooks/{id}/deliveries/{delivery_id}/retry",
+            &["post"],
+        ),
         ("/healthz", &["get"]),
         ("/readyz", &["get"]),
         ("/metrics", &["get"]),
@@ -114,10 +123,15 @@ async fn openapi_documents_every_route() {
             );
         }
     }
-    assert_eq!(
-        doc["paths"]["/api/v1/login"]["post"]["security"],
-        json!([{}])
-    );
+    for open in ["/api/v1/login", "/api/v1/tokens/leaked"] {
+        assert_eq!(
+            doc["paths"][open]["post"]["security"],
+            json!([{}]),
+            "{open}"
+        );
+    }
+    let events = &doc["components"]["schemas"]["WebhookEventName"]["enum"];
+    assert_eq!(events.as_array().map(Vec::len), Some(8), "{events}");
     for scheme in ["api_key", "bearer", "api_key_cookie", "session"] {
         assert!(doc["components"]["securitySchemes"][scheme].is_object());
     }

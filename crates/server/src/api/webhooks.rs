@@ -3,6 +3,29 @@
 use super::*;
 use tessera_core::webhook::{DeliveryRecord, WebhookRecord, WebhookSecret};
 
+/// The events a webhook can subscribe to (for the OpenAPI document: the API reads
+/// and writes them as strings).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub enum WebhookEventName {
+    #[schema(rename = "token.created")]
+    TokenCreated,
+    #[schema(rename = "token.regenerated")]
+    TokenRegenerated,
+    #[schema(rename = "token.deleted")]
+    TokenDeleted,
+    #[schema(rename = "token.disabled")]
+    TokenDisabled,
+    #[schema(rename = "token.expiring")]
+    TokenExpiring,
+    #[schema(rename = "token.expired")]
+    TokenExpired,
+    #[schema(rename = "token.leaked")]
+    TokenLeaked,
+    #[schema(rename = "token.quota_exhausted")]
+    TokenQuotaExhausted,
+}
+
 /// Subscribe a URL to token events.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -13,10 +36,10 @@ pub struct CreateWebhookRequest {
     /// One or more of `token.created`, `token.regenerated`, `token.deleted`,
     /// `token.disabled`, `token.expiring`, `token.expired`, `token.leaked`,
     /// `token.quota_exhausted`.
-    #[schema(min_items = 1, max_items = 8)]
+    #[schema(value_type = Vec<WebhookEventName>, min_items = 1)]
     pub events: Vec<String>,
-    /// At most 1000 characters.
-    #[schema(max_length = 1000)]
+    /// At most 1000 characters; newlines and tabs allowed, other control characters not.
+    #[schema(pattern = r"^[^\u0000-\u0008\u000B-\u001F\u007F-\u009F]{0,1000}$")]
     pub description: Option<String>,
 }
 
@@ -26,10 +49,10 @@ pub struct CreateWebhookRequest {
 pub struct UpdateWebhookRequest {
     #[schema(max_length = 2048)]
     pub url: Option<String>,
-    #[schema(min_items = 1, max_items = 8)]
+    #[schema(value_type = Option<Vec<WebhookEventName>>, min_items = 1)]
     pub events: Option<Vec<String>>,
     #[serde(default, deserialize_with = "nullable")]
-    #[schema(value_type = Option<String>, max_length = 1000)]
+    #[schema(value_type = Option<String>, pattern = r"^[^\u0000-\u0008\u000B-\u001F\u007F-\u009F]{0,1000}$")]
     pub description: Option<Option<String>>,
 }
 

@@ -11,7 +11,7 @@ use tessera_core::permission::need::{WebhooksRead, WebhooksWrite};
 
 type JsonResult<T> = Result<axum::Json<T>, ApiError>;
 
-#[utoipa::path(post, path = "/api/v1/webhooks", tag = "webhooks", request_body = CreateWebhookRequest,
+#[utoipa::path(post, path = "/api/v1/webhooks", tag = "webhooks", operation_id = "create_webhook", request_body = CreateWebhookRequest,
     description = "Subscribe a URL to token events (needs `webhooks:write`). The answer holds the signing `secret`; it is never shown again. Deliveries follow the Standard Webhooks specification: `webhook-id`, `webhook-timestamp`, `webhook-signature: v1,<base64 HMAC-SHA256 of id.timestamp.body>`, body `{\"type\", \"timestamp\", \"data\"}` with the token object as `data`.",
     responses((status = 201, body = WebhookWithSecret), (status = "4XX", body = ErrorBody)))]
 pub async fn create(
@@ -25,7 +25,7 @@ pub async fn create(
     ))
 }
 
-#[utoipa::path(get, path = "/api/v1/webhooks", tag = "webhooks", params(PageQuery),
+#[utoipa::path(get, path = "/api/v1/webhooks", tag = "webhooks", operation_id = "list_webhooks", params(PageQuery),
     description = "Every webhook, newest first (needs `webhooks:read`).",
     responses((status = 200, body = Paged<WebhookView>), (status = "4XX", body = ErrorBody)))]
 pub async fn list(
@@ -36,7 +36,7 @@ pub async fn list(
     Ok(axum::Json(s.service.list_webhooks(&caller, q).await?))
 }
 
-#[utoipa::path(get, path = "/api/v1/webhooks/{id}", tag = "webhooks", params(("id" = String, Path)),
+#[utoipa::path(get, path = "/api/v1/webhooks/{id}", tag = "webhooks", operation_id = "get_webhook", params(("id" = String, Path)),
     responses((status = 200, body = WebhookView), (status = "4XX", body = ErrorBody)))]
 pub async fn get(
     State(s): State<AppState>,
@@ -46,7 +46,7 @@ pub async fn get(
     Ok(axum::Json(s.service.get_webhook(&caller, &id).await?))
 }
 
-#[utoipa::path(patch, path = "/api/v1/webhooks/{id}", tag = "webhooks", params(("id" = String, Path)), request_body = UpdateWebhookRequest,
+#[utoipa::path(patch, path = "/api/v1/webhooks/{id}", tag = "webhooks", operation_id = "update_webhook", params(("id" = String, Path)), request_body = UpdateWebhookRequest,
     responses((status = 200, body = WebhookView), (status = "4XX", body = ErrorBody)))]
 pub async fn update(
     State(s): State<AppState>,
@@ -59,7 +59,7 @@ pub async fn update(
     ))
 }
 
-#[utoipa::path(delete, path = "/api/v1/webhooks/{id}", tag = "webhooks", params(("id" = String, Path)),
+#[utoipa::path(delete, path = "/api/v1/webhooks/{id}", tag = "webhooks", operation_id = "delete_webhook", params(("id" = String, Path)),
     description = "Delete a webhook and its deliveries; nothing more is sent to it.",
     responses((status = 204), (status = "4XX", body = ErrorBody)))]
 pub async fn delete(
@@ -71,7 +71,7 @@ pub async fn delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[utoipa::path(get, path = "/api/v1/webhooks/{id}/deliveries", tag = "webhooks", params(("id" = String, Path), PageQuery),
+#[utoipa::path(get, path = "/api/v1/webhooks/{id}/deliveries", tag = "webhooks", operation_id = "list_deliveries", params(("id" = String, Path), PageQuery),
     description = "The webhook's deliveries, newest first: one per event, with every attempt. A failed attempt (no 2xx within 10 s) is retried after 5 s, 30 s, 2 min, 10 min, 30 min, 1 h, then every 2 h until 24 h have passed.",
     responses((status = 200, body = Paged<DeliveryView>), (status = "4XX", body = ErrorBody)))]
 pub async fn deliveries(
@@ -85,7 +85,7 @@ pub async fn deliveries(
     ))
 }
 
-#[utoipa::path(post, path = "/api/v1/webhooks/{id}/deliveries/{delivery_id}/retry", tag = "webhooks",
+#[utoipa::path(post, path = "/api/v1/webhooks/{id}/deliveries/{delivery_id}/retry", tag = "webhooks", operation_id = "retry_delivery",
     params(("id" = String, Path), ("delivery_id" = String, Path)),
     description = "Send a delivery again now (same `webhook-id`), whatever its status; the answer holds the new attempt.",
     responses((status = 200, body = DeliveryView), (status = "4XX", body = ErrorBody)))]
