@@ -144,31 +144,28 @@ impl Quotas {
                 }),
             })
         };
-        let known_used = counter.used_in(period);
-        let redis_key = format!(
-            "tessera:quota:{}:{}:{}",
-            token.id,
-            quota.set_at.timestamp_millis(),
-            period.timestamp_millis()
-        );
-        let keep = quota
-            .refills_at(now)
-            .and_then(|t| (t - now).to_std().ok())
-            .unwrap_or_default()
-            + REDIS_KEEP;
-        if let Some(shared) =
-            Box::pin(
-                self.limits
-                    .spend_quota(&redis_key, quota.limit, known_used, keep),
-            )
-            .await
-        {
-            counter.follow(period, shared.used);
-            return if shared.allowed {
-                Ok(())
-            } else {
-                Err(exhausted())
-            };
+        if self.limits.has_redis() {
+            let key = format!(
+                "tessera:quota:{}:{}:{}",
+                token.id,
+                quota.set_at.timestamp_millis(),
+                period.timestamp_millis()
+            );
+            let keep = quota
+                .refills_at(now)
+                .and_then(|t| (t - now).to_std().ok())
+                .unwrap_or_default()
+                + REDIS_KEEP;
+            let known_used = counter.used_in(period);
+            let shared = self.limits.spend_quota(&key, quota.limit, known_used, keep);
+            if let Some(shared) = Box::pin(shared).await {
+                counter.follow(period, shared.used);
+                return if shared.allowed {
+                    Ok(())
+                } else {
+                    Err(exhausted())
+                };
+            }
         }
         if counter.take_one(period, quota.limit) {
             Ok(())
