@@ -180,7 +180,12 @@ impl Webhooks {
                     set_at.timestamp_millis(),
                     period.timestamp_millis()
                 );
-                events.push(self.event(id, WebhookEvent::TokenQuotaExhausted, &token, now));
+                events.push(token_event(
+                    id,
+                    WebhookEvent::TokenQuotaExhausted,
+                    &token,
+                    now,
+                ));
             }
         }
         for token in self
@@ -200,7 +205,7 @@ impl Webhooks {
                 token.id,
                 expires_at.timestamp_millis()
             );
-            events.push(self.event(id, WebhookEvent::TokenExpiring, &token, now));
+            events.push(token_event(id, WebhookEvent::TokenExpiring, &token, now));
         }
         for token in self.tokens(None, Some(TokenStatus::Expired), now).await? {
             let Some(expires_at) = token
@@ -210,27 +215,12 @@ impl Webhooks {
                 continue;
             };
             let id = format!("evt_expired_{}_{}", token.id, expires_at.timestamp_millis());
-            events.push(self.event(id, WebhookEvent::TokenExpired, &token, now));
+            events.push(token_event(id, WebhookEvent::TokenExpired, &token, now));
         }
         if events.is_empty() {
             return Ok(());
         }
         self.store.announce(events).await
-    }
-
-    fn event(
-        &self,
-        id: String,
-        event: WebhookEvent,
-        token: &TokenRecord,
-        now: Timestamp,
-    ) -> EventDraft {
-        EventDraft {
-            id,
-            event,
-            time: now,
-            data: serde_json::to_value(TokenView::new(token, now)).unwrap_or_default(),
-        }
     }
 
     /// Every token of every account that expires before `expiring_before` (active) or
@@ -261,6 +251,21 @@ impl Webhooks {
                 return Ok(all);
             }
         }
+    }
+}
+
+/// The event `event` about `token` as it is at `now`: its data is the token object.
+pub fn token_event(
+    id: String,
+    event: WebhookEvent,
+    token: &TokenRecord,
+    now: Timestamp,
+) -> EventDraft {
+    EventDraft {
+        id,
+        event,
+        time: now,
+        data: serde_json::to_value(TokenView::new(token, now)).unwrap_or_default(),
     }
 }
 

@@ -69,12 +69,7 @@ impl Service {
     /// The event `event` about `token` as it is now, to ride on a change's audit entry.
     pub(super) fn token_event(&self, event: WebhookEvent, token: &TokenRecord) -> EventDraft {
         let now = self.clock.now();
-        EventDraft {
-            id: EventId::generate(now).to_string(),
-            event,
-            time: now,
-            data: serde_json::to_value(TokenView::new(token, now)).unwrap_or_default(),
-        }
+        crate::webhooks::token_event(EventId::generate(now).to_string(), event, token, now)
     }
 
     async fn load_webhook(&self, id: &str) -> ServiceResult<WebhookRecord> {
