@@ -57,6 +57,9 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Webhooks: subscriptions to token events, and their deliveries.
+    #[command(subcommand)]
+    Webhook(cli::webhooks::WebhookCommand),
     /// Find token values in files (and with --git in history); exits 1 if any is found.
     /// Prints where and the `tsr_…abcd` form, never a value; works as a pre-commit hook.
     Scan(cli::scan::ScanArgs),
@@ -155,6 +158,7 @@ async fn run_client(command: Command, conn: &Connection) -> cli::CliResult {
         Command::Policy(cmd) => cli::accounts::policy(&ctx, cmd).await,
         Command::Apply { file, dry_run } => c::apply(&ctx, &file, dry_run).await,
         Command::Scan(args) => cli::scan::scan(&ctx, args).await,
+        Command::Webhook(cmd) => cli::webhooks::webhook(&ctx, cmd).await,
         Command::Serve(_) | Command::Admin(_) | Command::Completions { .. } => Ok(()),
     }
 }

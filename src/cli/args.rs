@@ -56,6 +56,15 @@ pub enum TokenCommand {
         #[command(flatten)]
         expiry: Expiry,
     },
+    /// Rotate the token in TESSERA_TOKEN itself (no other permission needed): prints
+    /// the new value alone on stdout. For automation that renews its own credential.
+    Rotate {
+        /// How long the old value keeps working (`0s`–`24h`, default: it stops now).
+        #[arg(long, value_parser = parse_duration_secs)]
+        grace: Option<u64>,
+        #[command(flatten)]
+        expiry: Expiry,
+    },
     /// Stop a token from working until it is enabled again.
     Disable {
         token: String,

@@ -143,6 +143,17 @@ pub async fn token(ctx: &Ctx, cmd: TokenCommand) -> CliResult {
                 }
             }
         }
+        TokenCommand::Rotate { grace, expiry } => {
+            let mut body = Map::new();
+            expiry.add_to(&mut body);
+            if let Some(g) = grace {
+                body.insert("grace_period_seconds".into(), json!(g));
+            }
+            let t = c
+                .post("/tokens/self/regenerate", &Value::Object(body))
+                .await?;
+            reveal(ctx.json, ctx.now, &t, "Rotated");
+        }
         TokenCommand::Disable { token } => set_disabled(ctx, &token, true).await?,
         TokenCommand::Enable { token } => set_disabled(ctx, &token, false).await?,
         TokenCommand::Delete {

@@ -19,6 +19,7 @@ pub mod args;
 pub mod commands;
 pub mod render;
 pub mod scan;
+pub mod webhooks;
 
 use std::process::ExitCode;
 use tessera_client::ClientError;

@@ -535,3 +535,28 @@ pub async fn holds_within<T: PartialEq + std::fmt::Debug>(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Runs the `tessera` binary with `args` in `dir` against `app` (`TESSERA_URL`), with
+/// `token` in `TESSERA_TOKEN`; answers (exit status, stdout, stderr).
+pub async fn run_cli(
+    app: &TestApp,
+    token: Option<&str>,
+    dir: &std::path::Path,
+    args: &[&str],
+) -> (i32, String, String) {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_tessera"));
+    cmd.args(args)
+        .current_dir(dir)
+        .env("TESSERA_URL", &app.url)
+        .env_remove("TESSERA_TOKEN");
+    if let Some(t) = token {
+        cmd.env("TESSERA_TOKEN", t);
+    }
+    let out = cmd.output().await.unwrap();
+    let text = |b: Vec<u8>| String::from_utf8(b).unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        text(out.stdout),
+        text(out.stderr),
+    )
+}

@@ -153,24 +153,6 @@ async fn leak_reports_are_bounded_per_address_and_in_size() {
     assert_eq!(send(report(1)).await.0, StatusCode::OK, "a new minute");
 }
 
-/// Runs `tessera ARGS` in `dir` against `app`, with no token; answers (status, stdout, stderr).
-async fn tessera_in(app: &TestApp, dir: &std::path::Path, args: &[&str]) -> (i32, String, String) {
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_tessera"))
-        .args(args)
-        .current_dir(dir)
-        .env("TESSERA_URL", &app.url)
-        .env_remove("TESSERA_TOKEN")
-        .output()
-        .await
-        .unwrap();
-    let text = |b: Vec<u8>| String::from_utf8(b).unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        text(out.stdout),
-        text(out.stderr),
-    )
-}
-
 /// Runs git in `dir`, asserting success unless `may_fail`.
 fn git(dir: &std::path::Path, args: &[&str], may_fail: bool) -> bool {
     let out = std::process::Command::new("git")
@@ -227,12 +209,12 @@ async fn scan_finds_values_in_files_and_history_and_reports_them() {
     };
 
     // Files: the .env file (hidden, not ignored); not the ignored log, not the look-alike.
-    let (code, out, err) = tessera_in(&app, dir, &["scan"]).await;
+    let (code, out, err) = run_cli(&app, None, dir, &["scan"]).await;
     assert_eq!(code, 1, "{out}{err}");
     assert_eq!(out, format!("./.env:2: {}\n", display(&v1)));
     assert!(err.contains("1 token value(s) found"), "{err}");
     no_value(&(out + &err));
-    let (code, out, _) = tessera_in(&app, dir, &["scan", "docs.md"]).await;
+    let (code, out, _) = run_cli(&app, None, dir, &["scan", "docs.md"]).await;
     assert_eq!(
         (code, out.as_str()),
         (0, ""),
@@ -240,7 +222,7 @@ async fn scan_finds_values_in_files_and_history_and_reports_them() {
     );
 
     // History too: the value that is gone from the files, in the commit that added it.
-    let (code, out, err) = tessera_in(&app, dir, &["--json", "scan", "--git", "."]).await;
+    let (code, out, err) = run_cli(&app, None, dir, &["--json", "scan", "--git", "."]).await;
     assert_eq!(code, 1, "{err}");
     no_value(&out);
     let found: Value = serde_json::from_str(&out).unwrap();
@@ -267,7 +249,7 @@ async fn scan_finds_values_in_files_and_history_and_reports_them() {
     );
 
     // Reported: both tokens are disabled as leaked; the token in neither place is not.
-    let (code, _, err) = tessera_in(&app, dir, &["scan", "--git", "--report"]).await;
+    let (code, _, err) = run_cli(&app, None, dir, &["scan", "--git", "--report"]).await;
     assert_eq!(code, 1);
     assert!(
         err.contains("reported 2 value(s)") && err.contains("2 live token(s) disabled"),

@@ -220,3 +220,44 @@ async fn a_quota_is_set_again_by_patch_survives_a_restart_and_is_validated() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn the_cli_rotates_its_own_token() {
+    let app = TestApp::spawn_now().await;
+    let created = app
+        .create_token(
+            &app.admin_token,
+            json!({"name": "robot", "scopes": ["tokens:read"]}),
+        )
+        .await;
+    let old = created["token"].as_str().unwrap().to_owned();
+    let here = std::env::temp_dir();
+    let (code, out, err) = run_cli(
+        &app,
+        Some(&old),
+        &here,
+        &["token", "rotate", "--grace", "1h"],
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    let new = out.trim().to_owned();
+    app.secrets.lock().unwrap().push(new.clone());
+    assert!(
+        new.starts_with("tsr_") && new != old && err.contains("shown only once"),
+        "{err}"
+    );
+    for v in [&old, &new] {
+        let (status, me) = send(app.with(v, Method::GET, "/api/v1/user/me")).await;
+        assert_eq!(status.as_u16(), 200, "within the grace period");
+        assert_eq!(me["auth"]["token_id"], created["id"]);
+    }
+    let (_, audit) = send(app.admin(
+        Method::GET,
+        "/api/v1/audit-logs?action=token.self_regenerate",
+    ))
+    .await;
+    assert_eq!(audit["items"].as_array().unwrap().len(), 1);
+    // Without a token there is nothing to rotate.
+    let (code, _, err) = run_cli(&app, None, &here, &["token", "rotate"]).await;
+    assert_eq!(code, 1, "{err}");
+}

@@ -446,3 +446,97 @@ async fn the_management_api_validates_and_needs_its_permissions() {
         "the secret is never audited"
     );
 }
+
+#[tokio::test]
+async fn the_cli_manages_webhooks_and_shows_the_secret_once() {
+    let app = TestApp::spawn_now().await;
+    let receiver = Receiver::start(0).await;
+    let here = std::env::temp_dir();
+    let t = Some(app.admin_token.as_str());
+    let (code, secret, err) = run_cli(
+        &app,
+        t,
+        &here,
+        &[
+            "webhook",
+            "create",
+            &receiver.url,
+            "--event",
+            "token.created",
+            "--description",
+            "ci",
+        ],
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    let secret = secret.trim().to_owned();
+    assert!(
+        secret.starts_with("whsec_") && err.contains("shown only once"),
+        "{secret} {err}"
+    );
+    let (_, hooks) = send(app.admin(Method::GET, "/api/v1/webhooks")).await;
+    let id = hooks["items"][0]["id"].as_str().unwrap().to_owned();
+    let (code, listed, _) = run_cli(&app, t, &here, &["webhook", "list"]).await;
+    assert_eq!(code, 0);
+    assert!(listed.contains(&id) && listed.contains("token.created") && !listed.contains(&secret));
+    let (code, shown, _) = run_cli(&app, t, &here, &["webhook", "show", &id, "--json"]).await;
+    assert_eq!(code, 0);
+    let (_, api) = send(app.admin(Method::GET, &format!("/api/v1/webhooks/{id}"))).await;
+    assert_eq!(serde_json::from_str::<Value>(&shown).unwrap(), api);
+
+    app.create_token(&app.admin_token, json!({"name": "seen"}))
+        .await;
+    receiver.wait_for(1).await;
+    let delivered = holds_within(std::time::Duration::from_secs(5), true, async || {
+        run_cli(&app, t, &here, &["webhook", "deliveries", &id])
+            .await
+            .1
+            .contains("delivered")
+    })
+    .await;
+    assert!(delivered);
+    let delivery = deliveries(&app, &json!({"id": id})).await[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (code, out, _) = run_cli(&app, t, &here, &["webhook", "retry", &id, &delivery]).await;
+    assert_eq!(code, 0);
+    assert!(out.contains("delivered"), "{out}");
+    receiver.wait_for(2).await;
+    let (code, _, _) = run_cli(
+        &app,
+        t,
+        &here,
+        &[
+            "webhook",
+            "update",
+            &id,
+            "--event",
+            "token.deleted",
+            "--to",
+            "https://hooks.example.com/x",
+        ],
+    )
+    .await;
+    assert_eq!(code, 0);
+    let (_, changed) = send(app.admin(Method::GET, &format!("/api/v1/webhooks/{id}"))).await;
+    assert_eq!(changed["events"], json!(["token.deleted"]));
+    assert_eq!(changed["url"], "https://hooks.example.com/x");
+    let (code, _, err) = run_cli(
+        &app,
+        t,
+        &here,
+        &["webhook", "update", &id, "--event", "token.eaten"],
+    )
+    .await;
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("events"), "{err}");
+    let (code, _, _) = run_cli(&app, t, &here, &["webhook", "delete", &id]).await;
+    assert_eq!(code, 0);
+    assert_eq!(
+        send(app.admin(Method::GET, &format!("/api/v1/webhooks/{id}")))
+            .await
+            .0,
+        StatusCode::NOT_FOUND
+    );
+}
