@@ -567,4 +567,10 @@ pub trait WebhookStore: Send + Sync {
         &self,
         delivery: &DeliveryRecord,
     ) -> impl Future<Output = StoreResult<()>> + Send;
+    /// Deletes finished (delivered or failed) deliveries and remembered event ids made
+    /// before `before`; pending deliveries stay whatever their age.
+    fn prune_webhook_history(
+        &self,
+        before: Timestamp,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
 }

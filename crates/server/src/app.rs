@@ -103,6 +103,24 @@ async fn prune_access_log(state: AppState, keep: std::time::Duration) {
     }
 }
 
+/// How long finished webhook deliveries (and the ids of announced events) are kept.
+const WEBHOOK_HISTORY: chrono::TimeDelta = chrono::TimeDelta::days(30);
+
+/// Deletes webhook deliveries finished more than [`WEBHOOK_HISTORY`] ago, and the event
+/// ids announced before then, at start and every [`PRUNE_EVERY`]. An expiry notice's id is
+/// needed only until its token has expired for a week, well within that.
+async fn prune_webhook_history(state: AppState) {
+    use tessera_core::store::WebhookStore;
+    let mut ticker = tokio::time::interval(PRUNE_EVERY);
+    loop {
+        ticker.tick().await;
+        let cutoff = state.service.now() - WEBHOOK_HISTORY;
+        if let Err(e) = state.service.store().prune_webhook_history(cutoff).await {
+            tracing::warn!(error = %e, "could not delete old webhook deliveries");
+        }
+    }
+}
+
 /// Runs the admin and gateway listeners until `shutdown` resolves; then lets in-flight
 /// requests finish and writes every buffered access-log record before returning.
 /// With TLS in the app's [`ServerConfig`], both listeners speak HTTPS.
@@ -137,6 +155,7 @@ pub async fn serve(
     let (stop_deliveries, deliveries_stop) = tokio::sync::watch::channel(false);
     let deliveries = tokio::spawn(webhooks.clone().run(deliveries_stop));
     let notices = tokio::spawn(webhooks.run_notices(quotas.clone()));
+    let webhook_history = tokio::spawn(prune_webhook_history(app.state.clone()));
     // With a database that several nodes share, their changes reach this node's caches
     // through the feed; until it is connected, verifications read the database.
     let feed = app.state.service.store().change_feed().map(|feed| {
@@ -180,6 +199,7 @@ pub async fn serve(
         Some(probes),
         Some(quota_saver),
         Some(notices),
+        Some(webhook_history),
     ]
     .into_iter()
     .flatten()

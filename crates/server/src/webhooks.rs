@@ -142,11 +142,22 @@ impl Webhooks {
                     continue;
                 }
             };
-            let sends = due.into_iter().map(|(delivery, webhook)| {
+            // One webhook's deliveries one after the other, in the order their events
+            // happened; different webhooks' at once.
+            let mut by_webhook: Vec<Vec<(DeliveryRecord, WebhookRecord)>> = Vec::new();
+            for (delivery, webhook) in due {
+                match by_webhook.iter_mut().find(|g| g[0].1.id == webhook.id) {
+                    Some(group) => group.push((delivery, webhook)),
+                    None => by_webhook.push(vec![(delivery, webhook)]),
+                }
+            }
+            let sends = by_webhook.into_iter().map(|group| {
                 let this = &self;
                 async move {
-                    if let Err(e) = this.send(delivery, &webhook, false).await {
-                        tracing::warn!(error = %e, "cannot save a webhook delivery");
+                    for (delivery, webhook) in group {
+                        if let Err(e) = this.send(delivery, &webhook, false).await {
+                            tracing::warn!(error = %e, "cannot save a webhook delivery");
+                        }
                     }
                 }
             });

@@ -280,4 +280,7 @@ impl WebhookStore for AnyStore {
     async fn save_delivery(&self, d: &DeliveryRecord) -> StoreResult<()> {
         delegate!(self.save_delivery(d))
     }
+    async fn prune_webhook_history(&self, before: Timestamp) -> StoreResult<()> {
+        delegate!(self.prune_webhook_history(before))
+    }
 }

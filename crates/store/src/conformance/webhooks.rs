@@ -119,6 +119,18 @@ pub async fn webhooks<S: Store>(store: &S) {
         vec![d.id.clone()]
     );
 
+    // Finished deliveries are pruned; pending ones stay.
+    d.status = DeliveryStatus::Delivered;
+    d.next_attempt_at = None;
+    store.save_delivery(&d).await.unwrap();
+    store
+        .prune_webhook_history(now() + Duration::seconds(1))
+        .await
+        .unwrap();
+    assert!(store.get_delivery(&d.id).await.unwrap().is_none());
+    let pending = &claimed[1].0;
+    assert!(store.get_delivery(&pending.id).await.unwrap().is_some());
+
     let mut changed = created.clone();
     changed.url = "https://c.example/h".into();
     store
@@ -135,7 +147,7 @@ pub async fn webhooks<S: Store>(store: &S) {
         .unwrap();
     assert!(store.get_webhook(&created.id).await.unwrap().is_none());
     assert!(
-        store.get_delivery(&d.id).await.unwrap().is_none(),
+        store.get_delivery(&pending.id).await.unwrap().is_none(),
         "deliveries go with it"
     );
     assert!(matches!(

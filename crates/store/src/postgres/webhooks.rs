@@ -189,7 +189,7 @@ impl WebhookStore for PgStore {
                 let rows = sqlx::query(
                     "UPDATE webhook_deliveries SET next_attempt_at = $1 WHERE id IN (\
                      SELECT id FROM webhook_deliveries WHERE status = 'pending' AND next_attempt_at <= $2 \
-                     ORDER BY next_attempt_at LIMIT $3 FOR UPDATE SKIP LOCKED) RETURNING *",
+                     ORDER BY next_attempt_at, id LIMIT $3 FOR UPDATE SKIP LOCKED) RETURNING *",
                 )
                 .bind(ms(lease_until))
                 .bind(ms(now))
@@ -229,6 +229,27 @@ impl WebhookStore for PgStore {
                 .execute(&mut *conn)
                 .await
                 .map_err(backend)?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    async fn prune_webhook_history(&self, before: Timestamp) -> StoreResult<()> {
+        self.write(move |conn| {
+            Box::pin(async move {
+                sqlx::query(
+                    "DELETE FROM webhook_deliveries WHERE status <> 'pending' AND created_at < $1",
+                )
+                .bind(ms(before))
+                .execute(&mut *conn)
+                .await
+                .map_err(backend)?;
+                sqlx::query("DELETE FROM webhook_events WHERE created_at < $1")
+                    .bind(ms(before))
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(backend)?;
                 Ok(())
             })
         })

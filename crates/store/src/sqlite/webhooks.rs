@@ -194,7 +194,7 @@ impl WebhookStore for SqliteStore {
                 let rows = sqlx::query(
                     "UPDATE webhook_deliveries SET next_attempt_at = ? WHERE id IN (\
                      SELECT id FROM webhook_deliveries WHERE status = 'pending' AND next_attempt_at <= ? \
-                     ORDER BY next_attempt_at LIMIT ?) RETURNING *",
+                     ORDER BY next_attempt_at, id LIMIT ?) RETURNING *",
                 )
                 .bind(ms(lease_until))
                 .bind(ms(now))
@@ -234,6 +234,27 @@ impl WebhookStore for SqliteStore {
                 .execute(&mut *conn)
                 .await
                 .map_err(backend)?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    async fn prune_webhook_history(&self, before: Timestamp) -> StoreResult<()> {
+        self.write(move |conn| {
+            Box::pin(async move {
+                sqlx::query(
+                    "DELETE FROM webhook_deliveries WHERE status <> 'pending' AND created_at < ?",
+                )
+                .bind(ms(before))
+                .execute(&mut *conn)
+                .await
+                .map_err(backend)?;
+                sqlx::query("DELETE FROM webhook_events WHERE created_at < ?")
+                    .bind(ms(before))
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(backend)?;
                 Ok(())
             })
         })
