@@ -277,6 +277,7 @@ fn token_fields(t: &Value, now: DateTime<Utc>) -> String {
                 ip => format!("{} from {}", ago(&t["last_used_at"], now), text(ip)),
             },
         ),
+        ("recent addresses", recent_addresses(&t["recent_ips"], now)),
         (
             "uses",
             format!(
@@ -286,6 +287,23 @@ fn token_fields(t: &Value, now: DateTime<Utc>) -> String {
             ),
         ),
     ])
+}
+
+/// `10.0.0.5 (just now), 192.0.2.7 (2 hours ago)`, or `none yet`.
+fn recent_addresses(list: &Value, now: DateTime<Utc>) -> String {
+    let seen: Vec<String> = list
+        .as_array()
+        .map(|l| {
+            l.iter()
+                .map(|r| format!("{} ({})", text(&r["ip"]), ago(&r["last_seen_at"], now)))
+                .collect()
+        })
+        .unwrap_or_default();
+    if seen.is_empty() {
+        "none yet".to_owned()
+    } else {
+        seen.join(", ")
+    }
 }
 
 // --- audit -------------------------------------------------------------------------

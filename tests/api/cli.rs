@@ -167,7 +167,8 @@ async fn token_commands_cover_the_lifecycle() {
         .await
         .expect(2);
 
-    // show, by name and by id, equal to the API's object.
+    // show, by name and by id, equal to the API's object (once the use above is counted).
+    app.settle().await;
     let id = me["auth"]["token_id"].as_str().unwrap().to_owned();
     let shown = tessera(&app, &["token", "show", "ci-deploy"])
         .await
@@ -180,6 +181,7 @@ async fn token_commands_cover_the_lifecycle() {
         "127.0.0.0/8",
         "in 6 days",
         "999 of 1000 left, refills daily",
+        "recent addresses: 127.0.0.1",
     ] {
         assert!(shown.contains(want), "{want} missing from:\n{shown}");
     }

@@ -542,3 +542,22 @@ async fn the_cli_manages_webhooks_and_shows_the_secret_once() {
         StatusCode::NOT_FOUND
     );
 }
+
+/// Two nodes on one database both look for expiry notices: each is announced once.
+#[tokio::test]
+async fn two_nodes_announce_each_expiry_notice_once() {
+    let (a, b) = two_nodes().await;
+    let receiver = Receiver::start(0).await;
+    subscribe(&a, &receiver.url, &["token.expiring"]).await;
+    a.create_token(
+        &a.admin_token,
+        json!({"name": "soon", "expires_in_days": 3}),
+    )
+    .await;
+    let got = receiver.wait_for(1).await;
+    assert_eq!(got[0].json()["data"]["name"], "soon");
+    // Both nodes' notice loops run several times meanwhile.
+    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+    assert_eq!(receiver.got().len(), 1, "announced once, not once a node");
+    drop(b);
+}
