@@ -8,6 +8,7 @@ mod auth;
 mod gateway_config;
 mod leaks;
 mod logs;
+mod token_fields;
 mod tokens;
 mod webhooks;
 

@@ -1,6 +1,10 @@
 //! Token lifecycle: create, list, show, change, regenerate, disable/enable, delete,
 //! usage, and introspection.
 
+use super::token_fields::{
+    check_quota, check_rate_limit, collect, expiry_request, parse_cidrs, MAX_EXPIRY_FILTER_DAYS,
+    MAX_GRACE_SECONDS,
+};
 use super::{
     finish_page, page, parse_permissions, Caller, CallerAuth, Granted, Service, ServiceError,
     ServiceResult,
@@ -8,23 +12,18 @@ use super::{
 use crate::api::*;
 use crate::verifier::Carriers;
 use chrono::Duration;
-use ipnet::IpNet;
-use std::net::IpAddr;
 use tessera_core::audit::{AuditAction, Target};
 use tessera_core::ids::{AccountId, TokenId};
 use tessera_core::permission::need::*;
 use tessera_core::permission::Needed;
 use tessera_core::permission::Permission;
 use tessera_core::policy::{ExpiryRequest, FieldError};
-use tessera_core::quota::{Quota, QuotaRefill};
 use tessera_core::store::{AccessLogStore, SettingsStore, StoreError, TokenFilter, TokenStore};
 use tessera_core::token::{
-    validate_note, DisabledReason, PreviousValue, RateLimit, TokenName, TokenRecord, TokenStatus,
-    TokenValue,
+    validate_note, DisabledReason, PreviousValue, TokenName, TokenRecord, TokenStatus, TokenValue,
 };
 use tessera_core::usage::BucketWidth;
 use tessera_core::webhook::WebhookEvent;
-use tessera_core::Timestamp;
 
 /// Whose tokens an operation may touch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,80 +58,6 @@ impl ReadsTokens for TokensAdmin {
 
 impl WritesTokens for TokensAdmin {
     const SCOPE: TokenScope = TokenScope::Any;
-}
-
-const MAX_CIDRS: usize = 100;
-const MAX_GRACE_SECONDS: i64 = 86_400;
-/// The widest `expiring_within_days` a list takes (ten years).
-const MAX_EXPIRY_FILTER_DAYS: i64 = 3_650;
-
-fn expiry_request(
-    in_days: Option<i64>,
-    at: Option<chrono::DateTime<chrono::Utc>>,
-    never: Option<bool>,
-) -> ServiceResult<Option<ExpiryRequest>> {
-    let never = never.filter(|n| *n);
-    match (in_days, at, never) {
-        (None, None, None) => Ok(None),
-        (Some(d), None, None) => Ok(Some(ExpiryRequest::InDays(d))),
-        (None, Some(t), None) => Ok(Some(ExpiryRequest::At(t))),
-        (None, None, Some(_)) => Ok(Some(ExpiryRequest::Never)),
-        _ => Err(ServiceError::field(
-            "expires_at",
-            "give at most one of expires_in_days, expires_at and never_expires",
-        )),
-    }
-}
-
-fn parse_cidrs(raw: &[String]) -> Result<Option<Vec<IpNet>>, FieldError> {
-    if raw.len() > MAX_CIDRS {
-        return Err(FieldError::new(
-            "allowed_cidrs",
-            "must hold at most 100 entries",
-        ));
-    }
-    let nets = raw
-        .iter()
-        .map(|s| {
-            s.parse::<IpNet>()
-                .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
-                .map_err(|_| {
-                    FieldError::new(
-                        "allowed_cidrs",
-                        format!(
-                            "'{}' is not a CIDR block or an IP address",
-                            s.chars().take(60).collect::<String>()
-                        ),
-                    )
-                })
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok((!nets.is_empty()).then_some(nets))
-}
-
-fn check_rate_limit(r: RateLimitBody) -> Result<RateLimit, FieldError> {
-    let limit: RateLimit = r.into();
-    limit
-        .validate()
-        .map_err(|m| FieldError::new("rate_limit", m))?;
-    Ok(limit)
-}
-
-/// A quota as given, set at `now`.
-fn check_quota(q: &QuotaBody, now: Timestamp) -> Result<Quota, FieldError> {
-    Quota::validate_limit(q.limit).map_err(|m| FieldError::new("quota", m))?;
-    let refill = match q.refill.as_deref() {
-        None => None,
-        Some(r) => Some(
-            QuotaRefill::parse(r)
-                .ok_or_else(|| FieldError::new("quota", "refill must be daily, monthly or null"))?,
-        ),
-    };
-    Ok(Quota::new(q.limit, refill, now))
-}
-
-fn collect<T>(r: Result<T, FieldError>, errors: &mut Vec<FieldError>) -> Option<T> {
-    r.map_err(|e| errors.push(e)).ok()
 }
 
 impl Service {
