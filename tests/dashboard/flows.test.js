@@ -137,6 +137,40 @@ describe('tokens', () => {
     await page.context().close();
   });
 
+  test('webhooks: create one (its secret shown once), see a delivery and its attempts, send again, delete', async () => {
+    const page = await newPage(browser, server);
+    await signIn(page);
+    await page.getByRole('link', { name: 'Webhooks' }).click();
+    await page.getByRole('heading', { name: 'Webhooks', level: 1 }).waitFor();
+    await page.getByRole('button', { name: 'New webhook' }).click();
+    const dialog = page.getByRole('dialog', { name: 'New webhook' });
+    // Nothing listens on the discard port: every attempt fails to connect.
+    await dialog.getByLabel('URL').fill('http://127.0.0.1:9/hook');
+    await dialog.getByLabel('token.created').check();
+    await dialog.getByRole('button', { name: 'Create webhook' }).click();
+    await dialog.waitFor({ state: 'detached' });
+    const secret = await page.getByRole('textbox', { name: 'Signing secret' }).inputValue();
+    assert.match(secret, /^whsec_[A-Za-z0-9+/]{43}=$/);
+    const hooks = (await api.call('GET', '/api/v1/webhooks')).body.items;
+    assert.equal(hooks.length, 1);
+    assert.equal(JSON.stringify(hooks).includes(secret), false, 'the API never shows it again');
+    await api.call('POST', '/api/v1/tokens', { name: 'announced' });
+    await new Promise((ok) => setTimeout(ok, 1000));
+    await page.getByRole('button', { name: 'Deliveries' }).click();
+    const deliveries = page.getByRole('table', { name: 'Deliveries' });
+    await deliveries.getByText('token.created').waitFor();
+    await deliveries.getByText('could not connect to the receiver').waitFor();
+    await deliveries.getByRole('button', { name: 'Send again' }).click();
+    // The table is drawn again with the new attempt.
+    await deliveries.locator('tbody tr td:nth-child(3)', { hasText: /^[2-9]$/ }).waitFor();
+    await page.getByRole('button', { name: 'Delete', exact: true }).click();
+    const confirm = page.getByRole('alertdialog', { name: 'Delete webhook' });
+    await confirm.getByRole('button', { name: 'Delete', exact: true }).click();
+    await page.getByText('No webhooks yet.').waitFor();
+    assert.equal((await api.call('GET', '/api/v1/webhooks')).body.items.length, 0);
+    await page.context().close();
+  });
+
   test('regenerate with a grace period: the new value is shown once, the old one keeps working', async () => {
     const page = await newPage(browser, server);
     await signIn(page);

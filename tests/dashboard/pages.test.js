@@ -47,6 +47,7 @@ const PAGES = [
   ['accounts', '/accounts', 'Accounts'],
   ['roles', '/roles', 'Roles'],
   ['gateway', '/gateway', 'Gateway'],
+  ['webhooks', '/webhooks', 'Webhooks'],
   ['settings', '/settings', 'Settings'],
 ];
 

@@ -11,6 +11,7 @@ import * as accounts from './pages/accounts.js';
 import * as roles from './pages/roles.js';
 import * as settings from './pages/settings.js';
 import * as gateway from './pages/gateway.js';
+import * as webhooks from './pages/webhooks.js';
 
 /** The pages, by path; `need` is the permission that shows it in the navigation. */
 const PAGES = [
@@ -20,6 +21,7 @@ const PAGES = [
   { path: /^\/accounts$/, page: accounts, nav: '/accounts', label: 'Accounts', need: 'accounts:read' },
   { path: /^\/roles$/, page: roles, nav: '/roles', label: 'Roles', need: 'roles:read' },
   { path: /^\/gateway$/, page: gateway, nav: '/gateway', label: 'Gateway', need: 'gateway:read' },
+  { path: /^\/webhooks$/, page: webhooks, nav: '/webhooks', label: 'Webhooks', need: 'webhooks:read' },
   { path: /^\/settings$/, page: settings, nav: '/settings', label: 'Settings', need: null },
 ];
 

@@ -22,7 +22,7 @@ use tessera_core::ErrorCode;
 
 /// The pages a browser may load directly (a reload, a bookmark): each is the one page,
 /// which routes on its path.
-const PAGES: [&str; 9] = [
+const PAGES: [&str; 10] = [
     "/",
     "/sign-in",
     "/tokens",
@@ -31,6 +31,7 @@ const PAGES: [&str; 9] = [
     "/accounts",
     "/roles",
     "/gateway",
+    "/webhooks",
     "/settings",
 ];
 
@@ -44,7 +45,7 @@ macro_rules! assets {
 }
 
 /// Every file of the dashboard, by its path under `dashboard/`.
-static ASSETS: [(&str, &[u8]); 14] = assets![
+static ASSETS: [(&str, &[u8]); 15] = assets![
     "style.css",
     "app.js",
     "api.js",
@@ -59,6 +60,7 @@ static ASSETS: [(&str, &[u8]); 14] = assets![
     "pages/roles.js",
     "pages/settings.js",
     "pages/gateway.js",
+    "pages/webhooks.js",
 ];
 
 const INDEX: &str = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/dashboard/index.html"));
