@@ -37,6 +37,11 @@ pub struct Webhooks {
     store: AnyStore,
     clock: Arc<dyn Clock>,
     http: reqwest::Client,
+    /// Ids of the notices this node has announced: the store would ignore them again,
+    /// but asking it costs a write transaction every [`NOTICES_EVERY`] for every token
+    /// near its expiry. Kept past the longest time a notice can recur (the expired
+    /// window).
+    announced: moka::sync::Cache<String, ()>,
 }
 
 impl std::fmt::Debug for Webhooks {
@@ -51,9 +56,21 @@ impl Webhooks {
             .user_agent(concat!("tessera-webhooks/", env!("CARGO_PKG_VERSION")))
             .timeout(ANSWER_WITHIN)
             .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap_or_default();
-        Self { store, clock, http }
+            .build();
+        // Start-up: a client without its timeout would let one receiver hold a delivery
+        // for ever, so a server that cannot build it does not start.
+        #[allow(clippy::expect_used)]
+        let http = http.expect("the webhook HTTP client (TLS roots)");
+        let announced = moka::sync::Cache::builder()
+            .max_capacity(1_000_000)
+            .time_to_live(Duration::from_secs(8 * 86_400))
+            .build();
+        Self {
+            store,
+            clock,
+            http,
+            announced,
+        }
     }
 
     /// Sends `delivery` to `webhook` now and saves the attempt. A failed attempt of a
@@ -184,13 +201,17 @@ impl Webhooks {
         }
         let now = self.clock.now();
         let mut events = Vec::new();
+        let fresh = |id: &String| !self.announced.contains_key(id);
         for (token_id, set_at, period) in spent {
+            let id = format!(
+                "evt_quota_{token_id}_{}_{}",
+                set_at.timestamp_millis(),
+                period.timestamp_millis()
+            );
+            if !fresh(&id) {
+                continue;
+            }
             if let Some(token) = self.store.get_token(&token_id).await? {
-                let id = format!(
-                    "evt_quota_{token_id}_{}_{}",
-                    set_at.timestamp_millis(),
-                    period.timestamp_millis()
-                );
                 events.push(token_event(
                     id,
                     WebhookEvent::TokenQuotaExhausted,
@@ -216,7 +237,9 @@ impl Webhooks {
                 token.id,
                 expires_at.timestamp_millis()
             );
-            events.push(token_event(id, WebhookEvent::TokenExpiring, &token, now));
+            if fresh(&id) {
+                events.push(token_event(id, WebhookEvent::TokenExpiring, &token, now));
+            }
         }
         for token in self.tokens(None, Some(TokenStatus::Expired), now).await? {
             let Some(expires_at) = token
@@ -226,12 +249,19 @@ impl Webhooks {
                 continue;
             };
             let id = format!("evt_expired_{}_{}", token.id, expires_at.timestamp_millis());
-            events.push(token_event(id, WebhookEvent::TokenExpired, &token, now));
+            if fresh(&id) {
+                events.push(token_event(id, WebhookEvent::TokenExpired, &token, now));
+            }
         }
         if events.is_empty() {
             return Ok(());
         }
-        self.store.announce(events).await
+        let ids: Vec<String> = events.iter().map(|e| e.id.clone()).collect();
+        self.store.announce(events).await?;
+        for id in ids {
+            self.announced.insert(id, ());
+        }
+        Ok(())
     }
 
     /// Every token of every account that expires before `expiring_before` (active) or
