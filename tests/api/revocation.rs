@@ -19,6 +19,31 @@ struct Nodes<'a> {
 }
 
 impl Nodes<'_> {
+    /// How many other nodes' changes the checker has applied (none when both are one).
+    async fn applied(&self) -> f64 {
+        if std::ptr::eq(self.changer, self.checker) {
+            return 0.0;
+        }
+        self.checker
+            .metric("tessera_change_feed_lag_seconds_count")
+            .await
+    }
+
+    /// Waits until the checker has applied at least `count` changes of other nodes.
+    async fn wait_until_applied(&self, count: f64) {
+        if std::ptr::eq(self.changer, self.checker) {
+            return;
+        }
+        let done = holds_within(Duration::from_secs(5), true, async || {
+            self.applied().await >= count
+        })
+        .await;
+        assert!(
+            done,
+            "the checker applied {count} changes of the other node"
+        );
+    }
+
     /// How long a change may take to hold where tokens are used: at once on its own
     /// node, within a second on another.
     fn allowed(&self) -> Duration {
@@ -245,6 +270,7 @@ async fn a_route_change_on_one_node_holds_on_the_other_within_a_second() {
 
 async fn a_route_change_holds(nodes: Nodes<'_>) {
     let app = nodes.changer;
+    let heard = nodes.applied().await;
     let up = upstream("a").await;
     let config = |scopes: serde_json::Value| {
         json!({
@@ -272,6 +298,10 @@ async fn a_route_change_holds(nodes: Nodes<'_>) {
     };
     let got = holds_within(nodes.allowed(), StatusCode::OK, through).await;
     assert_eq!(got, StatusCode::OK, "the route, on the checker too");
+    // The checker has applied both changes so far (the route, the reader's creation), so
+    // that what it counts from here is the route change alone: it may serve the reader
+    // from the database before the creation's notice arrives.
+    nodes.wait_until_applied(heard + 2.0).await;
     let before = nodes
         .checker
         .metric("tessera_cache_invalidations_total")
