@@ -116,6 +116,22 @@ async fn deliveries(app: &TestApp, hook: &Value) -> Vec<Value> {
     list["items"].as_array().unwrap().clone()
 }
 
+/// The status of `hook`'s first delivery once it is "delivered", or as it is after
+/// `seconds`.
+async fn first_delivery_status(app: &TestApp, hook: &Value, seconds: u64) -> String {
+    holds_within(
+        std::time::Duration::from_secs(seconds),
+        "delivered".to_owned(),
+        async || {
+            deliveries(app, hook).await[0]["status"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        },
+    )
+    .await
+}
+
 #[tokio::test]
 async fn each_token_event_arrives_once_signed_and_a_failed_one_is_retried() {
     let app = TestApp::spawn_now().await;
@@ -156,18 +172,7 @@ async fn each_token_event_arrives_once_signed_and_a_failed_one_is_retried() {
     app.clock.advance(Duration::seconds(5));
     let both = receiver.wait_for(2).await;
     assert_eq!(both[1].id(), first[0].id(), "a retry keeps its webhook-id");
-    let done = holds_within(
-        std::time::Duration::from_secs(5),
-        "delivered".to_owned(),
-        async || {
-            deliveries(&app, &hook).await[0]["status"]
-                .as_str()
-                .unwrap()
-                .to_owned()
-        },
-    )
-    .await;
-    assert_eq!(done, "delivered");
+    assert_eq!(first_delivery_status(&app, &hook, 5).await, "delivered");
 
     send(app.admin(Method::POST, &format!("/api/v1/tokens/{id}/regenerate"))).await;
     send(app.admin(Method::POST, &format!("/api/v1/tokens/{id}/disable"))).await;
@@ -306,18 +311,7 @@ async fn a_receiver_that_does_not_answer_never_holds_up_a_request() {
         .await
         .expect("the delivery reached the receiver");
     release.notify_one();
-    let done = holds_within(
-        std::time::Duration::from_secs(10),
-        "delivered".to_owned(),
-        async || {
-            deliveries(&app, &hook).await[0]["status"]
-                .as_str()
-                .unwrap()
-                .to_owned()
-        },
-    )
-    .await;
-    assert_eq!(done, "delivered");
+    assert_eq!(first_delivery_status(&app, &hook, 10).await, "delivered");
     server.abort();
 }
 

@@ -368,14 +368,20 @@ mod tests {
             .unwrap()
     }
 
-    /// Management writes are synced at commit; access-log batches are not, and neither
-    /// changes what the other gets.
-    #[tokio::test]
-    async fn management_writes_are_durable_and_access_batches_are_batched() {
+    /// A migrated store in a new file (kept while the directory is).
+    async fn migrated_store() -> (tempfile::TempDir, SqliteStore) {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("t.db").display());
         let store = SqliteStore::open(&url).await.unwrap();
         store.migrate(&[]).await.unwrap();
+        (dir, store)
+    }
+
+    /// Management writes are synced at commit; access-log batches are not, and neither
+    /// changes what the other gets.
+    #[tokio::test]
+    async fn management_writes_are_durable_and_access_batches_are_batched() {
+        let (_dir, store) = migrated_store().await;
         for _ in 0..2 {
             assert_eq!(synchronous_in(&store, Durability::Durable).await, 2);
             assert_eq!(synchronous_in(&store, Durability::Batched).await, 1);
@@ -392,10 +398,8 @@ mod tests {
     #[cfg(target_os = "linux")]
     #[tokio::test]
     async fn the_writer_thread_runs_below_the_process() {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("t.db").display());
-        let store = SqliteStore::open(&url).await.unwrap();
-        store.migrate(&[]).await.unwrap();
+        // Held to the end: the writer's thread lives as long as the store.
+        let (_dir, _store) = migrated_store().await;
         // The nice value in a thread's stat (field 19: the 17th after the name's
         // closing parenthesis).
         let nice_in = |stat: &str| -> i64 {
